@@ -1,0 +1,162 @@
+//! Error bodies in the client's API shape. Every error a client sees from either binary is
+//! rendered here, so the shapes cannot drift between the edge and the egress.
+//!
+//! OpenAI: `{"error": {"message", "type", "param", "code"}}`.
+//! Anthropic: `{"type": "error", "error": {"type", "message"}}`.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+/// Which API family the client spoke, and so which error shape it expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiShape {
+    OpenAi,
+    Anthropic,
+}
+
+impl ApiShape {
+    /// `/v1/messages` (and anything under it) is Anthropic; everything else is OpenAI.
+    pub fn for_path(path: &str) -> Self {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            ApiShape::Anthropic
+        } else {
+            ApiShape::OpenAi
+        }
+    }
+}
+
+/// An error answer: status, a stable machine `code`, and a human message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable code, e.g. `model_not_found`, `invalid_json`, `rate_limit_exceeded`.
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub shape: ApiShape,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            param: None,
+            shape: ApiShape::OpenAi,
+        }
+    }
+
+    pub fn with_shape(mut self, shape: ApiShape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// OpenAI `type` for a status (the values OpenAI's SDKs key on).
+    pub fn openai_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 404 | 405 | 409 | 413 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            _ if self.status.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Anthropic `error.type` for a status (as documented in Anthropic's errors page).
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 405 | 409 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            503 => "overloaded_error",
+            _ if self.status.is_server_error() => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The JSON body in this error's shape.
+    pub fn body(&self) -> Bytes {
+        let value = match self.shape {
+            ApiShape::OpenAi => json!({
+                "error": {
+                    "message": self.message,
+                    "type": self.openai_type(),
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }),
+            ApiShape::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": self.message }
+            }),
+        };
+        Bytes::from(value.to_string())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, self.body()).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let e = ApiError::new(StatusCode::NOT_FOUND, "model_not_found", "no model `x`");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["message"], "no model `x`");
+        assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "slow down",
+        )
+        .with_shape(ApiShape::for_path("/v1/messages"));
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap_or_default();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["message"], "slow down");
+    }
+}

@@ -1,0 +1,8 @@
+//! What both Plano binaries share: the admin plane (HTTP `/metrics`, `/healthz`, `/readyz`
+//! and gRPC `grpc.health.v1.Health` on one port), the health registry and peer watcher, the
+//! metric catalogue, graceful shutdown, tracing setup, request ids and error bodies.
+
+pub mod errors;
+pub mod health;
+pub mod metrics;
+pub mod request_id;

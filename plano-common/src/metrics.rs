@@ -1,0 +1,199 @@
+//! The metric catalogue: every metric either binary exports is named, described and given
+//! its buckets here, once. Handlers only increment/record using these names.
+//!
+//! Labels are bounded: route templates (never raw paths), provider names and models as
+//! configured (never what a client typed), status classes (`2xx`…), fixed outcome words.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "plano_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "plano_http_request_duration_seconds";
+pub const LLM_UPSTREAM_REQUESTS_TOTAL: &str = "plano_llm_upstream_requests_total";
+pub const LLM_UPSTREAM_DURATION_SECONDS: &str = "plano_llm_upstream_duration_seconds";
+pub const LLM_TIME_TO_FIRST_TOKEN_SECONDS: &str = "plano_llm_time_to_first_token_seconds";
+pub const LLM_TOKENS_TOTAL: &str = "plano_llm_tokens_total";
+pub const LLM_RETRIES_TOTAL: &str = "plano_llm_retries_total";
+pub const LLM_FAILOVERS_TOTAL: &str = "plano_llm_failovers_total";
+pub const RATELIMIT_REJECTIONS_TOTAL: &str = "plano_ratelimit_rejections_total";
+pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors_total";
+pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
+pub const FILTER_DURATION_SECONDS: &str = "plano_filter_duration_seconds";
+pub const FILTER_BLOCKS_TOTAL: &str = "plano_filter_blocks_total";
+pub const AGENT_ROUTING_DECISIONS_TOTAL: &str = "plano_agent_routing_decisions_total";
+pub const PEER_UP: &str = "plano_peer_up";
+pub const CONFIG_RELOADS_TOTAL: &str = "plano_config_reloads_total";
+pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "plano_tls_certificate_expiry_timestamp_seconds";
+pub const BUILD_INFO: &str = "plano_build_info";
+pub const CIRCUIT_OPEN: &str = "plano_llm_circuit_open";
+pub const ACTIVE_REQUESTS: &str = "plano_active_requests";
+
+/// Buckets for request-scale latencies (upstream calls, whole requests, TTFT).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Buckets for the proxy's own overhead: sub-millisecond resolution.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+const FILTER_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Status class label for a status code: `2xx`, `4xx`, `5xx`…
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Install the process-wide Prometheus recorder and describe every metric.
+///
+/// Call once per process, before serving. Calling again (tests starting several servers in
+/// one process) returns a handle to the recorder already installed.
+pub fn install(component: &'static str) -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(OVERHEAD_SECONDS.to_string()),
+                OVERHEAD_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(FILTER_DURATION_SECONDS.to_string()),
+                    FILTER_BUCKETS,
+                )
+            })
+            .and_then(|b| b.set_buckets(LATENCY_BUCKETS));
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            // Only empty bucket lists fail; ours are constants, so fall back to summaries.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        // A second install in the same process (tests) fails harmlessly: the first wins.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    });
+    gauge!(
+        BUILD_INFO,
+        "component" => component,
+        "version" => env!("CARGO_PKG_VERSION"),
+    )
+    .set(1.0);
+    handle.clone()
+}
+
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests answered, by component, listener, route template, method and status class."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from request received to response body finished, by component, listener and route."
+    );
+    describe_counter!(
+        LLM_UPSTREAM_REQUESTS_TOTAL,
+        "Attempts sent to LLM providers, by provider, model and outcome (success, http_4xx, http_5xx, http_429, timeout, connect_error, …)."
+    );
+    describe_histogram!(
+        LLM_UPSTREAM_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of each upstream attempt until its body ended, by provider and model."
+    );
+    describe_histogram!(
+        LLM_TIME_TO_FIRST_TOKEN_SECONDS,
+        Unit::Seconds,
+        "For streams: time from request received to the first upstream event, by provider and model."
+    );
+    describe_counter!(
+        LLM_TOKENS_TOTAL,
+        "Tokens reported by providers, by provider, model and kind (input, output, cached_input, reasoning)."
+    );
+    describe_counter!(
+        LLM_RETRIES_TOTAL,
+        "Retries of the same provider after a retryable failure, by provider and reason."
+    );
+    describe_counter!(
+        LLM_FAILOVERS_TOTAL,
+        "Moves from one provider to the next fallback, by from and to provider."
+    );
+    describe_counter!(
+        RATELIMIT_REJECTIONS_TOTAL,
+        "Requests refused with 429 by a configured rate limit, by model and limit kind."
+    );
+    describe_counter!(
+        RATELIMIT_BACKEND_ERRORS_TOTAL,
+        "Rate-limit checks that could not reach their storage backend, by backend and policy applied."
+    );
+    describe_histogram!(
+        OVERHEAD_SECONDS,
+        Unit::Seconds,
+        "Time spent inside the proxy for a request, excluding time waiting on the upstream."
+    );
+    describe_histogram!(
+        FILTER_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of each filter call, by filter id and phase (input, output)."
+    );
+    describe_counter!(
+        FILTER_BLOCKS_TOTAL,
+        "Requests or responses blocked by a filter, by filter id and reason."
+    );
+    describe_counter!(
+        AGENT_ROUTING_DECISIONS_TOTAL,
+        "Agent routing decisions, by listener, agent and how it was chosen (single, header, llm, default)."
+    );
+    describe_gauge!(
+        PEER_UP,
+        "1 when the watched peer (the egress, seen from the edge) reports SERVING, else 0."
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reload attempts, by outcome (success, invalid, error)."
+    );
+    describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Expiry time (Unix seconds) of the certificate served on each TLS listener."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels carry the component and version."
+    );
+    describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 while a provider's circuit breaker is open (the provider is skipped), else 0."
+    );
+    describe_gauge!(
+        ACTIVE_REQUESTS,
+        "Requests currently being served, by component."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(999), "5xx");
+    }
+
+    #[test]
+    fn render_has_build_info() {
+        let h = install("test");
+        let text = h.render();
+        assert!(text.contains("plano_build_info"), "{text}");
+    }
+}
