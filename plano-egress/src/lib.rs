@@ -1,1 +1,3 @@
-//! placeholder
+//! `plano-egress`: the model proxy.
+
+pub mod providers;

@@ -1,0 +1,4 @@
+//! Everything provider-specific lives under this folder: wire formats, auth styles and
+//! translations between API families.
+
+pub mod sse;
