@@ -6,3 +6,6 @@ pub mod errors;
 pub mod health;
 pub mod metrics;
 pub mod request_id;
+pub mod runtime;
+
+pub use runtime::{Component, Context, Control, Shutdown};
