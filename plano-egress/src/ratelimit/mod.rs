@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderMap;
+use axum::response::IntoResponse;
+use http::{HeaderMap, StatusCode};
+use plano_common::errors::{ApiError, ApiShape};
 use plano_common::metrics::{RATELIMIT_BACKEND_ERRORS_TOTAL, RATELIMIT_REJECTIONS_TOTAL};
 use plano_config::{Config, LimitUnit, RateLimit, RateLimitStorage, SelectorValue};
 
@@ -62,6 +64,30 @@ pub enum Decision {
         message: String,
         kind: LimitKind,
     },
+}
+
+impl Decision {
+    /// The 429 answer for a denial, in the client's API shape (OpenAI
+    /// `rate_limit_exceeded` or Anthropic `rate_limit_error`), carrying `retry-after` and
+    /// the `x-ratelimit-*` headers. `None` for [`Decision::Allow`].
+    pub fn rejection(&self, shape: ApiShape) -> Option<axum::response::Response> {
+        let Decision::Deny {
+            headers, message, ..
+        } = self
+        else {
+            return None;
+        };
+        let err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            message.clone(),
+        )
+        .with_shape(shape);
+        let mut res = err.into_response();
+        res.headers_mut()
+            .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Some(res)
+    }
 }
 
 /// The token estimates charged at admission, to be corrected by [`RateLimiter::reconcile`].

@@ -399,3 +399,39 @@ fn fnv_is_stable() {
     assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
 }
+
+#[tokio::test(start_paused = true)]
+async fn denial_renders_a_429_in_the_clients_shape() {
+    let l = limiter(&[rule(
+        "m",
+        "k",
+        "*",
+        LimitKind::Requests,
+        1,
+        LimitUnit::Minute,
+    )]);
+    let h = headers(&[("k", "v")]);
+    let ok = check(&l, "m", &h, b"").await;
+    assert!(ok.rejection(ApiShape::OpenAi).is_none());
+    let d = check(&l, "m", &h, b"").await;
+    for (shape, type_path) in [
+        (ApiShape::OpenAi, "/error/type"),
+        (ApiShape::Anthropic, "/error/type"),
+    ] {
+        let res = d.rejection(shape).unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()["retry-after"], "60");
+        assert_eq!(res.headers()["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v.pointer(type_path).unwrap(), "rate_limit_error");
+        let msg = v.pointer("/error/message").unwrap().as_str().unwrap();
+        assert!(
+            msg.starts_with("Rate limit reached for m on requests per minute"),
+            "{msg}"
+        );
+    }
+}
