@@ -368,3 +368,38 @@ async fn unreachable_redis_at_start_does_not_prevent_start() {
         .expect("check hung on an unreachable Redis");
     assert!(matches!(d, Decision::Allow { .. }), "{d:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_counted_by_model_and_kind() {
+    let metrics = plano_common::metrics::install("test");
+    let mut r = rule(LimitKind::Requests, 5, LimitUnit::Hour);
+    r.model = "counted-model".to_string();
+    let l = RateLimiter::from_parts(&[r], &RateLimitStorage::Memory).unwrap();
+    let h = user("u");
+    let mut denied = 0;
+    for _ in 0..20 {
+        let d = l
+            .check(&LimitRequest {
+                provider: "counted-model",
+                alias: None,
+                upstream_model: "x",
+                headers: &h,
+                body: b"",
+            })
+            .await;
+        if matches!(d, Decision::Deny { .. }) {
+            denied += 1;
+        }
+    }
+    assert_eq!(denied, 15);
+    let text = metrics.render();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("plano_ratelimit_rejections_total")
+                && l.contains("model=\"counted-model\"")
+                && l.contains("kind=\"requests\"")
+        })
+        .unwrap_or_else(|| panic!("no rejection counter in:\n{text}"));
+    assert!(line.ends_with(" 15"), "{line}");
+}

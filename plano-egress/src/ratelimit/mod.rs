@@ -219,7 +219,8 @@ impl RateLimiter {
         Self::from_parts(&cfg.ratelimits, &cfg.ratelimit_storage)
     }
 
-    /// Same as [`RateLimiter::new`] from the two config sections it reads.
+    /// Same as [`RateLimiter::new`] from the two config sections it reads. With Redis
+    /// storage, call it inside a tokio runtime (it returns an error otherwise).
     pub fn from_parts(rules: &[RateLimit], storage: &RateLimitStorage) -> anyhow::Result<Self> {
         let active = build(rules, storage, None)?;
         Ok(Self {
@@ -576,7 +577,11 @@ fn build(
                 timeout,
                 fail_open,
             } => Backend::Redis {
-                redis: RedisBackend::new(url.expose(), *timeout)?,
+                // The connection manager spawns its reconnect task on the current runtime.
+                redis: match tokio::runtime::Handle::try_current() {
+                    Ok(_) => RedisBackend::new(url.expose(), *timeout)?,
+                    Err(_) => anyhow::bail!("the Redis rate-limit backend needs a tokio runtime"),
+                },
                 fail_open: *fail_open,
                 last_log_ms: AtomicU64::new(0),
             },

@@ -435,3 +435,14 @@ async fn denial_renders_a_429_in_the_clients_shape() {
         );
     }
 }
+
+#[test]
+fn redis_storage_outside_a_runtime_is_an_error_not_a_panic() {
+    let storage = RateLimitStorage::Redis {
+        url: plano_config::Secret::new("redis://127.0.0.1:1/"),
+        timeout: Duration::from_millis(100),
+        fail_open: true,
+    };
+    let r = [rule("m", "k", "*", LimitKind::Requests, 1, LimitUnit::Hour)];
+    assert!(RateLimiter::from_parts(&r, &storage).is_err());
+}
