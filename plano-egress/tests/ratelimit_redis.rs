@@ -163,7 +163,7 @@ async fn redis_burst_admits_exactly_the_limit() {
         )
         .unwrap(),
     );
-    assert_eq!(burst(&[l], 200, "burst").await, 50);
+    assert_eq!(burst(std::slice::from_ref(&l), 200, "burst").await, 50);
 
     // One namespaced key per bucket, expiring once the bucket would be full again.
     let client = redis::Client::open(server.url()).unwrap();
@@ -184,6 +184,15 @@ async fn redis_burst_admits_exactly_the_limit() {
         .await
         .unwrap();
     assert!(ttl_ms > 3_000_000 && ttl_ms <= 3_601_000, "ttl {ttl_ms}ms");
+
+    // A reload with the same rule keeps the (Redis) counter: still exhausted.
+    l.update_parts(
+        &[rule(LimitKind::Requests, 50, LimitUnit::Hour)],
+        &redis_storage(&server.url(), TEST_TIMEOUT, false),
+    )
+    .unwrap();
+    let d = check(&l, &user("burst"), b"{}").await;
+    assert!(matches!(d, Decision::Deny { .. }), "{d:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -642,13 +642,10 @@ fn log_backend_error(
     fail_open: bool,
 ) {
     // +LOG_EVERY_MS so the very first failure is logged even right after start.
-    let now = epoch.elapsed().as_millis() as u64 + LOG_EVERY_MS;
-    let last = last_log_ms.load(Ordering::Relaxed);
-    if now.saturating_sub(last) < LOG_EVERY_MS
-        || last_log_ms
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
+    if !claim_log_slot(
+        last_log_ms,
+        epoch.elapsed().as_millis() as u64 + LOG_EVERY_MS,
+    ) {
         return;
     }
     let policy = if fail_open {
@@ -657,6 +654,15 @@ fn log_backend_error(
         "refusing limited requests (fail_open: false)"
     };
     tracing::warn!(error = %err, "rate-limit storage unreachable; {policy}; further errors are counted in {RATELIMIT_BACKEND_ERRORS_TOTAL} and logged at most every 10s");
+}
+
+/// True for at most one caller per `LOG_EVERY_MS`, however many fail at once.
+fn claim_log_slot(last_log_ms: &AtomicU64, now_ms: u64) -> bool {
+    let last = last_log_ms.load(Ordering::Relaxed);
+    now_ms.saturating_sub(last) >= LOG_EVERY_MS
+        && last_log_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 fn kind_word(k: LimitKind) -> &'static str {

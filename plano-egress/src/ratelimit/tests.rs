@@ -446,3 +446,14 @@ fn redis_storage_outside_a_runtime_is_an_error_not_a_panic() {
     let r = [rule("m", "k", "*", LimitKind::Requests, 1, LimitUnit::Hour)];
     assert!(RateLimiter::from_parts(&r, &storage).is_err());
 }
+
+#[test]
+fn backend_errors_are_logged_at_most_once_per_ten_seconds() {
+    let last = AtomicU64::new(0);
+    let start = LOG_EVERY_MS; // what the first failure after start passes
+    assert!(claim_log_slot(&last, start));
+    assert!(!claim_log_slot(&last, start));
+    assert!(!claim_log_slot(&last, start + 9_999));
+    assert!(claim_log_slot(&last, start + 10_000));
+    assert!(!claim_log_slot(&last, start + 10_001));
+}
