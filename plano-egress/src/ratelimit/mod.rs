@@ -298,21 +298,8 @@ impl RateLimiter {
                 fail_open,
                 last_log_ms,
             } => {
-                let charges: Vec<String> = matched
-                    .iter()
-                    .map(|m| format!("{}{}", m.rule.redis_prefix, m.key))
-                    .collect();
-                let args: Vec<Charge<'_>> = matched
-                    .iter()
-                    .zip(&charges)
-                    .map(|(m, key)| Charge {
-                        key,
-                        cost: m.cost,
-                        capacity: m.rule.limit.capacity,
-                        period_us: m.rule.limit.period_us,
-                    })
-                    .collect();
-                match redis.run(&args, false).await {
+                let keys = redis_keys(&matched);
+                match redis.run(&redis_charges(&matched, &keys), false).await {
                     Ok(o) => o,
                     Err(e) => {
                         return self.backend_failed(*fail_open, last_log_ms, &e, &matched);
@@ -352,21 +339,8 @@ impl RateLimiter {
                 fail_open,
                 last_log_ms,
             } => {
-                let keys: Vec<String> = matched
-                    .iter()
-                    .map(|m| format!("{}{}", m.rule.redis_prefix, m.key))
-                    .collect();
-                let args: Vec<Charge<'_>> = matched
-                    .iter()
-                    .zip(&keys)
-                    .map(|(m, key)| Charge {
-                        key,
-                        cost: m.cost,
-                        capacity: m.rule.limit.capacity,
-                        period_us: m.rule.limit.period_us,
-                    })
-                    .collect();
-                if let Err(e) = redis.run(&args, true).await {
+                let keys = redis_keys(&matched);
+                if let Err(e) = redis.run(&redis_charges(&matched, &keys), true).await {
                     count_backend_error(*fail_open);
                     log_backend_error(last_log_ms, self.epoch, &e, *fail_open);
                 }
@@ -526,6 +500,27 @@ impl RateLimiter {
             headers: HeaderMap::new(),
         }
     }
+}
+
+/// `plano:rl:<rule hash>:<selector value>` for each matched bucket.
+fn redis_keys(matched: &[Matched]) -> Vec<String> {
+    matched
+        .iter()
+        .map(|m| format!("{}{}", m.rule.redis_prefix, m.key))
+        .collect()
+}
+
+fn redis_charges<'a>(matched: &[Matched], keys: &'a [String]) -> Vec<Charge<'a>> {
+    matched
+        .iter()
+        .zip(keys)
+        .map(|(m, key)| Charge {
+            key,
+            cost: m.cost,
+            capacity: m.rule.limit.capacity,
+            period_us: m.rule.limit.period_us,
+        })
+        .collect()
 }
 
 /// Per kind, the headers of the most constraining matched rule (least remaining).
