@@ -1,3 +1,4 @@
 //! `plano-egress`: the model proxy.
 
 pub mod providers;
+pub mod ratelimit;

@@ -1,0 +1,135 @@
+//! Response headers in OpenAI's format, so clients that already read OpenAI's limits (the
+//! official SDKs' retry logic, dashboards) understand ours.
+//!
+//! `x-ratelimit-reset-*` is a Go-style duration (`1s`, `6m0s`, `1h2m3s`, `20ms`, `1.5s`): the
+//! time until the bucket is full again. `retry-after` is whole seconds, rounded up.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::LimitKind;
+
+/// Format a duration the way OpenAI's headers do (Go's `time.Duration` string, ms precision).
+pub fn go_duration(us: f64) -> String {
+    let ms = (us / 1000.0).ceil().max(0.0) as u64;
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (s, frac) = (rest / 1000, rest % 1000);
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{frac:03}");
+        format!("{s}.{}s", f.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+/// Whole seconds to wait, rounded up and at least 1 (a `retry-after: 0` invites a hot loop).
+pub fn retry_after_secs(us: f64) -> u64 {
+    ((us / 1_000_000.0).ceil() as u64).max(1)
+}
+
+/// The state of the most constraining rule of one kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KindState {
+    pub kind: LimitKind,
+    pub limit: u64,
+    pub remaining: f64,
+    pub reset_us: f64,
+}
+
+fn suffix(kind: LimitKind) -> &'static str {
+    match kind {
+        LimitKind::Tokens => "tokens",
+        LimitKind::Requests => "requests",
+    }
+}
+
+pub fn put_state(headers: &mut HeaderMap, s: &KindState) {
+    let sfx = suffix(s.kind);
+    let remaining = s.remaining.floor().max(0.0) as u64;
+    put(
+        headers,
+        &format!("x-ratelimit-limit-{sfx}"),
+        s.limit.to_string(),
+    );
+    put(
+        headers,
+        &format!("x-ratelimit-remaining-{sfx}"),
+        remaining.to_string(),
+    );
+    put(
+        headers,
+        &format!("x-ratelimit-reset-{sfx}"),
+        go_duration(s.reset_us),
+    );
+}
+
+pub fn put_retry_after(headers: &mut HeaderMap, wait_us: f64) {
+    put(
+        headers,
+        "retry-after",
+        retry_after_secs(wait_us).to_string(),
+    );
+}
+
+fn put(headers: &mut HeaderMap, name: &str, value: String) {
+    // Names and values are built from ASCII digits and fixed words, so both parse.
+    if let (Ok(n), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(&value),
+    ) {
+        headers.insert(n, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_like_openai() {
+        assert_eq!(go_duration(0.0), "0s");
+        assert_eq!(go_duration(20_000.0), "20ms");
+        assert_eq!(go_duration(1_000_000.0), "1s");
+        assert_eq!(go_duration(1_500_000.0), "1.5s");
+        assert_eq!(go_duration(360_000_000.0), "6m0s");
+        assert_eq!(go_duration(3_723_000_000.0), "1h2m3s");
+        assert_eq!(go_duration(86_400_000_000.0), "24h0m0s");
+        // Sub-millisecond rounds up, never to a misleading 0s.
+        assert_eq!(go_duration(1.0), "1ms");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(0.0), 1);
+        assert_eq!(retry_after_secs(1_000_001.0), 2);
+        assert_eq!(retry_after_secs(2_000_000.0), 2);
+    }
+
+    #[test]
+    fn headers_for_a_kind() {
+        let mut h = HeaderMap::new();
+        put_state(
+            &mut h,
+            &KindState {
+                kind: LimitKind::Tokens,
+                limit: 1000,
+                remaining: -5.5,
+                reset_us: 61_000_000.0,
+            },
+        );
+        assert_eq!(h["x-ratelimit-limit-tokens"], "1000");
+        assert_eq!(h["x-ratelimit-remaining-tokens"], "0");
+        assert_eq!(h["x-ratelimit-reset-tokens"], "1m1s");
+    }
+}
