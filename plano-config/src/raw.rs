@@ -1,0 +1,271 @@
+//! Serde mirror of the YAML: field names and shapes only, unknown keys rejected, no logic.
+//! Each top-level section (and each list item) is deserialised on its own so that one bad
+//! item does not hide problems in the others.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// A duration as written: `30s`, `0.5s`, `500ms`, `5m`, or a bare number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Text(String),
+    Seconds(f64),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyListeners {
+    pub ingress_traffic: Option<LegacyListener>,
+    pub egress_traffic: Option<LegacyListener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyListener {
+    pub address: Option<String>,
+    pub port: Option<u32>,
+    pub message_format: Option<String>,
+    pub timeout: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListListener {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: Option<String>,
+    pub port: Option<u32>,
+    pub timeout: Option<RawDuration>,
+    pub router: Option<String>,
+    pub max_retries: Option<u32>,
+    pub agents: Option<Vec<RawListenerAgent>>,
+    pub input_filters: Option<Vec<String>>,
+    pub output_filters: Option<Vec<String>>,
+    pub message_format: Option<String>,
+    // Extensions.
+    pub tls: Option<RawTls>,
+    pub auth: Option<RawAuth>,
+    pub first_token_timeout: Option<RawDuration>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerAgent {
+    pub id: String,
+    pub description: Option<String>,
+    pub default: Option<bool>,
+    pub input_filters: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_path: Option<String>,
+    pub key_path: Option<String>,
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub domains: Vec<String>,
+    pub contact: Option<Vec<String>>,
+    pub directory: Option<String>,
+    pub cache_dir: Option<String>,
+    pub ca_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: Option<String>,
+    pub model: String,
+    pub access_key: Option<String>,
+    pub default: Option<bool>,
+    pub base_url: Option<String>,
+    pub passthrough_auth: Option<bool>,
+    pub http_host: Option<String>,
+    pub provider_interface: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub routing_preferences: Option<Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlias {
+    pub target: String,
+    pub fallbacks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub id: String,
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilter {
+    pub id: String,
+    pub url: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub transport: Option<String>,
+    pub tool: Option<String>,
+    pub fail_open: Option<bool>,
+    pub timeout: Option<RawDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub endpoint: String,
+    pub connect_timeout: Option<RawDuration>,
+    pub timeout: Option<RawDuration>,
+    pub protocol: Option<String>,
+    pub http_host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptTarget {
+    pub name: String,
+    pub default: Option<bool>,
+    pub description: String,
+    pub auto_llm_dispatch_on_response: Option<bool>,
+    pub parameters: Option<Vec<RawParameter>>,
+    pub endpoint: Option<RawTargetEndpoint>,
+    pub system_prompt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParameter {
+    pub name: String,
+    pub required: Option<bool>,
+    pub default: Option<Json>,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(rename = "enum")]
+    pub enum_values: Option<Vec<Json>>,
+    #[allow(
+        dead_code,
+        reason = "accepted for Plano compatibility; path parameters are found by name"
+    )]
+    pub in_path: Option<bool>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetEndpoint {
+    pub name: String,
+    pub path: Option<String>,
+    pub http_method: Option<String>,
+    pub http_headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub model: String,
+    pub selector: RawSelector,
+    pub limit: RawLimit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelector {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub tokens: Option<u64>,
+    pub requests: Option<u64>,
+    pub unit: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitStorage {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: Option<String>,
+    pub timeout: Option<RawDuration>,
+    pub fail_open: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverrides {
+    pub prompt_target_intent_matching_threshold: Option<f64>,
+    pub optimize_context_window: Option<bool>,
+    pub use_agent_orchestrator: Option<bool>,
+    pub disable_signals: Option<bool>,
+    pub upstream_connect_timeout: Option<RawDuration>,
+    pub upstream_tls_ca_path: Option<String>,
+    pub llm_routing_model: Option<String>,
+    pub agent_orchestration_model: Option<String>,
+    pub orchestrator_model_context_length: Option<u64>,
+    pub function_calling_model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub random_sampling: Option<u32>,
+    #[allow(
+        dead_code,
+        reason = "accepted for Plano compatibility; tracing is not exported yet"
+    )]
+    pub trace_arch_internal: Option<bool>,
+    pub opentracing_grpc_endpoint: Option<String>,
+    #[allow(
+        dead_code,
+        reason = "accepted for Plano compatibility; tracing is not exported yet"
+    )]
+    pub span_attributes: Option<Json>,
+    #[allow(
+        dead_code,
+        reason = "accepted for Plano compatibility; tracing is not exported yet"
+    )]
+    pub exporters: Option<Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStateStorage {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub connection_string: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    pub url: Option<String>,
+    pub health: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub edge: Option<String>,
+    pub egress: Option<String>,
+}
