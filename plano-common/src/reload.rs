@@ -89,9 +89,16 @@ impl Reloader {
     }
 
     /// Reload on SIGHUP (Unix) and, when `watch_file`, whenever the file's size or mtime
-    /// changes. Returns when `shutdown` is requested.
-    pub async fn run(self, watch_file: bool, shutdown: Shutdown) {
-        let mut hangup = hangup_signal();
+    /// changes, until `shutdown` is requested.
+    ///
+    /// The SIGHUP handler is installed before this returns, so a SIGHUP sent any time after
+    /// start-up reloads instead of killing the process (SIGHUP's default action).
+    pub fn spawn(self, watch_file: bool, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let hangup = hangup_signal();
+        tokio::spawn(self.run(hangup, watch_file, shutdown))
+    }
+
+    async fn run(self, mut hangup: Hangup, watch_file: bool, shutdown: Shutdown) {
         let mut stamp = file_stamp(&self.path);
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,7 +217,7 @@ mod tests {
         std::fs::write(&path, "valid v0.1").unwrap();
         let (tx, mut rx) = watch::channel(Arc::new(bare_config()));
         let shutdown = Shutdown::new(Duration::from_secs(1));
-        let task = tokio::spawn(Reloader::new(&path, fake_load, tx).run(true, shutdown.clone()));
+        let task = Reloader::new(&path, fake_load, tx).spawn(true, shutdown.clone());
 
         // Let the watcher take its first stamp, then change the file (size changes too, so
         // coarse filesystem mtimes cannot hide the change).

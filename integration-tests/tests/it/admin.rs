@@ -135,9 +135,10 @@ async fn peer_watcher_follows_the_peer_through_not_serving_loss_and_return() {
     let a = start_admin("127.0.0.1:0".parse().unwrap()).await;
     let addr = a.server.local_addr();
     let shutdown = Shutdown::new(Duration::from_secs(1));
+    // With a trailing slash, as `url::Url` (the config's `egress.health`) prints it.
     let mut rx = watch_peer(
         "egress-it-1",
-        &format!("http://{addr}"),
+        &format!("http://{addr}/"),
         EGRESS_SERVICE,
         shutdown.clone(),
     );
