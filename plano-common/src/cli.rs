@@ -10,6 +10,7 @@
 //! Readiness: `run` marks itself ready with [`Context::mark_serving`] once its listeners
 //! are bound; only `run` knows when it can take traffic.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,10 +83,18 @@ pub fn main(component: Component, run: RunFn) -> ExitCode {
 pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
     logging::init(args.log_format);
     if let Some(Command::Health { addr, service }) = &args.command {
-        return health_command(component, args.config.clone(), addr.clone(), service.clone());
+        return health_command(
+            component,
+            args.config.clone(),
+            addr.clone(),
+            service.clone(),
+        );
     }
 
-    let path = args.config.clone().unwrap_or_else(plano_config::default_config_path);
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(plano_config::default_config_path);
     let config = match plano_config::load_file(&path) {
         Ok(c) => c,
         Err(errors) => {
@@ -115,22 +124,34 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    runtime.block_on(serve(component, path, config, args, run))
+    ExitCode::from(runtime.block_on(serve(component, path, config, &args, run, stop_signal)))
 }
 
-#[allow(clippy::print_stdout, reason = "`--check` output is the command's result")]
+#[allow(
+    clippy::print_stdout,
+    reason = "`--check` output is the command's result"
+)]
 fn print_summary(path: &std::path::Path, summary: &str) {
     println!("{}: configuration is valid", path.display());
     println!("{summary}");
 }
 
-async fn serve(
+/// Everything after the config is loaded, with the stop signals as a parameter so tests
+/// can drive the lifecycle without sending signals to themselves. `signals` is called once
+/// for the first stop request and once more during the drain (a second signal cuts it
+/// short). Returns the process exit code.
+pub async fn serve<S, F>(
     component: Component,
     path: PathBuf,
     config: plano_config::Config,
-    args: Args,
+    args: &Args,
     run: RunFn,
-) -> ExitCode {
+    signals: S,
+) -> u8
+where
+    S: Fn() -> F,
+    F: Future<Output = &'static str>,
+{
     let admin_addr = admin_address(component, &config);
     let (ctx, control) = Context::new(component, config, args.grace);
 
@@ -148,25 +169,41 @@ async fn serve(
         Ok(a) => a,
         Err(e) => {
             tracing::error!(addr = %admin_addr, error = %e, "cannot bind the admin port");
-            return ExitCode::from(EXIT_FAILURE);
+            return EXIT_FAILURE;
         }
     };
 
     let reloader = Reloader::new(path, plano_config::load_file, control.config);
-    tokio::spawn(reloader.run(args.watch, control.shutdown.clone()));
+    reloader.spawn(args.watch, control.shutdown.clone());
 
-    tracing::info!(component = component.name(), version = env!("CARGO_PKG_VERSION"), "starting");
+    tracing::info!(
+        component = component.name(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting"
+    );
     let mut task = tokio::spawn(run(ctx.clone()));
 
     let code = tokio::select! {
-        signal = stop_signal() => {
+        signal = signals() => {
             tracing::info!(signal, grace = ?ctx.shutdown.grace(), "shutting down: draining in-flight requests");
             ctx.mark_not_serving();
             control.shutdown.trigger();
-            drain(&mut task, ctx.shutdown.grace()).await
+            tokio::select! {
+                result = &mut task => finished(result),
+                _ = tokio::time::sleep(ctx.shutdown.grace()) => {
+                    tracing::warn!(grace = ?ctx.shutdown.grace(), "grace period over: abandoning requests still in flight");
+                    task.abort();
+                    0
+                }
+                signal = signals() => {
+                    tracing::warn!(signal, "second signal: stopping without waiting for in-flight requests");
+                    task.abort();
+                    0
+                }
+            }
         }
         result = &mut task => {
-            // `run` ended without being asked to: a failure unless it says otherwise.
+            // `run` ended without being asked to: an error exits non-zero.
             ctx.mark_not_serving();
             control.shutdown.trigger();
             finished(result)
@@ -175,41 +212,20 @@ async fn serve(
 
     admin_stop.cancel();
     admin.stopped().await;
-    tracing::info!(component = component.name(), "stopped");
+    tracing::info!(component = component.name(), code, "stopped");
     code
 }
 
-/// Wait for `run` to return after shutdown was triggered, at most `grace` (a second signal
-/// cuts the wait short).
-async fn drain(
-    task: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
-    grace: Duration,
-) -> ExitCode {
-    tokio::select! {
-        result = &mut *task => finished(result),
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, "grace period over: abandoning requests still in flight");
-            task.abort();
-            ExitCode::SUCCESS
-        }
-        signal = stop_signal() => {
-            tracing::warn!(signal, "second signal: stopping without waiting for in-flight requests");
-            task.abort();
-            ExitCode::SUCCESS
-        }
-    }
-}
-
-fn finished(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> ExitCode {
+fn finished(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> u8 {
     match result {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), "stopped with an error");
-            ExitCode::from(EXIT_FAILURE)
+            EXIT_FAILURE
         }
         Err(e) => {
             tracing::error!(error = %e, "the server task failed");
-            ExitCode::from(EXIT_FAILURE)
+            EXIT_FAILURE
         }
     }
 }
@@ -222,7 +238,7 @@ fn admin_address(component: Component, config: &plano_config::Config) -> SocketA
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT.
-async fn stop_signal() -> &'static str {
+pub async fn stop_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -337,7 +353,119 @@ impl Default for Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::bare_config;
     use clap::CommandFactory;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::Instant;
+
+    fn config_on_port_0() -> plano_config::Config {
+        let mut c = bare_config();
+        c.admin.edge = "127.0.0.1:0".parse().unwrap();
+        c.admin.egress = "127.0.0.1:0".parse().unwrap();
+        c
+    }
+
+    fn stubborn(ctx: Context) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.mark_serving();
+            std::future::pending().await
+        })
+    }
+
+    fn polite(ctx: Context) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.mark_serving();
+            ctx.shutdown.requested().await;
+            Ok(())
+        })
+    }
+
+    fn failing(_ctx: Context) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async { anyhow::bail!("listener address already in use") })
+    }
+
+    /// Stop signals arriving at the given (paused-clock) delays; later calls never fire.
+    fn signals_after(delays: &'static [u64]) -> impl Fn() -> BoxFuture<'static, &'static str> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match delays.get(n) {
+                    Some(secs) => {
+                        tokio::time::sleep(Duration::from_secs(*secs)).await;
+                        "TEST"
+                    }
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn args(grace_secs: u64) -> Args {
+        Args {
+            grace: Duration::from_secs(grace_secs),
+            ..Args::default()
+        }
+    }
+
+    async fn serve_with(run: RunFn, grace: u64, delays: &'static [u64]) -> (u8, Duration) {
+        let start = Instant::now();
+        let code = serve(
+            Component::Egress,
+            "/nonexistent/plano.yaml".into(),
+            config_on_port_0(),
+            &args(grace),
+            run,
+            signals_after(delays),
+        )
+        .await;
+        (code, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polite_run_stops_at_once_with_exit_0() {
+        let (code, took) = serve_with(polite, 30, &[1]).await;
+        assert_eq!(code, 0);
+        assert!(took < Duration::from_secs(30), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_ignores_shutdown_is_abandoned_after_the_grace_period() {
+        let (code, took) = serve_with(stubborn, 10, &[1]).await;
+        assert_eq!(code, 0);
+        assert!(took >= Duration::from_secs(11), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_cuts_the_drain_short() {
+        let (code, took) = serve_with(stubborn, 600, &[1, 2]).await;
+        assert_eq!(code, 0);
+        assert!(took < Duration::from_secs(600), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_fails_exits_non_zero() {
+        let (code, _) = serve_with(failing, 30, &[]).await;
+        assert_eq!(code, EXIT_FAILURE);
+    }
+
+    #[tokio::test]
+    async fn a_taken_admin_port_exits_non_zero() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config_on_port_0();
+        config.admin.egress = taken.local_addr().unwrap();
+        let code = serve(
+            Component::Egress,
+            "/nonexistent/plano.yaml".into(),
+            config,
+            &args(1),
+            polite,
+            signals_after(&[]),
+        )
+        .await;
+        assert_eq!(code, EXIT_FAILURE);
+    }
 
     #[test]
     fn args_are_consistent() {

@@ -3,7 +3,7 @@
 //! metric catalogue, graceful shutdown, tracing setup, request ids and error bodies.
 
 pub mod admin;
-// pub mod cli;
+pub mod cli;
 pub mod errors;
 pub mod health;
 pub mod logging;
