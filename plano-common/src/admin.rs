@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -33,6 +33,8 @@ use crate::runtime::Context;
 
 /// How long open connections (Watch streams, a scrape in progress) get after a stop.
 const LINGER: Duration = Duration::from_secs(1);
+/// Bound on receiving an HTTP/1 request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running admin server. Dropping it does not stop it; cancel its token (or the context's
 /// shutdown it was bound with) and optionally await [`AdminServer::stopped`].
@@ -159,7 +161,13 @@ async fn fallback(headers: HeaderMap) -> Response {
 }
 
 async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that opens a connection and never finishes its request headers must not
+    // hold a slot forever (the admin port is often reachable from the whole pod network).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     loop {
