@@ -2,10 +2,17 @@
 //! and gRPC `grpc.health.v1.Health` on one port), the health registry and peer watcher, the
 //! metric catalogue, graceful shutdown, tracing setup, request ids and error bodies.
 
+pub mod admin;
+pub mod cli;
 pub mod errors;
 pub mod health;
+pub mod logging;
 pub mod metrics;
+pub mod peer;
+pub mod reload;
 pub mod request_id;
 pub mod runtime;
+#[cfg(test)]
+mod test_support;
 
 pub use runtime::{Component, Context, Control, Shutdown};

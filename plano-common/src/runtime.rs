@@ -120,6 +120,21 @@ impl Context {
         )
     }
 
+    /// Report the process ready: `""` and the component SERVING (gRPC health, `/readyz`).
+    ///
+    /// `run` calls this itself once its listeners are bound and it can take traffic; the
+    /// CLI does not guess. The CLI marks both NOT_SERVING again when shutdown starts.
+    pub fn mark_serving(&self) {
+        self.health.set(self.component.service(), true);
+        self.health.set("", true);
+    }
+
+    /// Report the process not ready (draining, or lost something it needs).
+    pub fn mark_not_serving(&self) {
+        self.health.set("", false);
+        self.health.set(self.component.service(), false);
+    }
+
     /// The config as of now.
     pub fn current_config(&self) -> Arc<Config> {
         self.config.borrow().clone()

@@ -30,11 +30,8 @@ impl Problems {
         self.errors.push(ConfigError {
             path: path.into(),
             message: message.into(),
-            location: self.file.as_ref().map(|f| Location {
-                file: Some(f.clone()),
-                line: 0,
-                column: 0,
-            }),
+            // Semantic problems are located by key path; only syntax errors have a line.
+            location: None,
         });
     }
 

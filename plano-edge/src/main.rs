@@ -1,1 +1,10 @@
-fn main() {}
+//! `plano-edge`: see `plano-edge --help`. Everything lives in the libraries so tests can
+//! run the same code in-process.
+
+use std::process::ExitCode;
+
+use plano_common::{Component, cli};
+
+fn main() -> ExitCode {
+    cli::main(Component::Edge, |ctx| Box::pin(plano_edge::run(ctx)))
+}

@@ -1,1 +1,10 @@
+//! One integration test binary: each module starts real components on 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test loudly; clippy only exempts #[test] functions themselves"
+)]
 
+mod admin;
+mod cli;
+mod support;

@@ -1,0 +1,391 @@
+//! Both binaries, in-process and as real processes: `--check`, start-up to SERVING, the
+//! `health` subcommand, exit 0 on SIGTERM, and config reload.
+//!
+//! Finding the binaries: `CARGO_BIN_EXE_*` exists only for bins of the test's own package,
+//! and cargo does not build other packages' bins for this test. So the test runs
+//! `cargo build --bins -p plano-egress -p plano-edge` once per test process (cargo has
+//! released its lock by the time tests run) into the same target directory, and uses the
+//! executables next to this test's `deps/` folder. They are always current, and
+//! `cargo test -p integration-tests` alone works.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use plano_common::reload::{ReloadOutcome, Reloader};
+use plano_common::{Component, Context, admin, cli, metrics};
+use plano_config::Config;
+
+use crate::support::{assert_prometheus_text, eventually, http_client};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn seed_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/seed_listeners.yaml")
+}
+
+/// Path of a workspace binary, built on first use (see the module comment).
+fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // target/<profile>/deps/it-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("unexpected test executable location")?
+            .to_path_buf();
+        let target_dir = profile_dir.parent().ok_or("no target dir")?;
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--bins", "-p", "plano-egress", "-p", "plano-edge"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build of the binaries failed: {status}"));
+        }
+        Ok(profile_dir)
+    });
+    match dir {
+        Ok(d) => d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A config with every listener and both admin ports on free local ports.
+fn config_on_free_ports(provider: &str) -> (String, SocketAddr, SocketAddr) {
+    let edge_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let egress_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let yaml = format!(
+        r#"version: v0.4.0
+listeners:
+  - name: model_listener
+    type: model
+    address: 127.0.0.1
+    port: {model}
+  - name: public
+    type: edge
+    address: 127.0.0.1
+    port: {edge}
+model_providers:
+  - model: {provider}
+    access_key: test-key
+    default: true
+admin:
+  edge: "{edge_admin}"
+  egress: "{egress_admin}"
+"#,
+        model = free_port(),
+        edge = free_port(),
+    );
+    (yaml, edge_admin, egress_admin)
+}
+
+fn load(yaml: &str) -> Config {
+    plano_config::load_str(yaml, None, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+#[test]
+fn check_accepts_the_seed_fixture_and_names_a_missing_key() {
+    let exe = binary("plano-egress");
+    let ok = Command::new(&exe)
+        .arg("--config")
+        .arg(seed_fixture())
+        .arg("--check")
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
+        .env_remove("PLANO_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert!(
+        !stdout.contains("sk-test-not-a-real-key"),
+        "the summary must not show secrets: {stdout}"
+    );
+
+    let bad = Command::new(&exe)
+        .arg("--config")
+        .arg(seed_fixture())
+        .arg("--check")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("PLANO_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(78), "{bad:?}");
+    assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
+
+    // PLANO_CONFIG works like --config.
+    let env = Command::new(binary("plano-edge"))
+        .arg("--check")
+        .env("PLANO_CONFIG", seed_fixture())
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .unwrap();
+    assert_eq!(env.status.code(), Some(0), "{env:?}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_config_error() {
+    let out = Command::new(binary("plano-egress"))
+        .args(["--config", "/nonexistent/plano.yaml", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/plano.yaml"));
+}
+
+async fn wait_serving(admin: SocketAddr, service: &str, child: &mut tokio::process::Child) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Ok(status) = cli::check_health(&admin.to_string(), service).await
+            && status == "SERVING"
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("exited before serving: {status}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{service:?} not SERVING at {admin} within {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().unwrap();
+    // The shell's builtin `kill`: no extra package, no unsafe code for libc::kill.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, edge_admin, egress_admin) = config_on_free_ports("openai/gpt-4o");
+    let path = dir.path().join("plano_config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+
+    for (name, component, admin) in [
+        ("plano-egress", Component::Egress, egress_admin),
+        ("plano-edge", Component::Edge, edge_admin),
+    ] {
+        let exe = binary(name);
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&path)
+            .args(["--log-format", "json", "--grace", "5s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_serving(admin, "", &mut child).await;
+        wait_serving(admin, component.service(), &mut child).await;
+
+        // The Docker HEALTHCHECK form, reading the admin address from the same config.
+        let health = tokio::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&path)
+            .arg("health")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(health.status.code(), Some(0), "{name}: {health:?}");
+
+        signal(&child, "TERM");
+        let status = tokio::time::timeout(BOUND, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not exit after SIGTERM"))
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{name}: {status}");
+
+        // Nothing answers any more: the health command says so with exit 1.
+        let health = tokio::process::Command::new(&exe)
+            .args(["health", "--addr", &admin.to_string()])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(health.status.code(), Some(1), "{name}: {health:?}");
+    }
+}
+
+#[tokio::test]
+async fn run_in_process_reports_serving_and_stops_on_shutdown() {
+    let (yaml, _, _) = config_on_free_ports("openai/gpt-4o");
+    let http = http_client();
+    for component in [Component::Egress, Component::Edge] {
+        let (ctx, control) = Context::new(component, load(&yaml), Duration::from_secs(5));
+        let admin = admin::bind("127.0.0.1:0".parse().unwrap(), &ctx)
+            .await
+            .unwrap();
+        let addr = admin.local_addr();
+        let task = match component {
+            Component::Egress => tokio::spawn(plano_egress::run(ctx.clone())),
+            Component::Edge => tokio::spawn(plano_edge::run(ctx.clone())),
+        };
+
+        for service in ["", component.service()] {
+            eventually(BOUND, || async {
+                cli::check_health(&addr.to_string(), service)
+                    .await
+                    .is_ok_and(|s| s == "SERVING")
+            })
+            .await;
+        }
+        let ready = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_prometheus_text(&text);
+        assert!(text.contains("plano_build_info"), "{text}");
+
+        control.shutdown.trigger();
+        tokio::time::timeout(BOUND, task)
+            .await
+            .expect("run did not return after shutdown")
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(BOUND, admin.stopped()).await.unwrap();
+    }
+}
+
+/// Current value of `plano_config_reloads_total{outcome}` (0 before the first increment).
+fn reloads(outcome: &str) -> f64 {
+    let text = metrics::install("egress").render();
+    let series = format!("plano_config_reloads_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn reload_publishes_a_valid_config_and_keeps_the_old_one_when_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plano_config.yaml");
+    let (first, _, _) = config_on_free_ports("openai/gpt-4o");
+    std::fs::write(&path, &first).unwrap();
+    let (ctx, control) = Context::new(
+        Component::Egress,
+        plano_config::load_file(&path).unwrap(),
+        Duration::from_secs(1),
+    );
+    let reloader = Reloader::new(&path, plano_config::load_file, control.config);
+    let held: Arc<Config> = ctx.current_config();
+
+    let (second, _, _) = config_on_free_ports("anthropic/claude-sonnet-4-5");
+    std::fs::write(&path, &second).unwrap();
+    let success_before = reloads("success");
+    assert_eq!(reloader.reload(), ReloadOutcome::Success);
+    assert!(reloads("success") > success_before);
+    let now = ctx.current_config();
+    assert_eq!(now.providers[0].model, "anthropic/claude-sonnet-4-5");
+    // Whoever held the old config (an in-flight request) still has it, unchanged.
+    assert_eq!(held.providers[0].model, "openai/gpt-4o");
+
+    std::fs::write(&path, second.replace("port:", "port: not-a-port #")).unwrap();
+    let invalid_before = reloads("invalid");
+    assert_eq!(reloader.reload(), ReloadOutcome::Invalid);
+    assert!(reloads("invalid") > invalid_before);
+    assert_eq!(
+        ctx.current_config().providers[0].model,
+        "anthropic/claude-sonnet-4-5",
+        "the previous config keeps serving"
+    );
+}
+
+/// `plano_config_reloads_total{outcome}` as scraped from a running process.
+async fn scraped_reloads(http: &reqwest::Client, admin: SocketAddr, outcome: &str) -> f64 {
+    let Ok(resp) = http.get(format!("http://{admin}/metrics")).send().await else {
+        return -1.0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let series = format!("plano_config_reloads_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_binary_reloads_on_file_change_and_on_sighup_and_rejects_bad_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, _, admin) = config_on_free_ports("openai/gpt-4o");
+    let path = dir.path().join("plano_config.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let mut child = tokio::process::Command::new(binary("plano-egress"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--watch", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_serving(admin, "", &mut child).await;
+    let http = http_client();
+
+    // --watch: a changed, valid file is picked up without a signal.
+    std::fs::write(&path, yaml.replace("openai/gpt-4o", "openai/gpt-4o-mini")).unwrap();
+    eventually(BOUND, || async {
+        scraped_reloads(&http, admin, "success").await >= 1.0
+    })
+    .await;
+
+    // SIGHUP with a broken file: rejected, counted, and the process keeps serving.
+    std::fs::write(&path, yaml.replace("port:", "port: not-a-port #")).unwrap();
+    // Give the watcher its chance first so the count below is deterministic either way.
+    eventually(BOUND, || async {
+        scraped_reloads(&http, admin, "invalid").await >= 1.0
+    })
+    .await;
+    let before = scraped_reloads(&http, admin, "invalid").await;
+    signal(&child, "HUP");
+    eventually(BOUND, || async {
+        scraped_reloads(&http, admin, "invalid").await > before
+    })
+    .await;
+    assert_eq!(
+        cli::check_health(&admin.to_string(), "").await.unwrap(),
+        "SERVING"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the process"
+    );
+
+    signal(&child, "TERM");
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

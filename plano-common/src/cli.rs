@@ -1,0 +1,502 @@
+//! The command line both binaries share (DESIGN.md §3) and the process lifecycle around a
+//! component's `run`.
+//!
+//! Lifecycle: parse args → logging → load the config (invalid: every problem on stderr,
+//! exit 78) → `--check` prints the summary and exits 0 → log config warnings once → start
+//! the Tokio runtime → bind the admin port → spawn `run(ctx)` and the reloader → wait for
+//! SIGTERM/SIGINT → report NOT_SERVING, trigger shutdown, give `run` the grace period to
+//! drain → close the admin port → exit 0.
+//!
+//! Readiness: `run` marks itself ready with [`Context::mark_serving`] once its listeners
+//! are bound; only `run` knows when it can take traffic.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::logging::{self, LogFormat};
+use crate::reload::Reloader;
+use crate::runtime::{Component, Context, DEFAULT_GRACE};
+
+/// `sysexits.h` EX_CONFIG: the configuration is invalid.
+pub const EXIT_CONFIG: u8 = 78;
+/// Start-up failed for another reason (admin port taken, runtime could not start…).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// What a binary hands to [`main`]: its library's `run`.
+pub type RunFn = fn(Context) -> BoxFuture<'static, anyhow::Result<()>>;
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Config file. Default: ./plano_config.yaml if it exists, else ./config.yaml.
+    #[arg(long, short = 'c', env = "PLANO_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Validate the config, print a summary and exit (0 valid, 78 invalid).
+    #[arg(long)]
+    pub check: bool,
+
+    /// Log format: human-readable or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "PLANO_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+
+    /// Reload the config when the file changes (SIGHUP always reloads).
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How long in-flight requests (streams included) get to finish after SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub grace: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask a running instance's gRPC health service; exit 0 when SERVING, 1 otherwise
+    /// (for Docker HEALTHCHECK).
+    Health {
+        /// Admin address (HOST:PORT). Default: the config's admin address for this binary.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Health service to ask about; default "" (the whole process).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+/// Entry point for a binary: `plano_common::cli::main(Component::Egress, |ctx| Box::pin(run(ctx)))`.
+pub fn main(component: Component, run: RunFn) -> ExitCode {
+    let args = Args::parse();
+    main_with(component, args, run)
+}
+
+/// [`main`] with already parsed arguments.
+pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
+    logging::init(args.log_format);
+    if let Some(Command::Health { addr, service }) = &args.command {
+        return health_command(
+            component,
+            args.config.clone(),
+            addr.clone(),
+            service.clone(),
+        );
+    }
+
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(plano_config::default_config_path);
+    let config = match plano_config::load_file(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{}: {errors}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.check {
+        print_summary(&path, &config.summary());
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(component.name())
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(serve(component, path, config, &args, run, stop_signal)))
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "`--check` output is the command's result"
+)]
+fn print_summary(path: &std::path::Path, summary: &str) {
+    println!("{}: configuration is valid", path.display());
+    println!("{summary}");
+}
+
+/// Everything after the config is loaded, with the stop signals as a parameter so tests
+/// can drive the lifecycle without sending signals to themselves. `signals` is called once
+/// for the first stop request and once more during the drain (a second signal cuts it
+/// short). Returns the process exit code.
+pub async fn serve<S, F>(
+    component: Component,
+    path: PathBuf,
+    config: plano_config::Config,
+    args: &Args,
+    run: RunFn,
+    signals: S,
+) -> u8
+where
+    S: Fn() -> F,
+    F: Future<Output = &'static str>,
+{
+    let admin_addr = admin_address(component, &config);
+    let (ctx, control) = Context::new(component, config, args.grace);
+
+    // The admin port outlives the drain: probes and scrapes keep getting answers
+    // (NOT_SERVING) until `run` has finished.
+    let admin_stop = CancellationToken::new();
+    let admin = match crate::admin::bind_with(
+        admin_addr,
+        ctx.health.clone(),
+        ctx.metrics.clone(),
+        admin_stop.clone(),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(addr = %admin_addr, error = %e, "cannot bind the admin port");
+            return EXIT_FAILURE;
+        }
+    };
+
+    let reloader = Reloader::new(path, plano_config::load_file, control.config);
+    reloader.spawn(args.watch, control.shutdown.clone());
+
+    tracing::info!(
+        component = component.name(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting"
+    );
+    let mut task = tokio::spawn(run(ctx.clone()));
+
+    let code = tokio::select! {
+        signal = signals() => {
+            tracing::info!(signal, grace = ?ctx.shutdown.grace(), "shutting down: draining in-flight requests");
+            ctx.mark_not_serving();
+            control.shutdown.trigger();
+            tokio::select! {
+                result = &mut task => finished(result),
+                _ = tokio::time::sleep(ctx.shutdown.grace()) => {
+                    tracing::warn!(grace = ?ctx.shutdown.grace(), "grace period over: abandoning requests still in flight");
+                    task.abort();
+                    0
+                }
+                signal = signals() => {
+                    tracing::warn!(signal, "second signal: stopping without waiting for in-flight requests");
+                    task.abort();
+                    0
+                }
+            }
+        }
+        result = &mut task => {
+            // `run` ended without being asked to: an error exits non-zero.
+            ctx.mark_not_serving();
+            control.shutdown.trigger();
+            finished(result)
+        }
+    };
+
+    admin_stop.cancel();
+    admin.stopped().await;
+    tracing::info!(component = component.name(), code, "stopped");
+    code
+}
+
+fn finished(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> u8 {
+    match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            tracing::error!(error = format!("{e:#}"), "stopped with an error");
+            EXIT_FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the server task failed");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn admin_address(component: Component, config: &plano_config::Config) -> SocketAddr {
+    match component {
+        Component::Edge => config.admin.edge,
+        Component::Egress => config.admin.egress,
+    }
+}
+
+/// Resolves with the signal's name on SIGTERM or SIGINT.
+pub async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT; only Ctrl-C stops the process");
+                let _ = tokio::signal::ctrl_c().await;
+                "Ctrl-C"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// `plano-<component> health`: one gRPC Check against the admin port.
+fn health_command(
+    component: Component,
+    config: Option<PathBuf>,
+    addr: Option<String>,
+    service: String,
+) -> ExitCode {
+    let addr = match addr {
+        Some(a) => a,
+        None => {
+            let path = config.unwrap_or_else(plano_config::default_config_path);
+            match plano_config::load_file(&path) {
+                Ok(c) => admin_address(component, &c).to_string(),
+                Err(errors) => {
+                    eprintln!(
+                        "cannot find the admin address: pass --addr, or fix {}: {errors}",
+                        path.display()
+                    );
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(check_health(&addr, &service)) {
+        Ok(status) if status == "SERVING" => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("{addr}: service {service:?} is {status}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{addr}: health check failed: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// gRPC `Check` of `service` at `addr` (`HOST:PORT` or a URL); returns the status name.
+pub async fn check_health(addr: &str, service: &str) -> anyhow::Result<String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .connect()
+        .await?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?;
+    let status =
+        ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    Ok(status.as_str_name().to_string())
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            config: None,
+            check: false,
+            log_format: LogFormat::Pretty,
+            watch: false,
+            grace: DEFAULT_GRACE,
+            command: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::bare_config;
+    use clap::CommandFactory;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::Instant;
+
+    fn config_on_port_0() -> plano_config::Config {
+        let mut c = bare_config();
+        c.admin.edge = "127.0.0.1:0".parse().unwrap();
+        c.admin.egress = "127.0.0.1:0".parse().unwrap();
+        c
+    }
+
+    fn stubborn(ctx: Context) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.mark_serving();
+            std::future::pending().await
+        })
+    }
+
+    fn polite(ctx: Context) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            ctx.mark_serving();
+            ctx.shutdown.requested().await;
+            Ok(())
+        })
+    }
+
+    fn failing(_ctx: Context) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async { anyhow::bail!("listener address already in use") })
+    }
+
+    /// Stop signals arriving at the given (paused-clock) delays; later calls never fire.
+    fn signals_after(delays: &'static [u64]) -> impl Fn() -> BoxFuture<'static, &'static str> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match delays.get(n) {
+                    Some(secs) => {
+                        tokio::time::sleep(Duration::from_secs(*secs)).await;
+                        "TEST"
+                    }
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn args(grace_secs: u64) -> Args {
+        Args {
+            grace: Duration::from_secs(grace_secs),
+            ..Args::default()
+        }
+    }
+
+    async fn serve_with(run: RunFn, grace: u64, delays: &'static [u64]) -> (u8, Duration) {
+        let start = Instant::now();
+        let code = serve(
+            Component::Egress,
+            "/nonexistent/plano.yaml".into(),
+            config_on_port_0(),
+            &args(grace),
+            run,
+            signals_after(delays),
+        )
+        .await;
+        (code, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polite_run_stops_at_once_with_exit_0() {
+        let (code, took) = serve_with(polite, 30, &[1]).await;
+        assert_eq!(code, 0);
+        assert!(took < Duration::from_secs(30), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_ignores_shutdown_is_abandoned_after_the_grace_period() {
+        let (code, took) = serve_with(stubborn, 10, &[1]).await;
+        assert_eq!(code, 0);
+        assert!(took >= Duration::from_secs(11), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_cuts_the_drain_short() {
+        let (code, took) = serve_with(stubborn, 600, &[1, 2]).await;
+        assert_eq!(code, 0);
+        assert!(took < Duration::from_secs(600), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_fails_exits_non_zero() {
+        let (code, _) = serve_with(failing, 30, &[]).await;
+        assert_eq!(code, EXIT_FAILURE);
+    }
+
+    #[tokio::test]
+    async fn a_taken_admin_port_exits_non_zero() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config_on_port_0();
+        config.admin.egress = taken.local_addr().unwrap();
+        let code = serve(
+            Component::Egress,
+            "/nonexistent/plano.yaml".into(),
+            config,
+            &args(1),
+            polite,
+            signals_after(&[]),
+        )
+        .await;
+        assert_eq!(code, EXIT_FAILURE);
+    }
+
+    #[test]
+    fn args_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_flags() {
+        let a = Args::try_parse_from([
+            "plano-egress",
+            "--config",
+            "x.yaml",
+            "--check",
+            "--log-format",
+            "json",
+            "--watch",
+            "--grace",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(a.config, Some(PathBuf::from("x.yaml")));
+        assert!(a.check && a.watch);
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.grace, Duration::from_secs(5));
+
+        let h = Args::try_parse_from(["plano-edge", "health", "--addr", "127.0.0.1:9901"]).unwrap();
+        assert!(matches!(
+            h.command,
+            Some(Command::Health { addr: Some(ref a), ref service }) if a == "127.0.0.1:9901" && service.is_empty()
+        ));
+        assert!(Args::try_parse_from(["plano-edge", "--grace", "soon"]).is_err());
+        assert!(Args::try_parse_from(["plano-edge", "--log-format", "xml"]).is_err());
+    }
+}
