@@ -1,0 +1,130 @@
+//! Per-provider circuit breakers: after `THRESHOLD` consecutive failures a provider is
+//! skipped for `COOL_DOWN`; then one request probes it (half-open): success closes the
+//! circuit, failure opens it again. State is keyed by provider name, so it survives
+//! config reloads, and is mirrored into the gRPC health service
+//! `plano.egress.provider.<name>` and the gauge `plano_llm_circuit_open`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use plano_common::health::{HealthRegistry, provider_service};
+use plano_common::metrics::CIRCUIT_OPEN;
+use tokio::time::Instant;
+
+pub const THRESHOLD: u32 = 5;
+pub const COOL_DOWN: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct State {
+    failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+pub struct Circuits {
+    states: Mutex<HashMap<String, State>>,
+    health: HealthRegistry,
+}
+
+impl Circuits {
+    pub fn new(health: HealthRegistry) -> Self {
+        Self {
+            states: Mutex::new(HashMap::new()),
+            health,
+        }
+    }
+
+    /// Register a provider as SERVING (at start-up and for providers added by a reload).
+    pub fn register(&self, provider: &str) {
+        let Ok(mut map) = self.states.lock() else {
+            return;
+        };
+        if !map.contains_key(provider) {
+            map.insert(provider.to_string(), State::default());
+            self.health.set(&provider_service(provider), true);
+            metrics::gauge!(CIRCUIT_OPEN, "provider" => provider.to_string()).set(0.0);
+        }
+    }
+
+    /// May a request go to this provider now? A half-open circuit lets one probe through.
+    pub fn allow(&self, provider: &str) -> bool {
+        let Ok(mut map) = self.states.lock() else {
+            return true;
+        };
+        let s = map.entry(provider.to_string()).or_default();
+        match s.open_until {
+            None => true,
+            Some(until) if Instant::now() < until => false,
+            Some(_) if s.probing => false,
+            Some(_) => {
+                s.probing = true;
+                true
+            }
+        }
+    }
+
+    pub fn success(&self, provider: &str) {
+        let Ok(mut map) = self.states.lock() else {
+            return;
+        };
+        let s = map.entry(provider.to_string()).or_default();
+        let was_open = s.open_until.is_some();
+        *s = State::default();
+        if was_open {
+            tracing::info!(provider, "circuit closed: provider answered again");
+            self.health.set(&provider_service(provider), true);
+            metrics::gauge!(CIRCUIT_OPEN, "provider" => provider.to_string()).set(0.0);
+        }
+    }
+
+    pub fn failure(&self, provider: &str) {
+        let Ok(mut map) = self.states.lock() else {
+            return;
+        };
+        let s = map.entry(provider.to_string()).or_default();
+        s.failures += 1;
+        let reopen = s.probing || (s.open_until.is_none() && s.failures >= THRESHOLD);
+        if reopen {
+            s.open_until = Some(Instant::now() + COOL_DOWN);
+            s.probing = false;
+            tracing::warn!(
+                provider,
+                failures = s.failures,
+                cool_down_s = COOL_DOWN.as_secs(),
+                "circuit open: provider skipped"
+            );
+            self.health.set(&provider_service(provider), false);
+            metrics::gauge!(CIRCUIT_OPEN, "provider" => provider.to_string()).set(1.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_then_probes() {
+        let reg = HealthRegistry::new("plano.egress");
+        let c = Circuits::new(reg.clone());
+        c.register("p");
+        for _ in 0..THRESHOLD - 1 {
+            c.failure("p");
+            assert!(c.allow("p"));
+        }
+        c.failure("p");
+        assert!(!c.allow("p"));
+        assert_eq!(reg.get("plano.egress.provider.p"), Some(false));
+        tokio::time::advance(COOL_DOWN + Duration::from_millis(1)).await;
+        assert!(c.allow("p"), "one probe after the cool-down");
+        assert!(!c.allow("p"), "only one probe at a time");
+        c.failure("p");
+        assert!(!c.allow("p"), "a failed probe reopens");
+        tokio::time::advance(COOL_DOWN + Duration::from_millis(1)).await;
+        assert!(c.allow("p"));
+        c.success("p");
+        assert!(c.allow("p") && c.allow("p"));
+        assert_eq!(reg.get("plano.egress.provider.p"), Some(true));
+    }
+}

@@ -1,0 +1,167 @@
+//! Every way an egress request can fail, with its status, a bounded metrics label, and
+//! whether another attempt could succeed. Rendered in one place (`into_api_error`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use plano_common::errors::{ApiError, ApiShape};
+
+/// One attempt's failure against one provider.
+#[derive(Debug, Clone)]
+pub enum AttemptError {
+    /// TCP/TLS connect failed or was refused.
+    Connect(String),
+    /// No response headers (or first event) within the deadline.
+    Timeout(&'static str),
+    /// The upstream answered with an error status; body kept for the client.
+    Status {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<Duration>,
+    },
+    /// The connection broke or the upstream sent something unusable.
+    Protocol(String),
+    /// The provider's circuit is open: skipped without sending.
+    CircuitOpen,
+}
+
+impl AttemptError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Connect(_) | AttemptError::Timeout(_) | AttemptError::Protocol(_) => true,
+            AttemptError::Status { status, .. } => {
+                matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+            }
+            AttemptError::CircuitOpen => true,
+        }
+    }
+
+    /// Bounded label for `plano_llm_upstream_requests_total{outcome}`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AttemptError::Connect(_) => "connect_error",
+            AttemptError::Timeout(_) => "timeout",
+            AttemptError::Status { status, .. } if status.as_u16() == 429 => "http_429",
+            AttemptError::Status { status, .. } if status.is_server_error() => "http_5xx",
+            AttemptError::Status { .. } => "http_4xx",
+            AttemptError::Protocol(_) => "protocol_error",
+            AttemptError::CircuitOpen => "circuit_open",
+        }
+    }
+
+    /// Whether this failure counts against the provider's circuit breaker (a 4xx is the
+    /// client's fault, not the provider's).
+    pub fn counts_against_provider(&self) -> bool {
+        !matches!(self, AttemptError::Status { status, .. } if status.is_client_error() && status.as_u16() != 429)
+            && !matches!(self, AttemptError::CircuitOpen)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            AttemptError::Connect(e) => format!("connection failed: {e}"),
+            AttemptError::Timeout(what) => format!("timed out waiting for {what}"),
+            AttemptError::Status { status, .. } => format!("answered {}", status.as_u16()),
+            AttemptError::Protocol(e) => format!("broken response: {e}"),
+            AttemptError::CircuitOpen => "skipped: circuit open after repeated failures".into(),
+        }
+    }
+}
+
+/// Why a request was answered with an error.
+#[derive(Debug)]
+pub enum EgressError {
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit: usize,
+    },
+    ModelNotFound(String),
+    /// The selected provider speaks an API this path cannot reach yet.
+    Unsupported(String),
+    /// The whole-request deadline passed before anything was sent to the client.
+    DeadlineExceeded(Duration),
+    /// Every provider tried failed. `(provider, error)` in the order tried.
+    AllFailed(Vec<(String, AttemptError)>),
+}
+
+impl EgressError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EgressError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            EgressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EgressError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            EgressError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            EgressError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            EgressError::AllFailed(failures) => {
+                let last_status = failures.iter().rev().find_map(|(_, e)| match e {
+                    AttemptError::Status { status, .. } => Some(*status),
+                    _ => None,
+                });
+                match (last_status, failures.last().map(|(_, e)| e)) {
+                    (Some(s), _) => s,
+                    (None, Some(AttemptError::Timeout(_))) => StatusCode::GATEWAY_TIMEOUT,
+                    (None, Some(AttemptError::CircuitOpen)) => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_GATEWAY,
+                }
+            }
+        }
+    }
+
+    /// Bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EgressError::BadRequest { code, .. } => code,
+            EgressError::PayloadTooLarge { .. } => "payload_too_large",
+            EgressError::ModelNotFound(_) => "model_not_found",
+            EgressError::Unsupported(_) => "unsupported_provider_api",
+            EgressError::DeadlineExceeded(_) => "deadline_exceeded",
+            EgressError::AllFailed(_) => "upstream_failed",
+        }
+    }
+
+    /// The upstream's own error body, when one provider failed with a status: the client
+    /// sees exactly what the provider said.
+    pub fn upstream_body(&self) -> Option<(StatusCode, Bytes)> {
+        match self {
+            EgressError::AllFailed(f) if f.len() == 1 || f.iter().all(|(n, _)| *n == f[0].0) => {
+                match f.last().map(|(_, e)| e) {
+                    Some(AttemptError::Status { status, body, .. })
+                        if serde_json::from_slice::<serde_json::Value>(body).is_ok() =>
+                    {
+                        Some((*status, body.clone()))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    pub fn into_api_error(self, shape: ApiShape) -> ApiError {
+        let status = self.status();
+        let message = match &self {
+            EgressError::BadRequest { message, .. } => message.clone(),
+            EgressError::PayloadTooLarge { limit } => {
+                format!("request body is larger than the limit of {limit} bytes")
+            }
+            EgressError::ModelNotFound(m) => format!(
+                "model `{m}` is not configured: use a configured model, alias or `provider/model` (GET /v1/models lists them)"
+            ),
+            EgressError::Unsupported(m) => m.clone(),
+            EgressError::DeadlineExceeded(d) => {
+                format!("no complete answer from the provider within the listener timeout of {d:?}")
+            }
+            EgressError::AllFailed(failures) => {
+                let parts: Vec<String> = failures
+                    .iter()
+                    .map(|(p, e)| format!("{p}: {}", e.describe()))
+                    .collect();
+                format!("every provider failed: {}", parts.join("; "))
+            }
+        };
+        ApiError::new(status, self.reason(), message).with_shape(shape)
+    }
+}

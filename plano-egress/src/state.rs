@@ -1,0 +1,74 @@
+//! What requests share: the runtime derived from the current config (swapped whole on a
+//! reload; a request keeps the `Arc<Runtime>` it started with) and the circuit breakers
+//! (kept across reloads, keyed by provider name).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use plano_common::health::HealthRegistry;
+use plano_config::Config;
+
+use crate::dispatch::circuit::Circuits;
+use crate::ratelimit::RateLimiter;
+use crate::upstream::{self, HttpClient};
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub client: HttpClient,
+    pub limiter: Option<Arc<RateLimiter>>,
+}
+
+pub struct AppState {
+    runtime: ArcSwap<Runtime>,
+    pub circuits: Circuits,
+}
+
+impl AppState {
+    pub async fn new(config: Arc<Config>, health: HealthRegistry) -> anyhow::Result<Self> {
+        let circuits = Circuits::new(health);
+        for p in &config.providers {
+            circuits.register(&p.name);
+        }
+        let limiter = if config.ratelimits.is_empty() {
+            None
+        } else {
+            Some(Arc::new(RateLimiter::new(&config).await?))
+        };
+        let runtime = Runtime {
+            client: upstream::client(&config)?,
+            config,
+            limiter,
+        };
+        Ok(Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            circuits,
+        })
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Apply a new (already validated) config. Limit counters of unchanged rules survive.
+    pub async fn reload(&self, config: Arc<Config>) -> anyhow::Result<()> {
+        let old = self.runtime();
+        let limiter = match (&old.limiter, config.ratelimits.is_empty()) {
+            (_, true) => None,
+            (Some(l), false) => {
+                l.update(&config).await?;
+                Some(l.clone())
+            }
+            (None, false) => Some(Arc::new(RateLimiter::new(&config).await?)),
+        };
+        for p in &config.providers {
+            self.circuits.register(&p.name);
+        }
+        let client = upstream::client(&config)?;
+        self.runtime.store(Arc::new(Runtime {
+            config,
+            client,
+            limiter,
+        }));
+        Ok(())
+    }
+}
