@@ -1,1 +1,5 @@
-//! placeholder
+//! Test support for Plano: a scripted mock provider ([`mock`]) and an in-process harness
+//! that starts the real egress from YAML ([`harness`]).
+
+pub mod harness;
+pub mod mock;

@@ -1,1 +1,49 @@
-fn main() {}
+//! `mock-llm`: a local OpenAI-style provider for the quick start and benchmarks. Answers
+//! `POST …/chat/completions` with a chat completion, or an SSE stream when asked.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use integration_tests::mock::{MockOptions, MockProvider};
+
+#[derive(Parser)]
+#[command(about = "A zero-key mock OpenAI-style LLM provider")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:11434")]
+    listen: SocketAddr,
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Approximate size of a non-streaming answer, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Content chunks in a streaming answer.
+    #[arg(long, default_value_t = 5)]
+    chunks: usize,
+    /// Delay between streamed chunks, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let workers = std::env::var("MOCK_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let options = MockOptions {
+                delay: Duration::from_millis(args.delay_ms),
+                body_bytes: args.body_bytes,
+                chunks: args.chunks,
+                chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+            };
+            let mock = MockProvider::start_on(args.listen, options).await?;
+            eprintln!("mock-llm listening on {}", mock.url());
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        })
+}
