@@ -17,7 +17,11 @@ pub struct Egress {
 impl Egress {
     /// Load `yaml` (variables from `env`), move the model listener to 127.0.0.1:0, start.
     pub async fn start(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let lookup = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let mut config: Config = plano_config::load_str(yaml, None, &lookup)?;
         for l in &mut config.listeners {
             if l.kind == plano_config::ListenerKind::Model {
@@ -28,7 +32,12 @@ impl Egress {
         let server = plano_egress::bind(&ctx).await?;
         let addr = server.local_addr();
         let task = tokio::spawn(server.serve());
-        Ok(Self { addr, ctx, control, task })
+        Ok(Self {
+            addr,
+            ctx,
+            control,
+            task,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -32,7 +32,12 @@ pub struct MockOptions {
 
 impl Default for MockOptions {
     fn default() -> Self {
-        Self { delay: Duration::ZERO, body_bytes: 1024, chunks: 5, chunk_delay: Duration::ZERO }
+        Self {
+            delay: Duration::ZERO,
+            body_bytes: 1024,
+            chunks: 5,
+            chunk_delay: Duration::ZERO,
+        }
     }
 }
 
@@ -54,7 +59,11 @@ pub enum ReplyBody {
     Json(Value),
     /// These SSE data payloads, each after `gap`; `then_hang` keeps the connection open
     /// after the last one without ending the stream.
-    Sse { events: Vec<String>, gap: Duration, then_hang: bool },
+    Sse {
+        events: Vec<String>,
+        gap: Duration,
+        then_hang: bool,
+    },
     /// Accept the request and never answer.
     Hang,
 }
@@ -64,7 +73,9 @@ impl Reply {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Reply {
             status: Some(status),
-            body: ReplyBody::Json(json!({"error": {"message": format!("mock error {code}"), "type": "mock", "code": code}})),
+            body: ReplyBody::Json(
+                json!({"error": {"message": format!("mock error {code}"), "type": "mock", "code": code}}),
+            ),
             ..Reply::default()
         }
     }
@@ -106,7 +117,11 @@ pub struct MockProvider {
 impl MockProvider {
     /// Start on 127.0.0.1 with an OS-chosen port.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), MockOptions::default()).await
+        Self::start_on(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            MockOptions::default(),
+        )
+        .await
     }
 
     pub async fn start_on(addr: SocketAddr, options: MockOptions) -> anyhow::Result<Self> {
@@ -142,7 +157,11 @@ impl MockProvider {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.inner.requests.lock().map(|r| r.clone()).unwrap_or_default()
+        self.inner
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     pub fn streams_cut(&self) -> usize {
@@ -154,7 +173,12 @@ impl MockProvider {
     }
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, uri: http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Ok(mut r) = inner.requests.lock() {
         r.push(Recorded {
@@ -164,36 +188,71 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: http::Uri, headers: Header
             body: body.clone(),
         });
     }
-    let reply = inner.script.lock().ok().and_then(|mut s| s.pop_front()).unwrap_or_default();
-    let options = inner.options.lock().ok().and_then(|o| o.clone()).unwrap_or_default();
-    let delay = if reply.delay.is_zero() { options.delay } else { reply.delay };
+    let reply = inner
+        .script
+        .lock()
+        .ok()
+        .and_then(|mut s| s.pop_front())
+        .unwrap_or_default();
+    let options = inner
+        .options
+        .lock()
+        .ok()
+        .and_then(|o| o.clone())
+        .unwrap_or_default();
+    let delay = if reply.delay.is_zero() {
+        options.delay
+    } else {
+        reply.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_string();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_string();
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut res = match reply.body {
         ReplyBody::Hang => {
             std::future::pending::<()>().await;
             StatusCode::OK.into_response()
         }
-        ReplyBody::Json(v) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
-        ReplyBody::Sse { events, gap, then_hang } => sse(inner.clone(), events, gap, then_hang),
+        ReplyBody::Json(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response(),
+        ReplyBody::Sse {
+            events,
+            gap,
+            then_hang,
+        } => sse(inner.clone(), events, gap, then_hang),
         ReplyBody::Default if stream => {
             let events = default_stream(&model, options.chunks, include_usage);
             sse(inner.clone(), events, options.chunk_delay, false)
         }
-        ReplyBody::Default => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], completion(&model, options.body_bytes).to_string())
-                .into_response()
-        }
+        ReplyBody::Default => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            completion(&model, options.body_bytes).to_string(),
+        )
+            .into_response(),
     };
     if let Some(status) = reply.status {
         *res.status_mut() = status;
     }
     for (k, v) in reply.headers {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(&v)) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
             res.headers_mut().insert(k, v);
         }
     }
@@ -221,7 +280,10 @@ pub fn default_stream(model: &str, chunks: usize, include_usage: bool) -> Vec<St
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         .to_string()
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for i in 0..chunks {
         out.push(chunk(json!({"content": format!("tok{i} ")}), Value::Null));
     }
@@ -261,25 +323,32 @@ fn sse(inner: Arc<Inner>, events: Vec<String>, gap: Duration, then_hang: bool) -
     inner.streams_started.fetch_add(1, Ordering::SeqCst);
     let guard = CutGuard { inner, done: false };
     let state = (events.into_iter(), guard, false);
-    let stream = futures_util::stream::unfold(state, move |(mut it, mut guard, started)| async move {
-        if started && !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
-        match it.next() {
-            Some(ev) => Some((Ok::<_, std::io::Error>(Bytes::from(format!("data: {ev}\n\n"))), (it, guard, true))),
-            None if then_hang => {
-                std::future::pending::<()>().await;
-                None
+    let stream =
+        futures_util::stream::unfold(state, move |(mut it, mut guard, started)| async move {
+            if started && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
             }
-            None => {
-                guard.finish();
-                None
+            match it.next() {
+                Some(ev) => Some((
+                    Ok::<_, std::io::Error>(Bytes::from(format!("data: {ev}\n\n"))),
+                    (it, guard, true),
+                )),
+                None if then_hang => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+                None => {
+                    guard.finish();
+                    None
+                }
             }
-        }
-    });
+        });
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(stream),
     )
         .into_response()

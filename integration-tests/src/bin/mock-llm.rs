@@ -29,7 +29,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let workers = std::env::var("MOCK_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+    let workers = std::env::var("MOCK_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

@@ -7,4 +7,5 @@
 
 mod admin;
 mod cli;
+mod egress;
 mod support;
