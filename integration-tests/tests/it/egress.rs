@@ -568,3 +568,24 @@ async fn the_access_key_never_appears_in_logs() {
         "the access key leaked into the logs"
     );
 }
+
+#[tokio::test]
+async fn the_quick_start_config_serves() {
+    tls();
+    let mock = MockProvider::start().await.unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/quickstart.yaml"
+    );
+    let yaml = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("http://127.0.0.1:18080", &mock.url());
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let r = post(&egress, chat("fast")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-plano-provider"], "openai/gpt-4o-mini");
+    assert!(
+        !mock.requests()[0].headers.contains_key("authorization"),
+        "no key configured, none sent"
+    );
+}
