@@ -9,6 +9,8 @@ use plano_config::Config;
 
 pub struct Egress {
     pub addr: SocketAddr,
+    /// The egress admin port (HTTP /metrics… and gRPC health).
+    pub admin: SocketAddr,
     pub ctx: Context,
     pub control: Control,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -17,6 +19,18 @@ pub struct Egress {
 impl Egress {
     /// Load `yaml` (variables from `env`), move the model listener to 127.0.0.1:0, start.
     pub async fn start(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_at(yaml, env, any, any).await
+    }
+
+    /// Like [`Egress::start`], on given model-listener and admin addresses (to restart an
+    /// egress where the edge expects it).
+    pub async fn start_at(
+        yaml: &str,
+        env: &[(&str, &str)],
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let lookup = |k: &str| {
             env.iter()
                 .find(|(n, _)| *n == k)
@@ -25,15 +39,17 @@ impl Egress {
         let mut config: Config = plano_config::load_str(yaml, None, &lookup)?;
         for l in &mut config.listeners {
             if l.kind == plano_config::ListenerKind::Model {
-                l.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+                l.addr = listen;
             }
         }
         let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
+        let admin = plano_common::admin::bind(admin, &ctx).await?.local_addr();
         let server = plano_egress::bind(&ctx).await?;
         let addr = server.local_addr();
         let task = tokio::spawn(server.serve());
         Ok(Self {
             addr,
+            admin,
             ctx,
             control,
             task,
@@ -49,6 +65,60 @@ impl Egress {
     }
 
     /// Trigger shutdown and wait for the drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.control.shutdown.trigger();
+        self.task.await?
+    }
+}
+
+/// The real edge in-process: every inbound listener moved to 127.0.0.1:0, and the egress
+/// link pointed at `egress` (model listener and admin port).
+pub struct Edge {
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub ctx: Context,
+    pub control: Control,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Edge {
+    pub async fn start(
+        yaml: &str,
+        env: &[(&str, &str)],
+        egress: (SocketAddr, SocketAddr),
+    ) -> anyhow::Result<Self> {
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let mut config: Config = plano_config::load_str(yaml, None, &lookup)?;
+        for l in &mut config.listeners {
+            if l.kind != plano_config::ListenerKind::Model {
+                l.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            }
+        }
+        config.egress.url = format!("http://{}", egress.0).parse()?;
+        config.egress.health = format!("http://{}", egress.1).parse()?;
+        let (ctx, control) = Context::new(Component::Edge, config, Duration::from_secs(5));
+        let server = plano_edge::bind(&ctx).await?;
+        let listeners = server.local_addrs();
+        let task = tokio::spawn(server.serve());
+        Ok(Self {
+            listeners,
+            ctx,
+            control,
+            task,
+        })
+    }
+
+    /// Address of the listener called `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |(_, a)| *a)
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         self.control.shutdown.trigger();
         self.task.await?

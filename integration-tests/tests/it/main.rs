@@ -7,5 +7,6 @@
 
 mod admin;
 mod cli;
+mod edge;
 mod egress;
 mod support;
