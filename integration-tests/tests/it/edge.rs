@@ -320,3 +320,46 @@ async fn tls_with_a_static_certificate_and_http2_by_alpn() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_mock, _egress, edge) = stack("", &[]).await;
+    let addr = edge.addr("open");
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+
+    // Others are served meanwhile.
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = c
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&chat(false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // The slow one never finishes its headers: the edge closes it after the header-read
+    // timeout (bounded here by twice that, as a hang guard).
+    let mut buf = [0u8; 1024];
+    let bound = plano_edge::HEADER_READ_TIMEOUT * 2;
+    let closed = tokio::time::timeout(bound, async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a 408 may be written before the close
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the slow connection was not closed within {bound:?}"
+    );
+    assert!(started.elapsed() >= plano_edge::HEADER_READ_TIMEOUT - Duration::from_secs(1));
+}
