@@ -86,6 +86,17 @@ impl Edge {
         env: &[(&str, &str)],
         egress: (SocketAddr, SocketAddr),
     ) -> anyhow::Result<Self> {
+        Self::start_with(yaml, env, egress, false).await
+    }
+
+    /// Like [`Edge::start`]; with `keep_ports` the listeners bind where the YAML says (an
+    /// ACME server must know the TLS-ALPN port in advance).
+    pub async fn start_with(
+        yaml: &str,
+        env: &[(&str, &str)],
+        egress: (SocketAddr, SocketAddr),
+        keep_ports: bool,
+    ) -> anyhow::Result<Self> {
         let lookup = |k: &str| {
             env.iter()
                 .find(|(n, _)| *n == k)
@@ -93,7 +104,7 @@ impl Edge {
         };
         let mut config: Config = plano_config::load_str(yaml, None, &lookup)?;
         for l in &mut config.listeners {
-            if l.kind != plano_config::ListenerKind::Model {
+            if l.kind != plano_config::ListenerKind::Model && !keep_ports {
                 l.addr = SocketAddr::from(([127, 0, 0, 1], 0));
             }
         }

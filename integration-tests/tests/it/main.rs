@@ -5,6 +5,7 @@
     reason = "test helpers fail the test loudly; clippy only exempts #[test] functions themselves"
 )]
 
+mod acme;
 mod admin;
 mod cli;
 mod edge;
