@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use integration_tests::harness::Edge;
 
+use crate::support::free_port;
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -15,14 +17,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn free_udp_port() -> u16 {
@@ -78,8 +72,8 @@ async fn a_certificate_is_issued_by_pebble_and_served() {
     std::fs::write(dir.path().join("pebble.pem"), pebble_cert.pem()).unwrap();
     std::fs::write(dir.path().join("pebble.key"), pebble_key.serialize_pem()).unwrap();
 
-    let (dir_port, mgmt_port, tls_port) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
-    let (dns_port, chall_mgmt, http_port) = (free_udp_port(), free_tcp_port(), free_tcp_port());
+    let (dir_port, mgmt_port, tls_port) = (free_port(), free_port(), free_port());
+    let (dns_port, chall_mgmt, http_port) = (free_udp_port(), free_port(), free_port());
     let config = serde_json::json!({"pebble": {
         "listenAddress": format!("127.0.0.1:{dir_port}"),
         "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
@@ -146,7 +140,7 @@ listeners:
         ca = ca_path.display(),
     );
     // No egress runs: the handshake is what is tested (requests would get 503).
-    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let edge = Edge::start_with(&yaml, &[], (nowhere, nowhere), true)
         .await
         .unwrap();

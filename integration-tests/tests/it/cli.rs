@@ -11,56 +11,19 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use plano_common::reload::{ReloadOutcome, Reloader};
 use plano_common::{Component, Context, admin, cli, metrics};
 use plano_config::Config;
 
-use crate::support::{assert_prometheus_text, eventually, http_client};
+use crate::support::{assert_prometheus_text, binary, eventually, free_port, http_client};
 
 const BOUND: Duration = Duration::from_secs(30);
 
 fn seed_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/seed_listeners.yaml")
-}
-
-/// Path of a workspace binary, built on first use (see the module comment).
-fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        // target/<profile>/deps/it-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .ok_or("unexpected test executable location")?
-            .to_path_buf();
-        let target_dir = profile_dir.parent().ok_or("no target dir")?;
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--bins", "-p", "plano-egress", "-p", "plano-edge"])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build of the binaries failed: {status}"));
-        }
-        Ok(profile_dir)
-    });
-    match dir {
-        Ok(d) => d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// A config with every listener and both admin ports on free local ports.

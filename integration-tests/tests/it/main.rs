@@ -10,4 +10,5 @@ mod admin;
 mod cli;
 mod edge;
 mod egress;
+mod limits;
 mod support;

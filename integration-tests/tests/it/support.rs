@@ -1,6 +1,9 @@
 //! Small helpers shared by the integration tests.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Poll `check` until it returns true; panics after `bound` (a hang guard, not a timing
@@ -75,4 +78,43 @@ pub fn assert_prometheus_text(text: &str) {
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// Path of a workspace binary, built on first use: cargo only exposes `CARGO_BIN_EXE_*`
+/// for a test's own package, so the test runs `cargo build --bins -p plano-egress -p
+/// plano-edge` once per test process into the same target directory.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // target/<profile>/deps/it-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("unexpected test executable location")?
+            .to_path_buf();
+        let target_dir = profile_dir.parent().ok_or("no target dir")?;
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--bins", "-p", "plano-egress", "-p", "plano-edge"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build of the binaries failed: {status}"));
+        }
+        Ok(profile_dir)
+    });
+    match dir {
+        Ok(d) => d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
