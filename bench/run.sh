@@ -102,6 +102,8 @@ for target in direct:$MOCK egress:$EGRESS; do
   echo "streaming TTFT: $name" >&2; R[$name.ttft]=$(run "$addr" --mode ttft --concurrency 8)
 done
 peak_rss=$(hwm $egress_pid)
+echo "rate-limit check cost" >&2
+ratelimit_bench=$(cargo bench -q -p plano-egress --bench ratelimit 2>/dev/null | grep -v '^$')
 
 d50=$(field "${R[direct.rate]}" p50_ms); d99=$(field "${R[direct.rate]}" p99_ms)
 e50=$(field "${R[egress.rate]}" p50_ms); e99=$(field "${R[egress.rate]}" p99_ms)
@@ -159,6 +161,12 @@ contention; compare rows, not machines. Errors across all runs: ${errs}.
 | egress peak RSS during the runs | — | $peak_rss MiB | |
 
 Not measured yet: RSS with 1,000 concurrent streams, a soak for memory growth.
+
+## Cost of one rate-limit check (\`cargo bench -p plano-egress --bench ratelimit\`)
+
+\`\`\`
+$ratelimit_bench
+\`\`\`
 
 ## Reading these numbers
 
