@@ -589,3 +589,106 @@ async fn the_quick_start_config_serves() {
         "no key configured, none sent"
     );
 }
+
+/// What each provider option puts on the wire, seen by the mock: `http_host`, extra
+/// `headers`, the provider's own key (never the client's), `passthrough_auth`, the
+/// `provider/*` wildcard, hint headers (current and legacy), and id/trace propagation.
+#[tokio::test]
+async fn provider_options_reach_the_upstream() {
+    tls();
+    let main = MockProvider::start().await.unwrap();
+    let groq = MockProvider::start().await.unwrap();
+    let relay = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    access_key: $PRIMARY_KEY
+    base_url: {}
+    default: true
+    http_host: llm.internal.example
+    headers:
+      x-tenant: acme
+  - model: groq/*
+    base_url: {}
+    access_key: groq-key
+  - name: relay
+    model: openai/gpt-relay
+    base_url: {}
+    passthrough_auth: true
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    timeout: 3s
+"#,
+        main.url(),
+        groq.url(),
+        relay.url()
+    );
+    let egress = Egress::start(&yaml, &[("PRIMARY_KEY", SECRET)])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let send = |model: &str, extra: &[(&str, &str)]| {
+        let mut req = client
+            .post(egress.url("/v1/chat/completions"))
+            .header("authorization", "Bearer client-own-key")
+            .header("x-api-key", "client-x-api-key")
+            .json(&chat(model));
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = send(
+        "openai/gpt-4o",
+        &[("x-request-id", "req-123"), ("traceparent", traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = &main.requests()[0];
+    assert_eq!(seen.headers["host"], "llm.internal.example");
+    assert_eq!(seen.headers["x-tenant"], "acme");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {SECRET}"));
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "the client's own credentials are not forwarded"
+    );
+    assert_eq!(seen.headers["x-request-id"], "req-123");
+    assert_eq!(seen.headers["traceparent"], traceparent);
+    assert_eq!(seen.body["model"], "gpt-4o", "prefix stripped upstream");
+
+    let r = send("groq/llama-3.1-8b-instant", &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-plano-provider"], "groq/*");
+    let seen = &groq.requests()[0];
+    assert_eq!(seen.body["model"], "llama-3.1-8b-instant");
+    assert_eq!(seen.headers["authorization"], "Bearer groq-key");
+
+    // The hint wins over the body's model; the legacy spelling works too.
+    for hint in ["x-plano-llm-provider-hint", "x-arch-llm-provider-hint"] {
+        let r = send("openai/gpt-4o", &[(hint, "relay")]).await.unwrap();
+        assert_eq!(r.status(), 200, "{hint}");
+        assert_eq!(r.headers()["x-plano-provider"], "relay", "{hint}");
+    }
+    let seen = relay.requests();
+    assert_eq!(seen.len(), 2);
+    for req in &seen {
+        assert_eq!(req.body["model"], "gpt-relay");
+        assert_eq!(req.headers["authorization"], "Bearer client-own-key");
+        assert_eq!(req.headers["x-api-key"], "client-x-api-key");
+    }
+    assert_eq!(main.requests().len(), 1, "hinted requests skip the default");
+
+    let r = send("gpt-4o", &[("x-plano-llm-provider-hint", "nope")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+}
