@@ -692,3 +692,86 @@ listeners:
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_found");
 }
+
+/// A new config published on the context applies to the next request without a restart.
+#[tokio::test]
+async fn a_reloaded_config_routes_new_requests() {
+    let (primary, backup, egress) = setup("").await;
+    let r = post(&egress, chat("smart")).await;
+    assert_eq!(r.headers()["x-plano-provider"], "openai/gpt-4o");
+
+    let yaml = config(&primary, &backup, "").replace(
+        "    target: openai/gpt-4o\n    fallbacks: [gpt-4o-mini]",
+        "    target: openai/gpt-4o-mini",
+    );
+    assert!(yaml.contains("target: openai/gpt-4o-mini"));
+    let lookup = |k: &str| (k == "PRIMARY_KEY").then(|| SECRET.to_string());
+    let mut new: plano_config::Config = plano_config::load_str(&yaml, None, &lookup).unwrap();
+    for l in &mut new.listeners {
+        if l.kind == plano_config::ListenerKind::Model {
+            l.addr = egress.addr;
+        }
+    }
+    egress
+        .control
+        .config
+        .send(std::sync::Arc::new(new))
+        .unwrap();
+
+    eventually(Duration::from_secs(3), || async {
+        let r = post(&egress, chat("smart")).await;
+        r.headers()["x-plano-provider"] == "openai/gpt-4o-mini"
+    })
+    .await;
+    assert!(!backup.requests().is_empty());
+}
+
+/// Shutdown stops accepting but lets a stream in flight run to its end.
+#[tokio::test]
+async fn shutdown_drains_a_stream_in_flight() {
+    let (primary, _, egress) = setup("").await;
+    let chunk = |c: &str| {
+        format!(
+            r#"{{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{c}"}},"finish_reason":null}}]}}"#
+        )
+    };
+    primary.push(Reply {
+        body: ReplyBody::Sse {
+            events: vec![
+                chunk("first"),
+                chunk("second"),
+                chunk("third"),
+                "[DONE]".into(),
+            ],
+            gap: Duration::from_millis(150),
+            then_hang: false,
+        },
+        ..Reply::default()
+    });
+    let mut r = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut text = String::from_utf8(r.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(text.contains("first"), "{text}");
+    egress.control.shutdown.trigger();
+    while let Some(c) = r.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(
+        text.contains("third") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
+    let addr = egress.addr;
+    tokio::time::timeout(Duration::from_secs(5), egress.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
