@@ -156,7 +156,12 @@ async fn handle(
     let deadline = clock.start + timeout;
 
     // Limits are charged once per request, against the provider the request is for.
-    let first = &config.providers[selection.candidates[0].provider];
+    let Some(first_candidate) = selection.candidates.first() else {
+        return Err(EgressError::ModelNotFound(
+            ask.model.clone().unwrap_or_default(),
+        ));
+    };
+    let first = &config.providers[first_candidate.provider];
     let mut ticket = None;
     let mut limit_headers = HeaderMap::new();
     if let Some(limiter) = rt.limiter.as_ref().filter(|l| !l.is_empty()) {
@@ -164,7 +169,7 @@ async fn handle(
             .check(&LimitRequest {
                 provider: &first.name,
                 alias: selection.alias.as_deref(),
-                upstream_model: &selection.candidates[0].model_id,
+                upstream_model: &first_candidate.model_id,
                 headers,
                 body: raw,
             })
