@@ -775,3 +775,105 @@ async fn shutdown_drains_a_stream_in_flight() {
         "no longer accepting"
     );
 }
+
+/// An HTTPS upstream reached by IP whose certificate names only `http_host`: the handshake
+/// must present `http_host` as SNI and trust `overrides.upstream_tls_ca_path`.
+#[tokio::test]
+async fn https_upstream_uses_http_host_as_sni_and_the_configured_ca() {
+    use std::sync::{Arc, Mutex};
+
+    tls();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["llm.internal.example".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen_sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let server = {
+        let seen_sni = seen_sni.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let seen_sni = seen_sni.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    seen_sni
+                        .lock()
+                        .unwrap()
+                        .push(tls.get_ref().1.server_name().map(str::to_string));
+                    let svc = hyper::service::service_fn(|_req| async {
+                        let body = integration_tests::mock::completion("gpt-4o", 64).to_string();
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        })
+    };
+
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: https://127.0.0.1:{port}
+    http_host: llm.internal.example
+    access_key: k
+    default: true
+overrides:
+  upstream_tls_ca_path: {}
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    timeout: 3s
+    max_retries: 0
+"#,
+        ca_path.display()
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let r = post(&egress, chat("gpt-4o")).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        seen_sni
+            .lock()
+            .unwrap()
+            .first()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("llm.internal.example")
+    );
+    server.abort();
+}
