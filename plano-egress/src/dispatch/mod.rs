@@ -279,6 +279,10 @@ async fn handle(
                     tracing::warn!(request_id = ?request_id, provider = %provider.name, attempt = attempt + 1, error = %err.describe(), "upstream attempt failed");
                     if err.counts_against_provider() {
                         state.circuits.failure(&provider.name);
+                    } else if matches!(err, AttemptError::Status { .. }) {
+                        // A 4xx about the request still proves the provider is up (and
+                        // settles a half-open probe).
+                        state.circuits.success(&provider.name);
                     }
                     let retryable = err.is_retryable();
                     let retry_after = match &err {
