@@ -877,3 +877,45 @@ listeners:
     );
     server.abort();
 }
+
+/// A stream still running at the listener timeout is ended, with an error event saying so
+/// (what OpenAI SDKs raise on), and the upstream connection is closed.
+#[tokio::test]
+async fn a_stream_past_the_listener_timeout_ends_with_an_error_event() {
+    let (primary, _, egress) = setup("").await;
+    primary.push(Reply {
+        body: ReplyBody::Sse {
+            events: vec![
+                r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#.into(),
+            ],
+            gap: Duration::ZERO,
+            then_hang: true,
+        },
+        ..Reply::default()
+    });
+    let r = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .expect("the 3s listener timeout ends the stream")
+        .unwrap();
+    let last = text
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("data: ")
+        .unwrap();
+    let event: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(event["error"]["code"], "timeout", "{text}");
+    assert!(text.contains("\"a\""), "{text}");
+    eventually(Duration::from_secs(3), || async {
+        primary.streams_cut() == 1
+    })
+    .await;
+}
