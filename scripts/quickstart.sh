@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 cargo build --quiet -p plano-egress -p integration-tests --bin plano-egress --bin mock-llm
 bin=target/debug
 
-"$bin/mock-llm" --listen 127.0.0.1:18080 &
+"$bin/mock-llm" --port 18080 &
 mock=$!
 "$bin/plano-egress" --config deploy/examples/quickstart.yaml &
 egress=$!

@@ -10,6 +10,7 @@ pub mod state;
 pub mod stream;
 pub mod upstream;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -72,10 +73,25 @@ impl EgressServer {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app)
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.requested().await })
-            .await?;
-        tracing::info!("model listener drained");
+            .into_future();
+        // The drain is bounded here too (not only by the CLI) so an in-process caller gets
+        // `run` back within the grace period; requests still running past it end at their
+        // own listener `timeout`.
+        let grace_over = async {
+            ctx.shutdown.requested().await;
+            tokio::time::sleep(ctx.shutdown.grace()).await;
+        };
+        tokio::select! {
+            served = server => {
+                served?;
+                tracing::info!("model listener drained");
+            }
+            () = grace_over => {
+                tracing::warn!(grace = ?ctx.shutdown.grace(), "grace period over: the model listener stops waiting for requests still in flight");
+            }
+        }
         Ok(())
     }
 }

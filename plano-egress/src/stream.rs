@@ -139,8 +139,12 @@ async fn pump(
                     }
                 }
             }
-            if !out.is_empty() && tx.send(Ok(out.freeze())).await.is_err() {
-                break "client_closed";
+            if !out.is_empty() {
+                // A client that stops reading must not hold the upstream past the deadline.
+                tokio::select! {
+                    sent = tx.send(Ok(out.freeze())) => if sent.is_err() { break "client_closed" },
+                    _ = &mut deadline => break "timeout",
+                }
             }
         }
         tokio::select! {
@@ -172,11 +176,28 @@ async fn pump(
     };
     // Dropping `rest` here closes the upstream connection when the stream did not finish.
     drop(rest);
+    if let Some(message) = match outcome {
+        "timeout" => Some("the stream was ended at the listener timeout"),
+        "upstream_error" => Some("the upstream stream broke off"),
+        _ => None,
+    } {
+        // Tell the client why the stream stops short, in the shape OpenAI SDKs raise on;
+        // `try_send`: a client that is not reading gets no more of our time.
+        let _ = tx.try_send(Ok(error_event(outcome, message)));
+    }
     tracing::debug!(provider = %plan.provider.name, outcome, "stream finished");
     usage.record(&plan.provider);
     if let (Some(l), Some(t)) = (plan.limiter, plan.ticket) {
         l.reconcile(t, usage.total()).await;
     }
+}
+
+/// An OpenAI-style error event ending a stream early.
+fn error_event(code: &str, message: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": "upstream_error", "param": null, "code": code}
+    });
+    SseEvent::data(body.to_string()).encode()
 }
 
 #[cfg(test)]

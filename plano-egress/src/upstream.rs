@@ -1,15 +1,18 @@
 //! The one pooled upstream client: hyper-util over hyper-rustls (ring), HTTP/1.1 and
 //! HTTP/2 chosen by ALPN, web PKI roots plus `overrides.upstream_tls_ca_path`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use plano_config::Config;
+use rustls::pki_types::{InvalidDnsNameError, ServerName};
 
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 pub type HttpClient =
@@ -37,6 +40,12 @@ pub fn client(config: &Config) -> anyhow::Result<HttpClient> {
                 added += 1;
             }
         }
+        if added == 0 {
+            anyhow::bail!(
+                "overrides.upstream_tls_ca_path: {} holds no usable PEM certificate",
+                path.display()
+            );
+        }
         tracing::debug!(path = %path.display(), added, "extra upstream CA certificates loaded");
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -55,10 +64,111 @@ pub fn client(config: &Config) -> anyhow::Result<HttpClient> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
+        .with_server_name_resolver(sni_resolver(config))
         .enable_all_versions()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .build(connector))
+}
+
+/// TLS server names: a provider's `http_host` (without its port) for connections to its
+/// `base_url`, else the URL's own host. Connections are pooled per scheme and authority,
+/// so one authority has one name; should two providers share an authority with different
+/// `http_host`s, the first one listed wins.
+fn sni_resolver(
+    config: &Config,
+) -> impl Fn(&Uri) -> Result<ServerName<'static>, InvalidDnsNameError> + Send + Sync + 'static {
+    let mut names: HashMap<(String, u16), String> = HashMap::new();
+    for p in &config.providers {
+        let (Some(name), Some(host), Some(port)) = (
+            p.http_host.as_deref(),
+            p.base_url.host_str(),
+            p.base_url.port_or_known_default(),
+        ) else {
+            continue;
+        };
+        names
+            .entry((unbracket(host).to_ascii_lowercase(), port))
+            .or_insert_with(|| host_without_port(name).to_string());
+    }
+    move |uri: &Uri| {
+        let host = unbracket(uri.host().unwrap_or_default());
+        let port = uri.port_u16().unwrap_or(443);
+        let name = names
+            .get(&(host.to_ascii_lowercase(), port))
+            .map_or(host, String::as_str);
+        ServerName::try_from(name.to_string())
+    }
+}
+
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// `llm.example.com:8443` → `llm.example.com`; `[::1]:8443` → `::1`.
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_follows_http_host_for_its_base_url_only() {
+        let yaml = r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: https://10.0.0.7:8443
+    http_host: llm.internal.example:8443
+  - model: openai/gpt-4o-mini
+"#;
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        let resolve = sni_resolver(&config);
+        let name = |u: &str| resolve(&u.parse::<Uri>().unwrap()).unwrap();
+        assert_eq!(
+            name("https://10.0.0.7:8443/v1/chat/completions"),
+            ServerName::try_from("llm.internal.example").unwrap()
+        );
+        assert_eq!(
+            name("https://api.openai.com/v1/chat/completions"),
+            ServerName::try_from("api.openai.com").unwrap()
+        );
+        assert_eq!(
+            name("https://10.0.0.7:9443/"),
+            ServerName::try_from("10.0.0.7").unwrap()
+        );
+    }
+
+    #[test]
+    fn ports_are_stripped_from_http_host() {
+        assert_eq!(host_without_port("a.example:8443"), "a.example");
+        assert_eq!(host_without_port("a.example"), "a.example");
+        assert_eq!(host_without_port("[::1]:8443"), "::1");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let yaml = format!(
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\noverrides:\n  upstream_tls_ca_path: {}\n",
+            path.display()
+        );
+        let config = plano_config::load_str(&yaml, None, &|_| None).unwrap();
+        let err = client(&config).err().unwrap().to_string();
+        assert!(err.contains("no usable PEM certificate"), "{err}");
+    }
 }

@@ -13,6 +13,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:11434")]
     listen: SocketAddr,
+    /// Shorthand for `--listen 127.0.0.1:PORT`.
+    #[arg(long, conflicts_with = "listen")]
+    port: Option<u16>,
     /// Delay before each answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -44,7 +47,10 @@ fn main() -> anyhow::Result<()> {
                 chunks: args.chunks,
                 chunk_delay: Duration::from_millis(args.chunk_delay_ms),
             };
-            let mock = MockProvider::start_on(args.listen, options).await?;
+            let listen = args
+                .port
+                .map_or(args.listen, |p| SocketAddr::from(([127, 0, 0, 1], p)));
+            let mock = MockProvider::start_on(listen, options).await?;
             eprintln!("mock-llm listening on {}", mock.url());
             tokio::signal::ctrl_c().await?;
             Ok(())

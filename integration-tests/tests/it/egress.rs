@@ -589,3 +589,333 @@ async fn the_quick_start_config_serves() {
         "no key configured, none sent"
     );
 }
+
+/// What each provider option puts on the wire, seen by the mock: `http_host`, extra
+/// `headers`, the provider's own key (never the client's), `passthrough_auth`, the
+/// `provider/*` wildcard, hint headers (current and legacy), and id/trace propagation.
+#[tokio::test]
+async fn provider_options_reach_the_upstream() {
+    tls();
+    let main = MockProvider::start().await.unwrap();
+    let groq = MockProvider::start().await.unwrap();
+    let relay = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    access_key: $PRIMARY_KEY
+    base_url: {}
+    default: true
+    http_host: llm.internal.example
+    headers:
+      x-tenant: acme
+  - model: groq/*
+    base_url: {}
+    access_key: groq-key
+  - name: relay
+    model: openai/gpt-relay
+    base_url: {}
+    passthrough_auth: true
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    timeout: 3s
+"#,
+        main.url(),
+        groq.url(),
+        relay.url()
+    );
+    let egress = Egress::start(&yaml, &[("PRIMARY_KEY", SECRET)])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let send = |model: &str, extra: &[(&str, &str)]| {
+        let mut req = client
+            .post(egress.url("/v1/chat/completions"))
+            .header("authorization", "Bearer client-own-key")
+            .header("x-api-key", "client-x-api-key")
+            .json(&chat(model));
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = send(
+        "openai/gpt-4o",
+        &[("x-request-id", "req-123"), ("traceparent", traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = &main.requests()[0];
+    assert_eq!(seen.headers["host"], "llm.internal.example");
+    assert_eq!(seen.headers["x-tenant"], "acme");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {SECRET}"));
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "the client's own credentials are not forwarded"
+    );
+    assert_eq!(seen.headers["x-request-id"], "req-123");
+    assert_eq!(seen.headers["traceparent"], traceparent);
+    assert_eq!(seen.body["model"], "gpt-4o", "prefix stripped upstream");
+
+    let r = send("groq/llama-3.1-8b-instant", &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-plano-provider"], "groq/*");
+    let seen = &groq.requests()[0];
+    assert_eq!(seen.body["model"], "llama-3.1-8b-instant");
+    assert_eq!(seen.headers["authorization"], "Bearer groq-key");
+
+    // The hint wins over the body's model; the legacy spelling works too.
+    for hint in ["x-plano-llm-provider-hint", "x-arch-llm-provider-hint"] {
+        let r = send("openai/gpt-4o", &[(hint, "relay")]).await.unwrap();
+        assert_eq!(r.status(), 200, "{hint}");
+        assert_eq!(r.headers()["x-plano-provider"], "relay", "{hint}");
+    }
+    let seen = relay.requests();
+    assert_eq!(seen.len(), 2);
+    for req in &seen {
+        assert_eq!(req.body["model"], "gpt-relay");
+        assert_eq!(req.headers["authorization"], "Bearer client-own-key");
+        assert_eq!(req.headers["x-api-key"], "client-x-api-key");
+    }
+    assert_eq!(main.requests().len(), 1, "hinted requests skip the default");
+
+    let r = send("gpt-4o", &[("x-plano-llm-provider-hint", "nope")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+}
+
+/// A new config published on the context applies to the next request without a restart.
+#[tokio::test]
+async fn a_reloaded_config_routes_new_requests() {
+    let (primary, backup, egress) = setup("").await;
+    let r = post(&egress, chat("smart")).await;
+    assert_eq!(r.headers()["x-plano-provider"], "openai/gpt-4o");
+
+    let yaml = config(&primary, &backup, "").replace(
+        "    target: openai/gpt-4o\n    fallbacks: [gpt-4o-mini]",
+        "    target: openai/gpt-4o-mini",
+    );
+    assert!(yaml.contains("target: openai/gpt-4o-mini"));
+    let lookup = |k: &str| (k == "PRIMARY_KEY").then(|| SECRET.to_string());
+    let mut new: plano_config::Config = plano_config::load_str(&yaml, None, &lookup).unwrap();
+    for l in &mut new.listeners {
+        if l.kind == plano_config::ListenerKind::Model {
+            l.addr = egress.addr;
+        }
+    }
+    egress
+        .control
+        .config
+        .send(std::sync::Arc::new(new))
+        .unwrap();
+
+    eventually(Duration::from_secs(3), || async {
+        let r = post(&egress, chat("smart")).await;
+        r.headers()["x-plano-provider"] == "openai/gpt-4o-mini"
+    })
+    .await;
+    assert!(!backup.requests().is_empty());
+}
+
+/// Shutdown stops accepting but lets a stream in flight run to its end.
+#[tokio::test]
+async fn shutdown_drains_a_stream_in_flight() {
+    let (primary, _, egress) = setup("").await;
+    let chunk = |c: &str| {
+        format!(
+            r#"{{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{c}"}},"finish_reason":null}}]}}"#
+        )
+    };
+    primary.push(Reply {
+        body: ReplyBody::Sse {
+            events: vec![
+                chunk("first"),
+                chunk("second"),
+                chunk("third"),
+                "[DONE]".into(),
+            ],
+            gap: Duration::from_millis(150),
+            then_hang: false,
+        },
+        ..Reply::default()
+    });
+    let mut r = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut text = String::from_utf8(r.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(text.contains("first"), "{text}");
+    egress.control.shutdown.trigger();
+    while let Some(c) = r.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(
+        text.contains("third") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
+    let addr = egress.addr;
+    tokio::time::timeout(Duration::from_secs(5), egress.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// An HTTPS upstream reached by IP whose certificate names only `http_host`: the handshake
+/// must present `http_host` as SNI and trust `overrides.upstream_tls_ca_path`.
+#[tokio::test]
+async fn https_upstream_uses_http_host_as_sni_and_the_configured_ca() {
+    use std::sync::{Arc, Mutex};
+
+    tls();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["llm.internal.example".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen_sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let server = {
+        let seen_sni = seen_sni.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let seen_sni = seen_sni.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    seen_sni
+                        .lock()
+                        .unwrap()
+                        .push(tls.get_ref().1.server_name().map(str::to_string));
+                    let svc = hyper::service::service_fn(|_req| async {
+                        let body = integration_tests::mock::completion("gpt-4o", 64).to_string();
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        })
+    };
+
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: https://127.0.0.1:{port}
+    http_host: llm.internal.example
+    access_key: k
+    default: true
+overrides:
+  upstream_tls_ca_path: {}
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    timeout: 3s
+    max_retries: 0
+"#,
+        ca_path.display()
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let r = post(&egress, chat("gpt-4o")).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        seen_sni
+            .lock()
+            .unwrap()
+            .first()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("llm.internal.example")
+    );
+    server.abort();
+}
+
+/// A stream still running at the listener timeout is ended, with an error event saying so
+/// (what OpenAI SDKs raise on), and the upstream connection is closed.
+#[tokio::test]
+async fn a_stream_past_the_listener_timeout_ends_with_an_error_event() {
+    let (primary, _, egress) = setup("").await;
+    primary.push(Reply {
+        body: ReplyBody::Sse {
+            events: vec![
+                r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#.into(),
+            ],
+            gap: Duration::ZERO,
+            then_hang: true,
+        },
+        ..Reply::default()
+    });
+    let r = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .expect("the 3s listener timeout ends the stream")
+        .unwrap();
+    let last = text
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("data: ")
+        .unwrap();
+    let event: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(event["error"]["code"], "timeout", "{text}");
+    assert!(text.contains("\"a\""), "{text}");
+    eventually(Duration::from_secs(3), || async {
+        primary.streams_cut() == 1
+    })
+    .await;
+}

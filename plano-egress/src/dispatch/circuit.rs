@@ -19,7 +19,10 @@ pub const COOL_DOWN: Duration = Duration::from_secs(30);
 struct State {
     failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// When the half-open probe went out. A probe whose outcome never comes back (its
+    /// client went away mid-attempt) must not keep the circuit shut forever, so after
+    /// `COOL_DOWN` another request may probe.
+    probe_started: Option<Instant>,
 }
 
 pub struct Circuits {
@@ -53,12 +56,13 @@ impl Circuits {
             return true;
         };
         let s = map.entry(provider.to_string()).or_default();
-        match s.open_until {
-            None => true,
-            Some(until) if Instant::now() < until => false,
-            Some(_) if s.probing => false,
-            Some(_) => {
-                s.probing = true;
+        let now = Instant::now();
+        match (s.open_until, s.probe_started) {
+            (None, _) => true,
+            (Some(until), _) if now < until => false,
+            (Some(_), Some(started)) if now < started + COOL_DOWN => false,
+            (Some(_), _) => {
+                s.probe_started = Some(now);
                 true
             }
         }
@@ -84,10 +88,11 @@ impl Circuits {
         };
         let s = map.entry(provider.to_string()).or_default();
         s.failures += 1;
-        let reopen = s.probing || (s.open_until.is_none() && s.failures >= THRESHOLD);
+        let reopen =
+            s.probe_started.is_some() || (s.open_until.is_none() && s.failures >= THRESHOLD);
         if reopen {
             s.open_until = Some(Instant::now() + COOL_DOWN);
-            s.probing = false;
+            s.probe_started = None;
             tracing::warn!(
                 provider,
                 failures = s.failures,
@@ -126,5 +131,20 @@ mod tests {
         c.success("p");
         assert!(c.allow("p") && c.allow("p"));
         assert_eq!(reg.get("plano.egress.provider.p"), Some(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_back_does_not_shut_the_circuit_forever() {
+        let c = Circuits::new(HealthRegistry::new("plano.egress"));
+        c.register("p");
+        for _ in 0..THRESHOLD {
+            c.failure("p");
+        }
+        tokio::time::advance(COOL_DOWN + Duration::from_millis(1)).await;
+        assert!(c.allow("p"), "the probe");
+        // Its client disconnected: neither success nor failure is reported.
+        assert!(!c.allow("p"));
+        tokio::time::advance(COOL_DOWN + Duration::from_millis(1)).await;
+        assert!(c.allow("p"), "a new probe once the lost one has expired");
     }
 }

@@ -156,7 +156,12 @@ async fn handle(
     let deadline = clock.start + timeout;
 
     // Limits are charged once per request, against the provider the request is for.
-    let first = &config.providers[selection.candidates[0].provider];
+    let Some(first_candidate) = selection.candidates.first() else {
+        return Err(EgressError::ModelNotFound(
+            ask.model.clone().unwrap_or_default(),
+        ));
+    };
+    let first = &config.providers[first_candidate.provider];
     let mut ticket = None;
     let mut limit_headers = HeaderMap::new();
     if let Some(limiter) = rt.limiter.as_ref().filter(|l| !l.is_empty()) {
@@ -164,7 +169,7 @@ async fn handle(
             .check(&LimitRequest {
                 provider: &first.name,
                 alias: selection.alias.as_deref(),
-                upstream_model: &selection.candidates[0].model_id,
+                upstream_model: &first_candidate.model_id,
                 headers,
                 body: raw,
             })
@@ -274,6 +279,10 @@ async fn handle(
                     tracing::warn!(request_id = ?request_id, provider = %provider.name, attempt = attempt + 1, error = %err.describe(), "upstream attempt failed");
                     if err.counts_against_provider() {
                         state.circuits.failure(&provider.name);
+                    } else if matches!(err, AttemptError::Status { .. }) {
+                        // A 4xx about the request still proves the provider is up (and
+                        // settles a half-open probe).
+                        state.circuits.success(&provider.name);
                     }
                     let retryable = err.is_retryable();
                     let retry_after = match &err {

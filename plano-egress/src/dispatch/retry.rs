@@ -28,7 +28,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .ok()?
         .trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // `try_`: an absurd value such as `1e30` must not panic on the request path; it is
+        // simply not honoured.
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(
@@ -64,5 +66,9 @@ mod tests {
         assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+        for absurd in ["1e30", "-1", "NaN", "inf"] {
+            h.insert("retry-after", HeaderValue::from_static(absurd));
+            assert_eq!(retry_after(&h), None, "{absurd}");
+        }
     }
 }
