@@ -146,6 +146,8 @@ async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
     let path = dir.path().join("plano_config.yaml");
     std::fs::write(&path, yaml).unwrap();
 
+    // The egress first: the edge reports SERVING only while the egress it watches does.
+    let mut running = Vec::new();
     for (name, component, admin) in [
         ("plano-egress", Component::Egress, egress_admin),
         ("plano-edge", Component::Edge, edge_admin),
@@ -172,7 +174,11 @@ async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
             .await
             .unwrap();
         assert_eq!(health.status.code(), Some(0), "{name}: {health:?}");
+        running.push((name, admin, exe, child));
+    }
 
+    // Then stop them, edge first.
+    for (name, admin, exe, mut child) in running.into_iter().rev() {
         signal(&child, "TERM");
         let status = tokio::time::timeout(BOUND, child.wait())
             .await
@@ -192,13 +198,18 @@ async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
 
 #[tokio::test]
 async fn run_in_process_reports_serving_and_stops_on_shutdown() {
-    let (yaml, _, _) = config_on_free_ports("openai/gpt-4o");
+    let (yaml, _, egress_admin) = config_on_free_ports("openai/gpt-4o");
     let http = http_client();
+    // The edge is ready only while its egress is: keep the egress (admin on the configured
+    // address) running while the edge is checked, and stop it last.
+    let mut keep = Vec::new();
     for component in [Component::Egress, Component::Edge] {
         let (ctx, control) = Context::new(component, load(&yaml), Duration::from_secs(5));
-        let admin = admin::bind("127.0.0.1:0".parse().unwrap(), &ctx)
-            .await
-            .unwrap();
+        let admin_addr = match component {
+            Component::Egress => egress_admin,
+            Component::Edge => "127.0.0.1:0".parse().unwrap(),
+        };
+        let admin = admin::bind(admin_addr, &ctx).await.unwrap();
         let addr = admin.local_addr();
         let task = match component {
             Component::Egress => tokio::spawn(plano_egress::run(ctx.clone())),
@@ -229,7 +240,9 @@ async fn run_in_process_reports_serving_and_stops_on_shutdown() {
             .unwrap();
         assert_prometheus_text(&text);
         assert!(text.contains("plano_build_info"), "{text}");
-
+        keep.push((control, task, admin));
+    }
+    for (control, task, admin) in keep.into_iter().rev() {
         control.shutdown.trigger();
         tokio::time::timeout(BOUND, task)
             .await
