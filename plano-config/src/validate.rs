@@ -1299,10 +1299,9 @@ fn unique<'a>(ids: impl Iterator<Item = &'a str>, list: &str, key: &str, p: &mut
 /// `30s`, `0.5s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
 pub(crate) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     let text = match raw {
-        RawDuration::Seconds(s) if s.is_finite() && *s >= 0.0 => {
-            return Ok(Duration::from_secs_f64(*s));
+        RawDuration::Seconds(s) => {
+            return Duration::try_from_secs_f64(*s).map_err(|_| format!("`{s}` is not a duration"));
         }
-        RawDuration::Seconds(s) => return Err(format!("`{s}` is not a duration")),
         RawDuration::Text(t) => t.trim(),
     };
     let split = text
@@ -1323,7 +1322,7 @@ pub(crate) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is out of range"))
 }
 
 fn duration_or(

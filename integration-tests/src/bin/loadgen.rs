@@ -35,9 +35,33 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// PEM CA to trust for https:// URLs.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn connector(ca: Option<&std::path::Path>) -> anyhow::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca {
+        for cert in rustls_pemfile::certs(&mut std::fs::read(path)?.as_slice()) {
+            roots.add(cert?)?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
 
 fn body(stream: bool) -> Bytes {
     Bytes::from(
@@ -94,11 +118,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(4096)
-        .build(http);
+        .build(connector(args.ca.as_deref())?);
     let url: Arc<str> = args.url.clone().into();
     let lat = Arc::new(Mutex::new(Vec::<(Duration, Duration)>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
