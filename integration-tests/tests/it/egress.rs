@@ -919,3 +919,36 @@ async fn a_stream_past_the_listener_timeout_ends_with_an_error_event() {
     })
     .await;
 }
+
+/// A listener timeout too large for the clock is "no practical deadline", not a panic.
+#[tokio::test]
+async fn an_enormous_listener_timeout_does_not_break_requests() {
+    tls();
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: {}
+    default: true
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    timeout: 3000000000000000h
+"#,
+        mock.url()
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let r = post(&egress, chat("gpt-4o")).await;
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().trim_end().ends_with("data: [DONE]"));
+}

@@ -153,7 +153,12 @@ async fn handle(
     let timeout = listener.map_or(Duration::from_secs(30), |l| l.timeout);
     let first_token_timeout = listener.map_or(timeout, |l| l.first_token_timeout);
     let max_retries = listener.map_or(2, |l| l.max_retries);
-    let deadline = clock.start + timeout;
+    // `checked_add`: an absurdly long configured timeout means "no practical deadline",
+    // not an overflow panic on the request path.
+    let deadline = clock
+        .start
+        .checked_add(timeout)
+        .unwrap_or_else(|| clock.start + Duration::from_secs(365 * 24 * 3600));
 
     // Limits are charged once per request, against the provider the request is for.
     let Some(first_candidate) = selection.candidates.first() else {
