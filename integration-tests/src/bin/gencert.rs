@@ -8,7 +8,8 @@ fn main() -> anyhow::Result<()> {
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key)?;
     let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&key, &ca, &ca_key)?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?
+        .signed_by(&key, &ca, &ca_key)?;
     std::fs::write(dir.join("ca.pem"), ca.pem())?;
     std::fs::write(dir.join("cert.pem"), cert.pem())?;
     std::fs::write(dir.join("key.pem"), key.serialize_pem())?;

@@ -42,17 +42,21 @@ struct Args {
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-fn connector(ca: Option<&std::path::Path>) -> anyhow::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
+fn connector(
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = ca {
         for cert in rustls_pemfile::certs(&mut std::fs::read(path)?.as_slice()) {
             roots.add(cert?)?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
