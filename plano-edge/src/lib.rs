@@ -19,9 +19,11 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use plano_common::Context;
 use plano_common::peer::{PeerStatus, watch_peer};
-use plano_config::TlsConfig;
+use plano_config::{Listener, TlsConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::listener::Bound;
 use crate::proxy::{Edge, ListenerInfo};
@@ -32,7 +34,6 @@ pub use listener::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 /// Every inbound listener bound, not yet serving (tests learn ports first).
 pub struct EdgeServer {
     bound: Vec<Bound>,
-    terminators: HashMap<String, Arc<Terminator>>,
     edge: Arc<Edge>,
     egress: watch::Receiver<PeerStatus>,
     ctx: Context,
@@ -50,36 +51,8 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
         ctx.shutdown.clone(),
     );
     let mut bound = Vec::new();
-    let mut terminators = HashMap::new();
     for l in config.inbound_listeners() {
-        let tls = match &l.tls {
-            None => None,
-            Some(TlsConfig::Static {
-                cert_path,
-                key_path,
-            }) => Some(Arc::new(
-                Terminator::load_static(&l.name, cert_path, key_path)
-                    .with_context(|| format!("listener `{}`: TLS", l.name))?,
-            )),
-            Some(TlsConfig::Acme(acme)) => Some(Arc::new(
-                Terminator::start_acme(&l.name, acme, ctx.shutdown.clone())
-                    .with_context(|| format!("listener `{}`: ACME", l.name))?,
-            )),
-        };
-        if let Some(t) = &tls {
-            terminators.insert(l.name.clone(), t.clone());
-        }
-        let tcp = TcpListener::bind(l.addr)
-            .await
-            .with_context(|| format!("cannot bind listener `{}` on {}", l.name, l.addr))?;
-        bound.push(Bound {
-            info: Arc::new(ListenerInfo {
-                name: l.name.clone(),
-                addr: l.addr,
-            }),
-            tcp,
-            tls,
-        });
+        bound.push(bind_listener(l, ctx).await?);
     }
     let edge = Arc::new(Edge {
         config: ArcSwap::new(config),
@@ -89,11 +62,46 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     });
     Ok(EdgeServer {
         bound,
-        terminators,
         edge,
         egress,
         ctx: ctx.clone(),
     })
+}
+
+/// Bind one inbound listener, with its TLS terminator when it has one.
+async fn bind_listener(l: &Listener, ctx: &Context) -> anyhow::Result<Bound> {
+    let tls = match &l.tls {
+        None => None,
+        Some(TlsConfig::Static {
+            cert_path,
+            key_path,
+        }) => Some(Arc::new(
+            Terminator::load_static(&l.name, cert_path, key_path)
+                .with_context(|| format!("listener `{}`: TLS", l.name))?,
+        )),
+        Some(TlsConfig::Acme(acme)) => Some(Arc::new(
+            Terminator::start_acme(&l.name, acme, ctx.shutdown.clone())
+                .with_context(|| format!("listener `{}`: ACME", l.name))?,
+        )),
+    };
+    let tcp = TcpListener::bind(l.addr)
+        .await
+        .with_context(|| format!("cannot bind listener `{}` on {}", l.name, l.addr))?;
+    Ok(Bound {
+        info: Arc::new(ListenerInfo {
+            name: l.name.clone(),
+            addr: l.addr,
+        }),
+        tcp,
+        tls,
+    })
+}
+
+/// A listener being served: where it was configured, how to stop it, its TLS.
+struct Running {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    tls: Option<Arc<Terminator>>,
 }
 
 impl EdgeServer {
@@ -109,25 +117,36 @@ impl EdgeServer {
     pub async fn serve(self) -> anyhow::Result<()> {
         let EdgeServer {
             bound,
-            terminators,
             edge,
             egress,
             ctx,
         } = self;
-        for b in &bound {
-            tracing::info!(listener = %b.info.name, addr = %b.local_addr(), tls = b.tls.is_some(), "inbound listener serving");
+        let tasks = TaskTracker::new();
+        let mut running = HashMap::new();
+        for b in bound {
+            let (name, r) = start(&tasks, b, &edge, &ctx);
+            running.insert(name, r);
         }
         tokio::spawn(follow_egress(ctx.clone(), egress));
-        tokio::spawn(follow_reloads(ctx.clone(), edge.clone(), terminators));
-        let tasks: Vec<_> = bound
-            .into_iter()
-            .map(|b| tokio::spawn(listener::serve(b, edge.clone(), ctx.shutdown.clone())))
-            .collect();
-        for t in tasks {
-            let _ = t.await;
-        }
+        tokio::spawn(follow_reloads(ctx.clone(), edge, tasks.clone(), running));
+        ctx.shutdown.requested().await;
+        tasks.close();
+        tasks.wait().await;
         Ok(())
     }
+}
+
+fn start(tasks: &TaskTracker, b: Bound, edge: &Arc<Edge>, ctx: &Context) -> (String, Running) {
+    tracing::info!(listener = %b.info.name, addr = %b.local_addr(), tls = b.tls.is_some(), "inbound listener serving");
+    let stop = ctx.shutdown.token().child_token();
+    let running = Running {
+        addr: b.info.addr,
+        stop: stop.clone(),
+        tls: b.tls.clone(),
+    };
+    let name = b.info.name.clone();
+    tasks.spawn(listener::serve(b, edge.clone(), stop));
+    (name, running)
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -151,12 +170,14 @@ async fn follow_egress(ctx: Context, mut egress: watch::Receiver<PeerStatus>) {
 }
 
 /// New configs: auth keys, timeouts, limits and the egress URL apply to new requests at
-/// once; static certificates are re-read. Listener addresses and the egress health URL are
-/// fixed at start (a restart applies them; logged).
+/// once; static certificates are re-read; listeners added, removed or moved are bound or
+/// drained without touching the others (a new address that cannot be bound is logged and
+/// the listener keeps its old one). The egress health URL is fixed at start (logged).
 async fn follow_reloads(
     mut ctx: Context,
     edge: Arc<Edge>,
-    terminators: HashMap<String, Arc<Terminator>>,
+    tasks: TaskTracker,
+    mut running: HashMap<String, Running>,
 ) {
     loop {
         tokio::select! {
@@ -164,30 +185,48 @@ async fn follow_reloads(
             changed = ctx.config.changed() => if changed.is_err() { return },
         }
         let config = ctx.current_config();
-        let old = edge.config.load_full();
-        let addrs = |c: &plano_config::Config| {
-            c.inbound_listeners()
-                .map(|l| (l.name.clone(), l.addr))
-                .collect::<Vec<_>>()
-        };
-        if addrs(&old) != addrs(&config) || old.egress.health != config.egress.health {
-            tracing::warn!(
-                "inbound listener addresses or the egress health URL changed; they take effect after a restart"
-            );
+        if edge.config.load().egress.health != config.egress.health {
+            tracing::warn!("`egress.health` changed; it takes effect after a restart");
         }
+        edge.config.store(config.clone());
+        // Removed listeners drain.
+        running.retain(|name, r| {
+            let keep = config.inbound_listeners().any(|l| &l.name == name);
+            if !keep {
+                tracing::info!(listener = %name, "listener removed; draining");
+                r.stop.cancel();
+            }
+            keep
+        });
         for l in config.inbound_listeners() {
-            if let (
-                Some(TlsConfig::Static {
-                    cert_path,
-                    key_path,
-                }),
-                Some(t),
-            ) = (&l.tls, terminators.get(&l.name))
-            {
-                t.reload_static(cert_path, key_path);
+            match running.get(&l.name) {
+                Some(r) if r.addr == l.addr => {
+                    if let (
+                        Some(TlsConfig::Static {
+                            cert_path,
+                            key_path,
+                        }),
+                        Some(t),
+                    ) = (&l.tls, &r.tls)
+                    {
+                        t.reload_static(cert_path, key_path);
+                    }
+                }
+                previous => match bind_listener(l, &ctx).await {
+                    Ok(b) => {
+                        if let Some(old) = previous {
+                            tracing::info!(listener = %l.name, from = %old.addr, to = %l.addr, "listener moved; the old address drains");
+                            old.stop.cancel();
+                        }
+                        let (name, r) = start(&tasks, b, &edge, &ctx);
+                        running.insert(name, r);
+                    }
+                    Err(e) => {
+                        tracing::error!(listener = %l.name, error = %e, "cannot bind the listener; its previous address (if any) keeps serving")
+                    }
+                },
             }
         }
-        edge.config.store(config);
         tracing::info!("edge applied the new configuration");
     }
 }

@@ -11,9 +11,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use plano_common::Shutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{self, Edge, ListenerInfo};
 use crate::tls::Terminator;
@@ -58,7 +58,7 @@ impl Bound {
 }
 
 /// Accept and serve until shutdown; then let open connections finish their requests.
-pub(crate) async fn serve(bound: Bound, edge: Arc<Edge>, shutdown: Shutdown) {
+pub(crate) async fn serve(bound: Bound, edge: Arc<Edge>, stop: CancellationToken) {
     let Bound { info, tcp, tls } = bound;
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
@@ -76,11 +76,11 @@ pub(crate) async fn serve(bound: Bound, edge: Arc<Edge>, shutdown: Shutdown) {
     let builder = Arc::new(builder);
     loop {
         let permit = tokio::select! {
-            _ = shutdown.requested() => break,
+            _ = stop.cancelled() => break,
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.requested() => break,
+            _ = stop.cancelled() => break,
             accepted = tcp.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {

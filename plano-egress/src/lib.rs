@@ -10,7 +10,6 @@ pub mod state;
 pub mod stream;
 pub mod upstream;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +17,8 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt;
 use plano_common::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::state::AppState;
 
@@ -58,42 +59,68 @@ impl EgressServer {
 
     /// Serve until shutdown is requested, then stop accepting and let in-flight requests
     /// (streams included) finish; the CLI bounds that drain by the grace period.
+    ///
+    /// A reload that moves the model listener binds the new address first, then lets the
+    /// old socket drain: nothing in flight is dropped, and a bad new address keeps the old
+    /// one serving.
     pub async fn serve(self) -> anyhow::Result<()> {
         let EgressServer {
             listener,
             state,
             ctx,
         } = self;
-        let addr = listener.local_addr()?;
-        tokio::spawn(follow_reloads(ctx.clone(), state.clone()));
-        let app = routes::router(state);
+        let servers = TaskTracker::new();
+        let app = routes::router(state.clone());
+        let first = spawn_listener(&servers, listener, app.clone(), &ctx)?;
+        tokio::spawn(follow_reloads(
+            ctx.clone(),
+            state,
+            servers.clone(),
+            app,
+            first,
+        ));
         ctx.mark_serving();
-        tracing::info!(%addr, "model listener serving");
-        let shutdown = ctx.shutdown.clone();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.requested().await })
-            .into_future();
+        ctx.shutdown.requested().await;
+        servers.close();
         // The drain is bounded here too (not only by the CLI) so an in-process caller gets
         // `run` back within the grace period; requests still running past it end at their
         // own listener `timeout`.
-        let grace_over = async {
-            ctx.shutdown.requested().await;
-            tokio::time::sleep(ctx.shutdown.grace()).await;
-        };
-        tokio::select! {
-            served = server => {
-                served?;
-                tracing::info!("model listener drained");
-            }
-            () = grace_over => {
-                tracing::warn!(grace = ?ctx.shutdown.grace(), "grace period over: the model listener stops waiting for requests still in flight");
-            }
+        if tokio::time::timeout(ctx.shutdown.grace(), servers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?ctx.shutdown.grace(), "grace period over: the model listener stops waiting for requests still in flight");
+        } else {
+            tracing::info!("model listener drained");
         }
         Ok(())
     }
+}
+
+/// Serve `listener` until its own token (a child of the shutdown token) is cancelled.
+fn spawn_listener(
+    servers: &TaskTracker,
+    listener: TcpListener,
+    app: axum::Router,
+    ctx: &Context,
+) -> anyhow::Result<(SocketAddr, CancellationToken)> {
+    let addr = listener.local_addr()?;
+    let stop = ctx.shutdown.token().child_token();
+    let until = stop.clone();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    servers.spawn(async move {
+        tracing::info!(%addr, "model listener serving");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { until.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(%addr, error = %e, "model listener failed");
+        }
+        tracing::info!(%addr, "model listener closed");
+    });
+    Ok((addr, stop))
 }
 
 /// Serve the egress until `ctx.shutdown` is requested.
@@ -101,23 +128,47 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     bind(&ctx).await?.serve().await
 }
 
-/// Apply each new config published on `ctx.config`. The listener address is fixed at
-/// start: a moved model listener needs a restart (logged).
-async fn follow_reloads(mut ctx: Context, state: Arc<AppState>) {
-    let bound = ctx.current_config().model_listener().map(|l| l.addr);
+/// Apply each new config published on `ctx.config`: providers, keys, aliases and limits
+/// for new requests; a moved model listener is rebound (new socket first, old one drained).
+async fn follow_reloads(
+    mut ctx: Context,
+    state: Arc<AppState>,
+    servers: TaskTracker,
+    app: axum::Router,
+    mut current: (SocketAddr, CancellationToken),
+) {
+    let mut configured = ctx.current_config().model_listener().map(|l| l.addr);
     loop {
         tokio::select! {
             _ = ctx.shutdown.requested() => return,
             changed = ctx.config.changed() => if changed.is_err() { return },
         }
         let config = ctx.current_config();
-        if config.model_listener().map(|l| l.addr) != bound {
-            tracing::warn!("the model listener's address changed; it takes effect after a restart");
-        }
+        let wanted = config.model_listener().map(|l| l.addr);
         match state.reload(config).await {
             Ok(()) => tracing::info!("egress applied the new configuration"),
             Err(e) => {
-                tracing::error!(error = %e, "egress could not apply the new configuration; the previous one keeps serving")
+                tracing::error!(error = %e, "egress could not apply the new configuration; the previous one keeps serving");
+                continue;
+            }
+        }
+        let Some(addr) = wanted.filter(|a| Some(*a) != configured) else {
+            continue;
+        };
+        match TcpListener::bind(addr).await {
+            Ok(listener) => match spawn_listener(&servers, listener, app.clone(), &ctx) {
+                Ok(next) => {
+                    tracing::info!(from = %current.0, to = %next.0, "model listener moved; the old address drains");
+                    current.1.cancel();
+                    current = next;
+                    configured = Some(addr);
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot serve the new model listener address")
+                }
+            },
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the new model listener address; the old one keeps serving")
             }
         }
     }

@@ -11,4 +11,5 @@ mod cli;
 mod edge;
 mod egress;
 mod limits;
+mod reload;
 mod support;
