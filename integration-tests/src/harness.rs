@@ -31,12 +31,7 @@ impl Egress {
         listen: SocketAddr,
         admin: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let lookup = |k: &str| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        };
-        let mut config: Config = plano_config::load_str(yaml, None, &lookup)?;
+        let mut config = load(yaml, env)?;
         for l in &mut config.listeners {
             if l.kind == plano_config::ListenerKind::Model {
                 l.addr = listen;
@@ -97,12 +92,7 @@ impl Edge {
         egress: (SocketAddr, SocketAddr),
         keep_ports: bool,
     ) -> anyhow::Result<Self> {
-        let lookup = |k: &str| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        };
-        let mut config: Config = plano_config::load_str(yaml, None, &lookup)?;
+        let mut config = load(yaml, env)?;
         for l in &mut config.listeners {
             if l.kind != plano_config::ListenerKind::Model && !keep_ports {
                 l.addr = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -134,4 +124,14 @@ impl Edge {
         self.control.shutdown.trigger();
         self.task.await?
     }
+}
+
+/// Load `yaml`, resolving `$VARS` from `env` only.
+fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+    let lookup = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    Ok(plano_config::load_str(yaml, None, &lookup)?)
 }

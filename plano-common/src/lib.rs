@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cli;
 pub mod errors;
+pub mod headers;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -6,18 +6,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use plano_config::{AuthStyle, Provider};
 
-/// Headers never forwarded from the client: hop-by-hop ones, and credentials (the
-/// provider's own key is added instead, unless `passthrough_auth`).
+/// Headers never forwarded from the client besides the hop-by-hop ones: framing, and
+/// credentials (the provider's own key is added instead, unless `passthrough_auth`).
 const STRIPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "host",
     "content-length",
     "authorization",
@@ -110,7 +101,7 @@ pub fn build_request(
     for (k, v) in &provider.headers {
         let name =
             HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name `{k}`"))?;
-        if STRIPPED.contains(&name.as_str()) && name != header::AUTHORIZATION {
+        if is_stripped(name.as_str()) && name != header::AUTHORIZATION {
             continue;
         }
         let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header `{k}`"))?;
@@ -127,7 +118,7 @@ pub fn build_request(
 
 /// Whether a client header may ever be forwarded (used by tests and the edge's rules).
 pub fn is_stripped(name: &str) -> bool {
-    STRIPPED.contains(&name)
+    STRIPPED.contains(&name) || plano_common::headers::is_hop_by_hop(name)
 }
 
 #[cfg(test)]
