@@ -1,5 +1,6 @@
 //! Test support for Plano: a scripted mock provider ([`mock`]) and an in-process harness
 //! that starts the real egress from YAML ([`harness`]).
 
+pub mod certs;
 pub mod harness;
 pub mod mock;

@@ -1,17 +1,14 @@
 //! `gencert DIR`: a throwaway CA and a `localhost` certificate for benchmarks and demos
 //! (writes `ca.pem`, `cert.pem`, `key.pem`). Never use these for anything real.
 
+use integration_tests::certs::TestCa;
+
 fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".".into()));
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?
-        .signed_by(&key, &ca, &ca_key)?;
+    let ca = TestCa::new()?;
+    let leaf = ca.issue(&["localhost"])?;
     std::fs::write(dir.join("ca.pem"), ca.pem())?;
-    std::fs::write(dir.join("cert.pem"), cert.pem())?;
-    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    std::fs::write(dir.join("cert.pem"), leaf.cert_pem)?;
+    std::fs::write(dir.join("key.pem"), leaf.key_pem)?;
     Ok(())
 }

@@ -57,20 +57,12 @@ async fn a_certificate_is_issued_by_pebble_and_served() {
     let dir = tempfile::tempdir().unwrap();
 
     // Pebble's own HTTPS certificate, from a throwaway CA we trust for the directory.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let pebble_key = rcgen::KeyPair::generate().unwrap();
-    let pebble_cert =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&pebble_key, &ca, &ca_key)
-            .unwrap();
+    let ca = integration_tests::certs::TestCa::new().unwrap();
+    let pebble = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
     let ca_path = dir.path().join("pebble-ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(dir.path().join("pebble.pem"), pebble_cert.pem()).unwrap();
-    std::fs::write(dir.path().join("pebble.key"), pebble_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("pebble.pem"), &pebble.cert_pem).unwrap();
+    std::fs::write(dir.path().join("pebble.key"), &pebble.key_pem).unwrap();
 
     let (dir_port, mgmt_port, tls_port) = (free_port(), free_port(), free_port());
     let (dns_port, chall_mgmt, http_port) = (free_udp_port(), free_port(), free_port());

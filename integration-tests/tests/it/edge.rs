@@ -267,19 +267,12 @@ async fn egress_down_fails_fast_and_recovers_without_restart() {
 #[tokio::test]
 async fn tls_with_a_static_certificate_and_http2_by_alpn() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let ca = integration_tests::certs::TestCa::new().unwrap();
+    let leaf = ca.issue(&["localhost"]).unwrap();
     let cert_path = dir.path().join("tls.crt");
     let key_path = dir.path().join("tls.key");
-    std::fs::write(&cert_path, leaf.pem()).unwrap();
-    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, &leaf.cert_pem).unwrap();
+    std::fs::write(&key_path, &leaf.key_pem).unwrap();
     let listener = format!(
         "  - type: edge\n    name: secure\n    port: 10443\n    tls:\n      cert_path: {}\n      key_path: {}\n",
         cert_path.display(),

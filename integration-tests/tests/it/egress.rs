@@ -783,27 +783,25 @@ async fn https_upstream_uses_http_host_as_sni_and_the_configured_ca() {
     use std::sync::{Arc, Mutex};
 
     tls();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["llm.internal.example".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let ca = integration_tests::certs::TestCa::new().unwrap();
+    let leaf = ca.issue(&["llm.internal.example"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
 
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
     let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
+    .with_single_cert(certs, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
