@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::model::{Config, ListenerKind};
 
 impl Config {
+    /// e.g. `providers:\n  openai/gpt-4o  https://api.openai.com/v1 (default)`.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "configuration is valid (version {})", self.version);
@@ -26,7 +27,9 @@ impl Config {
             let _ = writeln!(
                 s,
                 "  {:<32} {}{}{default}",
-                p.name, p.base_url, p.path_prefix
+                p.name,
+                p.base_url.as_str().trim_end_matches('/'),
+                p.path_prefix
             );
         }
         if !self.aliases.is_empty() {
@@ -44,5 +47,21 @@ impl Config {
             let _ = writeln!(s, "warning: {w}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn provider_urls_have_no_double_slash() {
+        let c = crate::load_str(
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\n",
+            None,
+            &|_| None,
+        )
+        .unwrap();
+        let s = c.summary();
+        assert!(s.contains("https://api.openai.com/v1 (default)"), "{s}");
+        assert!(!s.contains("//v1"), "{s}");
     }
 }
