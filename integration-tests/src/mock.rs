@@ -83,6 +83,19 @@ impl Reply {
         self.headers.push((k.into(), v.into()));
         self
     }
+    /// An SSE answer: these `data:` payloads, `gap` apart; `then_hang` keeps the
+    /// connection open after the last one.
+    pub fn stream(events: Vec<String>, gap: Duration, then_hang: bool) -> Self {
+        Reply {
+            body: ReplyBody::Sse {
+                events,
+                gap,
+                then_hang,
+            },
+            ..Reply::default()
+        }
+    }
+
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = d;
         self
@@ -270,6 +283,13 @@ pub fn completion(model: &str, bytes: usize) -> Value {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content.trim_end()}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
     })
+}
+
+/// One chat.completion.chunk carrying `content`, with `finish` as its finish_reason.
+pub fn chunk(content: &str, finish: Option<&str>) -> String {
+    json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "m",
+           "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]})
+    .to_string()
 }
 
 /// The default stream: a role chunk, `chunks` content chunks, a finish chunk, the usage

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use integration_tests::harness::{Edge, Egress};
-use integration_tests::mock::{MockProvider, Reply, ReplyBody};
+use integration_tests::mock::{MockProvider, Reply, chunk};
 use serde_json::{Value, json};
 
 use crate::support::eventually;
@@ -95,18 +95,15 @@ async fn forwards_chat_and_streams_event_by_event() {
     assert!(seen.headers.contains_key("traceparent"));
 
     // The first event reaches the client while the upstream is still holding the rest.
-    mock.push(Reply {
-        body: ReplyBody::Sse {
-            events: vec![
-                r#"{"id":"s","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}"#.into(),
-                r#"{"id":"s","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"second"},"finish_reason":"stop"}]}"#.into(),
-                "[DONE]".into(),
-            ],
-            gap: Duration::from_millis(1500),
-            then_hang: false,
-        },
-        ..Reply::default()
-    });
+    mock.push(Reply::stream(
+        vec![
+            chunk("first", None),
+            chunk("second", Some("stop")),
+            "[DONE]".into(),
+        ],
+        Duration::from_millis(1500),
+        false,
+    ));
     let mut r = c.post(&url).json(&chat(true)).send().await.unwrap();
     let first = tokio::time::timeout(Duration::from_millis(1200), r.chunk()).await;
     let first = first

@@ -11,7 +11,7 @@ use async_openai::types::chat::{
 };
 use futures_util::StreamExt;
 use integration_tests::harness::Egress;
-use integration_tests::mock::{MockProvider, Reply, ReplyBody};
+use integration_tests::mock::{MockProvider, Reply, ReplyBody, chunk};
 use serde_json::{Value, json};
 
 use crate::support::eventually;
@@ -390,16 +390,7 @@ async fn a_stream_with_no_first_event_is_retried() {
 #[tokio::test]
 async fn client_disconnect_mid_stream_closes_the_upstream() {
     let (primary, _, egress) = setup("").await;
-    primary.push(Reply {
-        body: ReplyBody::Sse {
-            events: vec![
-                r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#.into(),
-            ],
-            gap: Duration::ZERO,
-            then_hang: true,
-        },
-        ..Reply::default()
-    });
+    primary.push(Reply::stream(vec![chunk("a", None)], Duration::ZERO, true));
     let mut r = reqwest::Client::new()
         .post(egress.url("/v1/chat/completions"))
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
@@ -730,24 +721,16 @@ async fn a_reloaded_config_routes_new_requests() {
 #[tokio::test]
 async fn shutdown_drains_a_stream_in_flight() {
     let (primary, _, egress) = setup("").await;
-    let chunk = |c: &str| {
-        format!(
-            r#"{{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{c}"}},"finish_reason":null}}]}}"#
-        )
-    };
-    primary.push(Reply {
-        body: ReplyBody::Sse {
-            events: vec![
-                chunk("first"),
-                chunk("second"),
-                chunk("third"),
-                "[DONE]".into(),
-            ],
-            gap: Duration::from_millis(150),
-            then_hang: false,
-        },
-        ..Reply::default()
-    });
+    primary.push(Reply::stream(
+        vec![
+            chunk("first", None),
+            chunk("second", None),
+            chunk("third", None),
+            "[DONE]".into(),
+        ],
+        Duration::from_millis(150),
+        false,
+    ));
     let mut r = reqwest::Client::new()
         .post(egress.url("/v1/chat/completions"))
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
@@ -881,16 +864,7 @@ listeners:
 #[tokio::test]
 async fn a_stream_past_the_listener_timeout_ends_with_an_error_event() {
     let (primary, _, egress) = setup("").await;
-    primary.push(Reply {
-        body: ReplyBody::Sse {
-            events: vec![
-                r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#.into(),
-            ],
-            gap: Duration::ZERO,
-            then_hang: true,
-        },
-        ..Reply::default()
-    });
+    primary.push(Reply::stream(vec![chunk("a", None)], Duration::ZERO, true));
     let r = reqwest::Client::new()
         .post(egress.url("/v1/chat/completions"))
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
