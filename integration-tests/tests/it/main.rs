@@ -7,6 +7,7 @@
 
 mod acme;
 mod admin;
+mod apis;
 mod cli;
 mod edge;
 mod egress;
