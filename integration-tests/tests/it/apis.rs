@@ -98,10 +98,12 @@ async fn messages_reach_anthropic_natively() {
     // Tokens are metered from Anthropic's usage (cache reads count as input).
     let metrics = egress.metrics().render();
     assert!(
-        metrics.lines().any(|l| l.starts_with("plano_llm_tokens_total")
-            && l.contains("kind=\"input\"")
-            && l.contains("anthropic")
-            && l.ends_with(" 15")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plano_llm_tokens_total")
+                && l.contains("kind=\"input\"")
+                && l.contains("anthropic")
+                && l.ends_with(" 15")),
         "{metrics}"
     );
     egress.stop().await.unwrap();
@@ -302,11 +304,6 @@ async fn responses_unknown_previous_id_is_a_conflict_for_translated_providers() 
         .unwrap();
     assert_eq!(res.status(), 400);
     let v: Value = res.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`input`")
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("`input`"));
     egress.stop().await.unwrap();
 }

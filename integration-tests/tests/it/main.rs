@@ -13,4 +13,5 @@ mod edge;
 mod egress;
 mod limits;
 mod reload;
+mod sdk;
 mod support;
