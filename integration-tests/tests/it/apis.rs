@@ -307,3 +307,60 @@ async fn responses_unknown_previous_id_is_a_conflict_for_translated_providers() 
     assert!(v["error"]["message"].as_str().unwrap().contains("`input`"));
     egress.stop().await.unwrap();
 }
+
+/// Azure OpenAI (deployment path, `api-version`, `api-key`), Gemini's OpenAI-compatible
+/// endpoint and Ollama (no key) are chat providers with their own URLs and auth.
+#[tokio::test]
+async fn openai_style_providers_get_their_paths_and_auth() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: azure_openai/my-gpt4o-deployment
+    access_key: azure-key
+    base_url: {url}
+  - model: gemini/gemini-2.0-flash
+    access_key: gemini-key
+    base_url: {url}
+  - model: ollama/llama3.2
+    base_url: {url}
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    max_retries: 0
+"#,
+        url = mock.url()
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    for model in [
+        "azure_openai/my-gpt4o-deployment",
+        "gemini/gemini-2.0-flash",
+        "ollama/llama3.2",
+    ] {
+        let res = http_client()
+            .post(egress.url("/v1/chat/completions"))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{model}");
+    }
+    let sent = mock.requests();
+    assert_eq!(
+        sent[0].path,
+        "/openai/deployments/my-gpt4o-deployment/chat/completions"
+    );
+    assert_eq!(sent[0].query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(sent[0].headers["api-key"], "azure-key");
+    assert!(sent[0].headers.get("authorization").is_none());
+    assert_eq!(sent[1].path, "/v1beta/openai/chat/completions");
+    assert_eq!(sent[1].headers["authorization"], "Bearer gemini-key");
+    assert_eq!(sent[1].body["model"], "gemini-2.0-flash");
+    assert_eq!(sent[2].path, "/v1/chat/completions");
+    assert!(sent[2].headers.get("authorization").is_none());
+    assert_eq!(sent[2].body["model"], "llama3.2");
+    egress.stop().await.unwrap();
+}
