@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
                 body_bytes: args.body_bytes,
                 chunks: args.chunks,
                 chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+                strict: false,
             };
             let listen = args
                 .port
