@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration_tests::mock::{
     MockOptions, MockProvider, Reply, anthropic_text_stream, bedrock_exception_frame,
-    bedrock_stream,
+    bedrock_stream, responses_text_stream,
 };
 use serde_json::{Value, json};
 
@@ -534,6 +534,166 @@ async fn bedrock_errors_and_scripted_frames() {
     mock.push(Reply::tool_call("lookup", json!({"q": "x"})));
     let frames = converse_stream(&mock, &body).await;
     assert_eq!(frames[1].payload["start"]["toolUse"]["name"], "lookup");
+}
+
+// ---------- OpenAI Responses ----------
+
+#[tokio::test]
+async fn responses_answer_is_a_response_object() {
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Reply::default().cached_tokens(2));
+    let body = json!({"model": "gpt-r", "input": "tell me"});
+    let res = post(format!("{}/v1/responses", mock.url()), &[], &body).await;
+    assert_eq!(res.status(), 200);
+    let r: Value = res.json().await.unwrap();
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["model"], "gpt-r");
+    assert_eq!(r["output"][0]["type"], "message");
+    assert_eq!(r["output"][0]["role"], "assistant");
+    assert_eq!(
+        r["output"][0]["content"][0],
+        json!({"type": "output_text", "text": "mock reply to: tell me", "annotations": [], "logprobs": []})
+    );
+    let input = serde_json::to_vec(&body).unwrap().len() as u64 / 4;
+    assert_eq!(r["usage"]["input_tokens"], input);
+    assert_eq!(r["usage"]["output_tokens"], 5);
+    assert_eq!(r["usage"]["total_tokens"], input + 5);
+    assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 2);
+}
+
+/// Checks what every Responses stream must hold and returns the events by name.
+fn responses_events(body: &str) -> Vec<(String, Value)> {
+    let events: Vec<(String, Value)> = sse(body)
+        .into_iter()
+        .map(|(n, d)| (n.unwrap(), d))
+        .collect();
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["sequence_number"], i, "sequence numbers count from 0");
+    }
+    assert_eq!(events[0].0, "response.created");
+    assert_eq!(events[0].1["response"]["status"], "in_progress");
+    assert_eq!(events[1].0, "response.in_progress");
+    assert_eq!(events.last().unwrap().0, "response.completed");
+    events
+}
+
+#[tokio::test]
+async fn responses_stream_text_events() {
+    let mock = MockProvider::start().await.unwrap();
+    let res = post(
+        format!("{}/v1/responses", mock.url()),
+        &[],
+        &json!({"model": "gpt-r", "stream": true, "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "x y"}]}]}),
+    )
+    .await;
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let events = responses_events(&text(res).await);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let deltas = names
+        .iter()
+        .filter(|n| **n == "response.output_text.delta")
+        .count();
+    assert!(deltas >= 2);
+    let mut expected = vec![
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ];
+    expected.extend(std::iter::repeat_n("response.output_text.delta", deltas));
+    expected.extend([
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]);
+    assert_eq!(names, expected);
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| {
+            assert_eq!(d["item_id"], "msg_mock_1");
+            d["delta"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(text, "mock reply to: x y");
+    let done = &events[4 + deltas].1;
+    assert_eq!(done["text"], text);
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["output"][0]["content"][0]["text"], text);
+    assert_eq!(completed["usage"]["output_tokens"], 5);
+}
+
+#[tokio::test]
+async fn responses_function_call_then_output() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = format!("{}/v1/responses", mock.url());
+    let tools = json!([{"type": "web_search"}, {"type": "function", "name": "get_weather",
+                        "parameters": weather_tool_schema()}]);
+    let res = post(
+        url.clone(),
+        &[],
+        &json!({"model": "gpt-r", "stream": true, "tools": tools, "input": "weather?"}),
+    )
+    .await;
+    let events = responses_events(&text(res).await);
+    let added = &events[2].1["item"];
+    assert_eq!(added["type"], "function_call");
+    assert_eq!(added["call_id"], "call_mock_1");
+    assert_eq!(added["name"], "get_weather");
+    assert_eq!(added["arguments"], "");
+    let fragments: Vec<&str> = events
+        .iter()
+        .filter(|(n, _)| n == "response.function_call_arguments.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert!(fragments.len() >= 2);
+    assert_eq!(fragments.concat(), r#"{"city":"mock"}"#);
+    let done = events
+        .iter()
+        .find(|(n, _)| n == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done.1["arguments"], r#"{"city":"mock"}"#);
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(completed["output"][0]["arguments"], r#"{"city":"mock"}"#);
+    assert_eq!(completed["tools"], tools);
+
+    let res = post(
+        url.clone(),
+        &[],
+        &json!({"model": "gpt-r", "tools": tools, "input": [
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": "call_mock_1", "name": "get_weather", "arguments": "{\"city\":\"mock\"}"},
+            {"type": "function_call_output", "call_id": "call_mock_1", "output": "rain"}
+        ]}),
+    )
+    .await;
+    let r: Value = res.json().await.unwrap();
+    assert_eq!(r["output"][0]["content"][0]["text"], "tool result: rain");
+
+    mock.push(Reply::named_stream(
+        responses_text_stream("gpt-r", &["ab", "cd"]),
+        Duration::ZERO,
+        false,
+    ));
+    let res = post(url.clone(), &[], &json!({"model": "gpt-r", "input": "x"})).await;
+    let events = responses_events(&text(res).await);
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, ["ab", "cd"]);
+
+    mock.push(Reply::status(500));
+    let res = post(url, &[], &json!({"model": "gpt-r", "input": "x"})).await;
+    assert_eq!(res.status(), 500);
+    let e: Value = res.json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("500"));
 }
 
 // ---------- OpenAI chat completions ----------
