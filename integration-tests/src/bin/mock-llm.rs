@@ -1,5 +1,7 @@
-//! `mock-llm`: a local OpenAI-style provider for the quick start and benchmarks. Answers
-//! `POST …/chat/completions` with a chat completion, or an SSE stream when asked.
+//! `mock-llm`: a local zero-key LLM provider for the quick start, benchmarks and SDK tests.
+//! Answers in each provider's own API: `POST …/chat/completions` (OpenAI), `…/messages`
+//! (Anthropic), `…/responses` (OpenAI Responses), `…/model/{id}/converse[-stream]`
+//! (Bedrock). See `integration_tests::mock` for what it answers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use clap::Parser;
 use integration_tests::mock::{MockOptions, MockProvider};
 
 #[derive(Parser)]
-#[command(about = "A zero-key mock OpenAI-style LLM provider")]
+#[command(about = "A zero-key mock LLM provider (OpenAI, Anthropic, Responses, Bedrock APIs)")]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:11434")]
@@ -28,6 +30,10 @@ struct Args {
     /// Delay between streamed chunks, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
+    /// Reject requests without an auth header, and Anthropic requests without
+    /// `anthropic-version` or `max_tokens`, as the real APIs do.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +52,7 @@ fn main() -> anyhow::Result<()> {
                 body_bytes: args.body_bytes,
                 chunks: args.chunks,
                 chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+                strict: args.strict,
             };
             let listen = args
                 .port

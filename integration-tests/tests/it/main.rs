@@ -12,6 +12,7 @@ mod cli;
 mod edge;
 mod egress;
 mod limits;
+mod mock;
 mod reload;
 mod sdk;
 mod support;

@@ -1,0 +1,198 @@
+//! What the mock answers when a test scripted nothing: decided from the conversation,
+//! the same way for every API, so multi-turn tool use works end to end without scripting.
+//!
+//! Each API module reads its own request shape into a [`Conversation`]; [`Conversation::answer`]
+//! picks the answer; the API module renders it in its wire format.
+
+use serde_json::{Map, Value, json};
+
+/// What an assistant turn says: text, or one call to a tool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Text(String),
+    ToolCall { name: String, arguments: Value },
+}
+
+/// The parts of a request that decide the default answer.
+#[derive(Debug, Default)]
+pub(crate) struct Conversation {
+    /// The first tool the request offers: its name and JSON schema.
+    pub first_tool: Option<(String, Value)>,
+    /// The text of the tool result(s) when the last message carries them.
+    pub tool_result: Option<String>,
+    /// The text of the last user message.
+    pub user_text: Option<String>,
+}
+
+/// Token counts the mock reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+}
+
+impl Usage {
+    /// Input: a quarter of the request body's bytes (deterministic, grows with the prompt);
+    /// output: the words of the answer.
+    pub fn of(request_bytes: usize, answer: &Answer, cached: u64) -> Self {
+        let words = match answer {
+            Answer::Text(t) => t.split_whitespace().count(),
+            Answer::ToolCall { arguments, .. } => arguments.to_string().split_whitespace().count(),
+        };
+        Usage {
+            input: (request_bytes / 4).max(1) as u64,
+            output: words.max(1) as u64,
+            cached,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+impl Conversation {
+    pub fn answer(&self) -> Answer {
+        if let Some(result) = &self.tool_result {
+            return Answer::Text(format!("tool result: {result}"));
+        }
+        if let Some((name, schema)) = &self.first_tool {
+            return Answer::ToolCall {
+                name: name.clone(),
+                arguments: arguments_for(schema),
+            };
+        }
+        match &self.user_text {
+            Some(text) => Answer::Text(format!(
+                "mock reply to: {}",
+                text.chars().take(200).collect::<String>()
+            )),
+            None => Answer::Text("mock reply".into()),
+        }
+    }
+}
+
+/// Arguments that satisfy `schema`'s required properties: strings "mock" (or the first
+/// enum value), numbers 1, booleans true, arrays empty, objects filled the same way.
+pub fn arguments_for(schema: &Value) -> Value {
+    let mut out = Map::new();
+    let props = schema.get("properties").and_then(Value::as_object);
+    let required = schema.get("required").and_then(Value::as_array);
+    if let (Some(props), Some(required)) = (props, required) {
+        for name in required.iter().filter_map(Value::as_str) {
+            let prop = props.get(name).unwrap_or(&Value::Null);
+            out.insert(name.to_string(), value_for(prop));
+        }
+    }
+    Value::Object(out)
+}
+
+fn value_for(prop: &Value) -> Value {
+    if let Some(first) = prop
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    // `type` may be a list such as ["string", "null"]: take the first non-null one.
+    let ty = match prop.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("string"),
+        _ => "string",
+    };
+    match ty {
+        "integer" | "number" => json!(1),
+        "boolean" => json!(true),
+        "array" => json!([]),
+        "object" => arguments_for(prop),
+        "null" => Value::Null,
+        _ => json!("mock"),
+    }
+}
+
+/// Text pieces a stream sends: one per word (spaces kept), so every text answer of more
+/// than one word arrives as several deltas.
+pub fn text_pieces(text: &str) -> Vec<String> {
+    let pieces: Vec<String> = text.split_inclusive(' ').map(str::to_string).collect();
+    if pieces.is_empty() {
+        vec![String::new()]
+    } else {
+        pieces
+    }
+}
+
+/// Tool arguments as a stream sends them: the JSON text cut into three fragments (two when
+/// it is too short), never inside a UTF-8 sequence.
+pub fn argument_fragments(arguments: &str) -> Vec<String> {
+    let chars: Vec<char> = arguments.chars().collect();
+    let parts = if chars.len() >= 3 {
+        3
+    } else {
+        chars.len().max(1)
+    };
+    let size = chars.len().div_ceil(parts).max(1);
+    chars
+        .chunks(size)
+        .map(|c| c.iter().collect::<String>())
+        .collect()
+}
+
+/// The text of a content value: a string, or the `text` of each part of an array.
+pub fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            (!texts.is_empty()).then(|| texts.join(""))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_fill_required_properties_by_type() {
+        let schema = json!({"type": "object", "properties": {
+            "query": {"type": "string"}, "n": {"type": "integer"}, "ok": {"type": "boolean"},
+            "unit": {"type": "string", "enum": ["c", "f"]}, "opt": {"type": "string"},
+            "maybe": {"type": ["null", "number"]}
+        }, "required": ["query", "n", "ok", "unit", "maybe"]});
+        assert_eq!(
+            arguments_for(&schema),
+            json!({"query": "mock", "n": 1, "ok": true, "unit": "c", "maybe": 1})
+        );
+        assert_eq!(arguments_for(&json!({})), json!({}));
+    }
+
+    #[test]
+    fn fragments_rejoin_and_are_at_least_two() {
+        let args = r#"{"query":"mock"}"#;
+        let f = argument_fragments(args);
+        assert!(f.len() >= 2);
+        assert_eq!(f.concat(), args);
+        assert_eq!(argument_fragments("{}").concat(), "{}");
+        assert_eq!(text_pieces("a b c").concat(), "a b c");
+    }
+
+    #[test]
+    fn tool_result_wins_over_tools() {
+        let c = Conversation {
+            first_tool: Some(("f".into(), json!({}))),
+            tool_result: Some("42".into()),
+            user_text: Some("hi".into()),
+        };
+        assert_eq!(c.answer(), Answer::Text("tool result: 42".into()));
+    }
+}
