@@ -352,6 +352,32 @@ mod tests {
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
     }
 
+    /// The byte-exact messages of the AWS C event-stream library's test suite, so that our
+    /// framing is checked against an implementation other than our own.
+    #[test]
+    fn matches_the_aws_reference_vectors() {
+        let empty = [
+            0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98,
+            0xc8, 0xff,
+        ];
+        assert_eq!(encode(&[], b""), empty);
+        let mut one_header = vec![0x00, 0x00, 0x00, 0x3D, 0x00, 0x00, 0x00, 0x20];
+        one_header.extend_from_slice(&[0x07, 0xFD, 0x83, 0x96, 0x0C]);
+        one_header.extend_from_slice(b"content-type");
+        one_header.extend_from_slice(&[0x07, 0x00, 0x10]);
+        one_header.extend_from_slice(b"application/json");
+        one_header.extend_from_slice(b"{'foo':'bar'}");
+        one_header.extend_from_slice(&[0x8D, 0x9C, 0x08, 0xB1]);
+        assert_eq!(
+            encode(&[("content-type", "application/json")], b"{'foo':'bar'}"),
+            one_header
+        );
+        let mut d = Decoder::default();
+        d.push(&one_header);
+        let message = d.next_message().unwrap().unwrap();
+        assert_eq!(&message[..], &one_header[..]);
+    }
+
     #[test]
     fn round_trip_split_at_every_offset() {
         let mut wire = encode_event("messageStart", br#"{"role":"assistant","p":"abc"}"#);
