@@ -3,6 +3,11 @@
 //! `!` is an exception with that payload as its message); they go through the binary
 //! event-stream framing, fed one byte at a time, before reaching `StreamToChat`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] fns: a bad fixture should abort the test"
+)]
+
 use std::path::{Path, PathBuf};
 
 use plano_egress::providers::UpstreamStream;
