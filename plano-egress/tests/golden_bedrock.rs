@@ -194,3 +194,188 @@ fn streamed_tool_calls_reassemble() {
     assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 1000);
     assert_eq!(usage["total_tokens"], 1070);
 }
+
+mod never_panics {
+    use super::*;
+    use plano_egress::providers::sse::SseEvent;
+    use proptest::prelude::*;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            prop_oneof![
+                Just("user".to_string()),
+                Just("assistant".to_string()),
+                Just("tool".to_string()),
+                Just("function".to_string()),
+                Just("data:image/png;base64,AA==".to_string()),
+                ".{0,8}",
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("role".to_string()),
+                        Just("content".to_string()),
+                        Just("type".to_string()),
+                        Just("text".to_string()),
+                        Just("tool_calls".to_string()),
+                        Just("function".to_string()),
+                        Just("arguments".to_string()),
+                        Just("image_url".to_string()),
+                        Just("toolUse".to_string()),
+                        Just("delta".to_string()),
+                        Just("input".to_string()),
+                        Just("usage".to_string()),
+                        "[a-zA-Z_]{1,10}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Structurally plausible requests: every field the translator reads, with random values.
+    fn arb_request() -> impl Strategy<Value = Value> {
+        (
+            proptest::collection::vec(arb_json(), 0..5),
+            arb_json(),
+            arb_json(),
+            arb_json(),
+            arb_json(),
+        )
+            .prop_map(|(messages, tools, tool_choice, stop, max_tokens)| {
+                json!({
+                    "messages": messages, "tools": tools, "tool_choice": tool_choice,
+                    "stop": stop, "max_tokens": max_tokens,
+                })
+            })
+    }
+
+    const NAMES: &[&str] = &[
+        "messageStart",
+        "contentBlockStart",
+        "contentBlockDelta",
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+        "exception",
+        "throttlingException",
+        "other",
+    ];
+
+    fn realistic_event() -> impl Strategy<Value = SseEvent> {
+        let index = 0u64..3;
+        prop_oneof![
+            Just(SseEvent::named("messageStart", r#"{"role":"assistant"}"#)),
+            index.clone().prop_map(|i| SseEvent::named(
+                "contentBlockStart",
+                json!({"contentBlockIndex": i, "start": {"toolUse": {"toolUseId": format!("t{i}"), "name": "f"}}}).to_string()
+            )),
+            (index.clone(), ".{0,4}").prop_map(|(i, t)| SseEvent::named(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": i, "delta": {"text": t}}).to_string()
+            )),
+            (index.clone(), ".{0,4}").prop_map(|(i, t)| SseEvent::named(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": i, "delta": {"toolUse": {"input": t}}}).to_string()
+            )),
+            (index.clone(), ".{0,4}").prop_map(|(i, t)| SseEvent::named(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": i, "delta": {"reasoningContent": {"text": t}}}).to_string()
+            )),
+            index.prop_map(|i| SseEvent::named(
+                "contentBlockStop",
+                json!({"contentBlockIndex": i}).to_string()
+            )),
+            Just(SseEvent::named("messageStop", r#"{"stopReason":"end_turn"}"#)),
+            any::<u32>().prop_map(|n| SseEvent::named(
+                "metadata",
+                json!({"usage": {"inputTokens": n, "outputTokens": n, "cacheReadInputTokens": n}}).to_string()
+            )),
+        ]
+    }
+
+    fn arbitrary_event() -> impl Strategy<Value = SseEvent> {
+        (
+            proptest::option::of(proptest::sample::select(NAMES)),
+            arb_json(),
+        )
+            .prop_map(|(name, payload)| SseEvent {
+                event: name.map(str::to_string),
+                data: payload.to_string(),
+                id: None,
+            })
+    }
+
+    /// Whatever the events, at most one finish chunk and one usage chunk, usage last.
+    fn check_stream(events: &[SseEvent]) -> Result<(), TestCaseError> {
+        let mut s = StreamToChat::new(ctx());
+        let mut chunks = Vec::new();
+        for e in events {
+            match s.event(e) {
+                Ok(out) => chunks.extend(out),
+                Err(_) => break,
+            }
+        }
+        if let Ok(out) = s.finish() {
+            chunks.extend(out);
+        }
+        let finishes = chunks
+            .iter()
+            .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+            .count();
+        let usages: Vec<usize> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.get("usage").is_some())
+            .map(|(i, _)| i)
+            .collect();
+        prop_assert!(finishes <= 1);
+        prop_assert!(usages.len() <= 1);
+        if let Some(&i) = usages.first() {
+            prop_assert_eq!(i, chunks.len() - 1);
+            prop_assert_eq!(finishes, 1);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn request_translation(v in arb_json(), r in arb_request()) {
+            if let Some(map) = v.as_object() {
+                let _ = request_from_chat(map);
+            }
+            let _ = request_from_chat(r.as_object().unwrap());
+        }
+
+        #[test]
+        fn response_translation(v in arb_json(), content in proptest::collection::vec(arb_json(), 0..5), stop in arb_json(), usage in arb_json()) {
+            let _ = response_to_chat(&v, &ctx());
+            let shaped = json!({"output": {"message": {"content": content}}, "stopReason": stop, "usage": usage});
+            let _ = response_to_chat(&shaped, &ctx());
+        }
+
+        #[test]
+        fn stream_of_arbitrary_events(events in proptest::collection::vec(arbitrary_event(), 0..12)) {
+            check_stream(&events)?;
+        }
+
+        #[test]
+        fn stream_of_realistic_events_in_any_order(events in proptest::collection::vec(realistic_event(), 0..16)) {
+            check_stream(&events)?;
+        }
+    }
+}

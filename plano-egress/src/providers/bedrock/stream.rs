@@ -222,3 +222,239 @@ impl UpstreamStream for StreamToChat {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::eventstream::{Decoder, encode_event};
+
+    fn ctx() -> ResponseCtx {
+        ResponseCtx {
+            model: "m".into(),
+            id: "chatcmpl-t".into(),
+            created: 1,
+        }
+    }
+
+    fn ev(name: &str, payload: Value) -> SseEvent {
+        SseEvent::named(name, payload.to_string())
+    }
+
+    fn run(events: &[SseEvent]) -> (Vec<Value>, Result<Vec<Value>, TranslateError>) {
+        let mut s = StreamToChat::new(ctx());
+        let mut out = Vec::new();
+        for e in events {
+            out.extend(s.event(e).unwrap());
+        }
+        let end = s.finish();
+        (out, end)
+    }
+
+    fn finishes(chunks: &[Value]) -> Vec<&str> {
+        chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().into_iter().flatten())
+            .filter_map(|c| c["finish_reason"].as_str())
+            .collect()
+    }
+
+    fn usages(chunks: &[Value]) -> usize {
+        chunks.iter().filter(|c| c.get("usage").is_some()).count()
+    }
+
+    fn tool_stream() -> Vec<SseEvent> {
+        vec![
+            ev("messageStart", json!({"role": "assistant"})),
+            ev(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "a", "name": "f"}}}),
+            ),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"x\":"}}}),
+            ),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "1}"}}}),
+            ),
+            ev("contentBlockStop", json!({"contentBlockIndex": 0})),
+            ev(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "b", "name": "g"}}}),
+            ),
+            ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{}"}}}),
+            ),
+            ev("contentBlockStop", json!({"contentBlockIndex": 1})),
+            ev("messageStop", json!({"stopReason": "tool_use"})),
+            ev(
+                "metadata",
+                json!({"usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn tool_call_indexes_count_tool_blocks_only() {
+        let mut events = vec![ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "hi"}}),
+        )];
+        // Shift the tool blocks to content indexes 1 and 2, after a text block.
+        for e in tool_stream() {
+            let mut p: Value = serde_json::from_str(&e.data).unwrap();
+            if let Some(i) = p.get("contentBlockIndex").and_then(Value::as_u64) {
+                p["contentBlockIndex"] = json!(i + 1);
+            }
+            events.push(SseEvent::named(e.event.unwrap(), p.to_string()));
+        }
+        let (chunks, end) = run(&events);
+        assert!(end.unwrap().is_empty());
+        let indexes: Vec<u64> = chunks
+            .iter()
+            .flat_map(|c| {
+                c["choices"][0]["delta"]["tool_calls"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|t| t["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, vec![0, 0, 0, 1, 1]);
+        // The role rides on the first chunk even though messageStart came after the text.
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": "hi"})
+        );
+    }
+
+    #[test]
+    fn split_wire_gives_the_same_chunks() {
+        let events = tool_stream();
+        let (expected, _) = run(&events);
+        let wire: Vec<u8> = events
+            .iter()
+            .flat_map(|e| encode_event(e.event.as_deref().unwrap(), e.data.as_bytes()))
+            .collect();
+        for split in 0..=wire.len() {
+            let mut d = Decoder::default();
+            let mut s = StreamToChat::new(ctx());
+            let mut out = Vec::new();
+            for part in [&wire[..split], &wire[split..]] {
+                d.push(part);
+                while let Some(e) = d.next_event().unwrap() {
+                    out.extend(s.event(&e).unwrap());
+                }
+            }
+            d.finish().unwrap();
+            s.finish().unwrap();
+            assert_eq!(out, expected, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn exactly_one_finish_and_one_usage() {
+        let mut events = tool_stream();
+        events.push(ev("messageStop", json!({"stopReason": "end_turn"})));
+        events.push(ev("metadata", json!({"usage": {"inputTokens": 9}})));
+        events.push(ev("contentBlockDelta", json!({"delta": {"text": "late"}})));
+        let (chunks, end) = run(&events);
+        assert_eq!(finishes(&chunks), vec!["tool_calls"]);
+        assert_eq!(usages(&chunks), 1);
+        assert_eq!(chunks.last().unwrap()["usage"]["prompt_tokens"], 1);
+        assert!(end.unwrap().is_empty());
+    }
+
+    #[test]
+    fn usage_held_back_until_the_finish_chunk() {
+        let events = vec![
+            ev("messageStart", json!({"role": "assistant"})),
+            ev(
+                "metadata",
+                json!({"usage": {"inputTokens": 4, "outputTokens": 1}}),
+            ),
+            ev("contentBlockDelta", json!({"delta": {"text": "x"}})),
+            ev("messageStop", json!({"stopReason": "end_turn"})),
+        ];
+        let (chunks, _) = run(&events);
+        assert_eq!(chunks.len(), 4);
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[3]["choices"], json!([]));
+        assert_eq!(chunks[3]["usage"]["total_tokens"], 5);
+    }
+
+    #[test]
+    fn no_usage_at_all_is_fine() {
+        let (chunks, end) = run(&[ev("messageStop", json!({"stopReason": "max_tokens"}))]);
+        assert_eq!(finishes(&chunks), vec!["length"]);
+        assert_eq!(usages(&chunks), 0);
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert!(end.unwrap().is_empty());
+    }
+
+    #[test]
+    fn broken_streams_are_errors() {
+        // Ends after partial output.
+        let events = &tool_stream()[..4];
+        let (chunks, end) = run(events);
+        assert_eq!(chunks.len(), 4);
+        assert!(end.unwrap_err().message.contains("before its messageStop"));
+        // Nothing at all.
+        assert!(run(&[]).1.is_err());
+
+        let mut s = StreamToChat::new(ctx());
+        let err = s
+            .event(&ev(
+                "exception",
+                json!({"type": "modelStreamErrorException", "message": "upstream model failed"}),
+            ))
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "Bedrock stream error (modelStreamErrorException): upstream model failed"
+        );
+        let err = s
+            .event(&ev(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 3, "delta": {"toolUse": {"input": "{}"}}}),
+            ))
+            .unwrap_err();
+        assert!(err.message.contains("before its contentBlockStart"));
+        assert!(
+            s.event(&SseEvent::named("messageStop", "not json"))
+                .is_err()
+        );
+        let start = ev(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "a", "name": "f"}}}),
+        );
+        s.event(&start).unwrap();
+        assert!(s.event(&start).is_err(), "a block started twice");
+    }
+
+    #[test]
+    fn wrapped_json_form_is_understood() {
+        let mut s = StreamToChat::new(ctx());
+        let out = s
+            .event(&SseEvent::data(
+                r#"{"contentBlockDelta":{"contentBlockIndex":0,"delta":{"text":"yo"}}}"#,
+            ))
+            .unwrap();
+        assert_eq!(out[0]["choices"][0]["delta"]["content"], "yo");
+        let err = s
+            .event(&SseEvent::data(
+                r#"{"throttlingException":{"message":"slow"}}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "Bedrock stream error (throttlingException): slow"
+        );
+        assert!(
+            s.event(&SseEvent::data(r#"{"a":1,"b":2}"#))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
