@@ -19,6 +19,9 @@
 //!   tool calls (Bedrock rejects `toolUse`/`toolResult` blocks without a `toolConfig`), in
 //!   which case the tools are sent without a choice. For the same reason a conversation
 //!   with tool calls but no `tools` declares the tools it used, with an open schema.
+//! - A text or image part carrying `cache_control` (the Anthropic-style marker some chat
+//!   clients send) is followed by a `{"cachePoint": {"type": "default"}}` block, Converse's
+//!   way to end a cacheable prefix (in `system` and in messages, not inside tool results).
 //! - `response_format` other than `text` and `n` other than 1 are a 400 (no equivalent).
 //!   `metadata` (string values) and `user` become `requestMetadata`, which Bedrock keeps in
 //!   its invocation logs. Sampling knobs Converse lacks (penalties, seed, logprobs) are
@@ -69,6 +72,18 @@ fn encode_label(s: &str) -> String {
         }
     }
     out
+}
+
+/// The human message of a Bedrock error body (`{"message": "..."}`, for every error status,
+/// with the error kind in the `x-amzn-errortype` header), to re-wrap in the client's shape.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    ["message", "Message"]
+        .into_iter()
+        .find_map(|k| map.get(k).and_then(Value::as_str))
+        .map(str::to_string)
 }
 
 /// What a chat response needs that a Converse response does not carry.
@@ -234,6 +249,17 @@ mod tests {
         );
         let u = usage_to_chat(&json!({"inputTokens": u64::MAX, "cacheReadInputTokens": 1}));
         assert_eq!(u["prompt_tokens"], json!(u64::MAX));
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            error_message(br#"{"message":"The provided model identifier is invalid."}"#).as_deref(),
+            Some("The provided model identifier is invalid.")
+        );
+        assert_eq!(error_message(br#"{"Message":"x"}"#).as_deref(), Some("x"));
+        assert_eq!(error_message(b"<html>"), None);
+        assert_eq!(error_message(br#"{"message":3}"#), None);
     }
 
     #[test]

@@ -101,7 +101,10 @@ fn text_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>> {
             for (j, part) in parts.iter().enumerate() {
                 let at = format!("{at}.content[{j}]");
                 match part_type(part, &at)? {
-                    "text" | "refusal" => out.extend(text_block(part_text(part, &at)?)),
+                    "text" | "refusal" => {
+                        out.extend(text_block(part_text(part, &at)?));
+                        cache_point(part, &mut out);
+                    }
                     other => {
                         return Err(TranslateError::at(
                             format!("{at}.type"),
@@ -149,8 +152,19 @@ fn user_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>> {
                 ));
             }
         }
+        cache_point(part, &mut out);
     }
     Ok(out)
+}
+
+/// A part marked with `cache_control` (the Anthropic-style marker some chat clients send)
+/// ends a cacheable prefix: Converse spells that as a `cachePoint` block after it.
+fn cache_point(part: &Value, out: &mut Vec<Value>) {
+    let marked = part.get("cache_control").is_some_and(Value::is_object);
+    let after_content = out.last().is_some_and(|b| b.get("cachePoint").is_none());
+    if marked && after_content {
+        out.push(json!({ "cachePoint": { "type": "default" } }));
+    }
 }
 
 fn image_block(part: &Value, at: &str) -> Result<Value> {
@@ -251,7 +265,9 @@ fn tool_result(m: &Map<String, Value>, at: &str) -> Result<Value> {
         .ok_or_else(|| {
             TranslateError::at(format!("{at}.tool_call_id"), "missing or not a string")
         })?;
-    let content = text_blocks(m.get("content"), at)?;
+    let mut content = text_blocks(m.get("content"), at)?;
+    // A cache point is a message-level block; inside a tool result it is invalid.
+    content.retain(|b| b.get("cachePoint").is_none());
     Ok(json!({ "toolResult": { "toolUseId": id, "content": content } }))
 }
 
