@@ -99,7 +99,7 @@ fn wire(fixture: &Value) -> Vec<u8> {
 /// Decode byte by byte and translate: every chunk produced, in order, then how it ended.
 fn run_stream(fixture: &Value) -> Value {
     let mut decoder = Decoder::default();
-    let mut stream = StreamToChat::new(ctx());
+    let mut stream = StreamToChat::with_ctx(ctx());
     let mut chunks = Vec::new();
     for byte in wire(fixture) {
         decoder.push(&[byte]);
@@ -320,7 +320,7 @@ mod never_panics {
 
     /// Whatever the events, at most one finish chunk and one usage chunk, usage last.
     fn check_stream(events: &[SseEvent]) -> Result<(), TestCaseError> {
-        let mut s = StreamToChat::new(ctx());
+        let mut s = StreamToChat::with_ctx(ctx());
         let mut chunks = Vec::new();
         for e in events {
             match s.event(e) {

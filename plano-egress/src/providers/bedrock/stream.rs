@@ -39,7 +39,13 @@ pub struct StreamToChat {
 }
 
 impl StreamToChat {
-    pub fn new(ctx: ResponseCtx) -> Self {
+    /// `model` is the name to report in chunks; the id and timestamp are fresh.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self::with_ctx(ResponseCtx::new(model))
+    }
+
+    /// With a given id and timestamp (tests, or an id shared with other output).
+    pub fn with_ctx(ctx: ResponseCtx) -> Self {
         Self {
             ctx,
             role_sent: false,
@@ -241,7 +247,7 @@ mod tests {
     }
 
     fn run(events: &[SseEvent]) -> (Vec<Value>, Result<Vec<Value>, TranslateError>) {
-        let mut s = StreamToChat::new(ctx());
+        let mut s = StreamToChat::with_ctx(ctx());
         let mut out = Vec::new();
         for e in events {
             out.extend(s.event(e).unwrap());
@@ -339,7 +345,7 @@ mod tests {
             .collect();
         for split in 0..=wire.len() {
             let mut d = Decoder::default();
-            let mut s = StreamToChat::new(ctx());
+            let mut s = StreamToChat::with_ctx(ctx());
             let mut out = Vec::new();
             for part in [&wire[..split], &wire[split..]] {
                 d.push(part);
@@ -385,6 +391,26 @@ mod tests {
     }
 
     #[test]
+    fn new_reports_the_model_with_one_id_throughout() {
+        let mut s = StreamToChat::new("claude-x");
+        let mut chunks = s
+            .event(&ev("messageStart", json!({"role": "assistant"})))
+            .unwrap();
+        chunks.extend(
+            s.event(&ev("messageStop", json!({"stopReason": "end_turn"})))
+                .unwrap(),
+        );
+        chunks.extend(s.event(&ev("metadata", json!({"usage": {}}))).unwrap());
+        assert_eq!(chunks.len(), 3);
+        let id = chunks[0]["id"].as_str().unwrap();
+        assert!(id.starts_with("chatcmpl-"));
+        for c in &chunks {
+            assert_eq!(c["id"], id);
+            assert_eq!(c["model"], "claude-x");
+        }
+    }
+
+    #[test]
     fn no_usage_at_all_is_fine() {
         let (chunks, end) = run(&[ev("messageStop", json!({"stopReason": "max_tokens"}))]);
         assert_eq!(finishes(&chunks), vec!["length"]);
@@ -403,7 +429,7 @@ mod tests {
         // Nothing at all.
         assert!(run(&[]).1.is_err());
 
-        let mut s = StreamToChat::new(ctx());
+        let mut s = StreamToChat::with_ctx(ctx());
         let err = s
             .event(&ev(
                 "exception",
@@ -435,7 +461,7 @@ mod tests {
 
     #[test]
     fn wrapped_json_form_is_understood() {
-        let mut s = StreamToChat::new(ctx());
+        let mut s = StreamToChat::with_ctx(ctx());
         let out = s
             .event(&SseEvent::data(
                 r#"{"contentBlockDelta":{"contentBlockIndex":0,"delta":{"text":"yo"}}}"#,
