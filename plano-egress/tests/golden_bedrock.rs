@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use plano_egress::providers::UpstreamStream;
 use plano_egress::providers::bedrock::{
-    ResponseCtx, StreamToChat, request_from_chat, response_to_chat,
+    ResponseCtx, StreamToChat, request_from_chat, response_to_chat, response_to_chat_with,
 };
 use plano_egress::providers::eventstream::{Decoder, encode_event, encode_exception};
 use serde_json::{Value, json};
@@ -71,7 +71,7 @@ fn requests() {
 #[test]
 fn responses() {
     for (name, fixture) in fixtures("response") {
-        let out = result_json(response_to_chat(&fixture, &ctx()));
+        let out = result_json(response_to_chat_with(&fixture, &ctx()));
         assert_eq!(
             name.starts_with("error_"),
             out.get("error").is_some(),
@@ -110,7 +110,7 @@ fn run_stream(fixture: &Value) -> Value {
             }
         }
     }
-    decoder.finish().unwrap();
+    assert_eq!(decoder.finish().unwrap(), None);
     match stream.finish() {
         Ok(out) => {
             chunks.extend(out);
@@ -363,9 +363,9 @@ mod never_panics {
 
         #[test]
         fn response_translation(v in arb_json(), content in proptest::collection::vec(arb_json(), 0..5), stop in arb_json(), usage in arb_json()) {
-            let _ = response_to_chat(&v, &ctx());
+            let _ = response_to_chat(&v, "m");
             let shaped = json!({"output": {"message": {"content": content}}, "stopReason": stop, "usage": usage});
-            let _ = response_to_chat(&shaped, &ctx());
+            let _ = response_to_chat_with(&shaped, &ctx());
         }
 
         #[test]

@@ -2,9 +2,9 @@
 //! Converse response → chat completion, and ([`StreamToChat`]) converse-stream events →
 //! chat chunks. The binary framing of converse-stream is [`super::eventstream`].
 //!
-//! The model id travels in the URL ([`converse_path`], [`stream_path`]), not in the body,
-//! and the choice between streaming and not is the path: `model`, `stream` and
-//! `stream_options` are not part of the Converse body.
+//! The model id travels in the URL (`/model/{id}/converse` or `/converse-stream`, built by
+//! `plan::upstream_path`), not in the body, and the choice between streaming and not is
+//! the path: `model`, `stream` and `stream_options` are not part of the Converse body.
 //!
 //! Mappings that are not one to one:
 //! - Converse needs user/assistant alternation: consecutive messages of one role are merged,
@@ -48,32 +48,6 @@ use super::TranslateError;
 pub use request::request_from_chat;
 pub use stream::StreamToChat;
 
-/// Path of the non-streaming call for `model_id` (the provider's own id: a model id, an
-/// inference profile id or an ARN), relative to `https://bedrock-runtime.<region>.amazonaws.com`.
-pub fn converse_path(model_id: &str) -> String {
-    format!("/model/{}/converse", encode_label(model_id))
-}
-
-/// Path of the streaming call (`application/vnd.amazon.eventstream` body).
-pub fn stream_path(model_id: &str) -> String {
-    format!("/model/{}/converse-stream", encode_label(model_id))
-}
-
-/// Percent-encode everything but RFC 3986 unreserved characters: model ids hold `:`
-/// (`anthropic.claude-3-5-sonnet-20240620-v1:0`) and ARNs `/`, which must stay in one
-/// path segment.
-fn encode_label(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The human message of a Bedrock error body (`{"message": "..."}`, for every error status,
 /// with the error kind in the `x-amzn-errortype` header), to re-wrap in the client's shape.
 pub fn error_message(body: &[u8]) -> Option<String> {
@@ -111,8 +85,13 @@ impl ResponseCtx {
     }
 }
 
-/// A Converse response → a `chat.completion`.
-pub fn response_to_chat(resp: &Value, ctx: &ResponseCtx) -> Result<Value, TranslateError> {
+/// A Converse response → a `chat.completion` reporting `model`, with a fresh id.
+pub fn response_to_chat(resp: &Value, model: &str) -> Result<Value, TranslateError> {
+    response_to_chat_with(resp, &ResponseCtx::new(model))
+}
+
+/// [`response_to_chat`] with a given id and timestamp.
+pub fn response_to_chat_with(resp: &Value, ctx: &ResponseCtx) -> Result<Value, TranslateError> {
     let content = resp
         .pointer("/output/message/content")
         .and_then(Value::as_array)
@@ -220,19 +199,6 @@ pub(crate) fn usage_to_chat(usage: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_keep_the_model_id_in_one_segment() {
-        assert_eq!(
-            converse_path("anthropic.claude-3-5-sonnet-20240620-v1:0"),
-            "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
-        );
-        assert_eq!(
-            stream_path("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x.y-v1:0"),
-            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.x.y-v1%3A0/converse-stream"
-        );
-        assert_eq!(converse_path("a b?é"), "/model/a%20b%3F%C3%A9/converse");
-    }
 
     #[test]
     fn usage_adds_cache_reads_and_writes_to_the_prompt() {

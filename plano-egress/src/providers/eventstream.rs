@@ -90,10 +90,12 @@ impl Decoder {
         }
     }
 
-    /// End of body: bytes left over mean the upstream stopped inside a message.
-    pub fn finish(&mut self) -> Result<(), EventStreamError> {
+    /// End of body: bytes left over mean the upstream stopped inside a message. Never an
+    /// event (every message carries its own length, unlike SSE's last event); the `Option`
+    /// keeps the shape of [`super::sse::SseDecoder::finish`].
+    pub fn finish(&mut self) -> Result<Option<SseEvent>, EventStreamError> {
         match self.buf.len() {
-            0 => Ok(()),
+            0 => Ok(None),
             n => Err(EventStreamError::Truncated(n)),
         }
     }
@@ -336,7 +338,7 @@ mod tests {
                 out.push(ev);
             }
         }
-        d.finish()?;
+        assert_eq!(d.finish()?, None);
         Ok(out)
     }
 
