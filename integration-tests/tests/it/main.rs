@@ -7,9 +7,11 @@
 
 mod acme;
 mod admin;
+mod apis;
 mod cli;
 mod edge;
 mod egress;
 mod limits;
 mod reload;
+mod sdk;
 mod support;
