@@ -10,9 +10,10 @@
 //! - **Usage.** Anthropic's `input_tokens` excludes prompt-cache reads and writes; chat's
 //!   `prompt_tokens` includes them. Chat `prompt_tokens = input_tokens +
 //!   cache_read_input_tokens + cache_creation_input_tokens`, `cached_tokens =
-//!   cache_read_input_tokens`; Anthropic `input_tokens = prompt_tokens - cached_tokens`,
-//!   `cache_creation_input_tokens = 0` (chat providers do not report cache writes, so those
-//!   tokens stay inside `input_tokens`). Reasoning tokens map to and from
+//!   cache_read_input_tokens`, `cache_write_tokens = cache_creation_input_tokens` (sent
+//!   when not zero); back, `input_tokens = prompt_tokens - cached_tokens -
+//!   cache_write_tokens`. Most chat providers report no cache writes: their writes stay
+//!   inside `input_tokens`. Reasoning tokens map to and from
 //!   `output_tokens_details.thinking_tokens`; both sides count them inside the output total.
 //!   DeepSeek's `prompt_cache_hit_tokens` is read when `prompt_tokens_details` is absent.
 //! - **Stop reasons.** chat `stop` → `end_turn`, or `stop_sequence` when the provider names
@@ -126,11 +127,13 @@ impl Tokens {
             .and_then(Value::as_u64)
             .unwrap_or(0)
             .min(prompt);
+        let written =
+            count(u.pointer("/prompt_tokens_details/cache_write_tokens")).min(prompt - cached);
         Tokens {
-            input: prompt - cached,
+            input: prompt - cached - written,
             output: count(u.get("completion_tokens")),
             cache_read: cached,
-            cache_write: 0,
+            cache_write: written,
             thinking: u
                 .pointer("/completion_tokens_details/reasoning_tokens")
                 .and_then(Value::as_u64),
@@ -167,6 +170,9 @@ impl Tokens {
             "total_tokens": prompt.saturating_add(self.output),
             "prompt_tokens_details": {"cached_tokens": self.cache_read},
         });
+        if self.cache_write > 0 {
+            u["prompt_tokens_details"]["cache_write_tokens"] = self.cache_write.into();
+        }
         if let (Some(n), Some(o)) = (self.thinking, u.as_object_mut()) {
             o.insert(
                 "completion_tokens_details".into(),
@@ -286,17 +292,17 @@ mod tests {
             chat,
             json!({
                 "prompt_tokens": 115, "completion_tokens": 50, "total_tokens": 165,
-                "prompt_tokens_details": {"cached_tokens": 100},
+                "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 5},
                 "completion_tokens_details": {"reasoning_tokens": 30}
             })
         );
-        // Chat cannot say which prompt tokens were cache writes: they stay in input.
-        let back = Tokens::from_chat(&chat).to_anthropic();
+        assert_eq!(Tokens::from_chat(&chat).to_anthropic(), anthropic);
+        // A provider that does not report cache writes: they stay in input.
+        let mut plain = chat.clone();
+        plain["prompt_tokens_details"] = json!({"cached_tokens": 100});
+        let back = Tokens::from_chat(&plain).to_anthropic();
         assert_eq!(back["input_tokens"], 15);
-        assert_eq!(back["cache_read_input_tokens"], 100);
         assert_eq!(back["cache_creation_input_tokens"], 0);
-        assert_eq!(back["output_tokens"], 50);
-        assert_eq!(back["output_tokens_details"]["thinking_tokens"], 30);
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn response_from_chat(chat: &Value, ctx: &ResponseCtx) -> Result<Value, Tran
         content.push(json!({
             "type": "tool_use",
             "id": call.get("id").and_then(Value::as_str).filter(|s| !s.is_empty())
-                .map_or_else(|| format!("toolu_{id}_{i}"), str::to_owned),
+                .map_or_else(|| format!("toolu_{}_{i}", id.trim_start_matches("msg_")), str::to_owned),
             "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or_default(),
             "input": tool_input(args),
         }));
