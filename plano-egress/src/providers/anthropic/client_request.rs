@@ -1,0 +1,435 @@
+//! A client's Messages request → a chat completions request (client side).
+
+use serde_json::{Value, json};
+
+use super::{Obj, as_array, as_obj, as_str, block_type, present, req_str};
+use crate::providers::TranslateError;
+
+/// Messages request → chat request. The client's `model` is kept as is (the dispatcher
+/// resolves it); `stream` survives.
+pub fn request_to_chat(req: &Obj) -> Result<Obj, TranslateError> {
+    let mut out = Obj::new();
+    if let Some(model) = req.get("model") {
+        out.insert("model".into(), model.clone());
+    }
+
+    let mut messages = Vec::new();
+    if let Some(system) = present(req, "system") {
+        let text = text_of_blocks(system, "system")?;
+        messages.push(json!({"role": "system", "content": text}));
+    }
+    let Some(input) = present(req, "messages") else {
+        return Err(TranslateError::at("messages", "`messages` is required"));
+    };
+    for (i, m) in as_array(input, "messages", "an array of messages")?
+        .iter()
+        .enumerate()
+    {
+        convert_message(m, &format!("messages[{i}]"), &mut messages)?;
+    }
+    out.insert("messages".into(), Value::Array(messages));
+
+    if let Some(v) = present(req, "max_tokens") {
+        let n = v.as_u64().ok_or_else(|| {
+            TranslateError::at("max_tokens", "`max_tokens` must be a non-negative integer")
+        })?;
+        out.insert("max_tokens".into(), n.into());
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = present(req, key) {
+            if !v.is_number() {
+                return Err(TranslateError::at(key, format!("`{key}` must be a number")));
+            }
+            out.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(v) = present(req, "stop_sequences") {
+        let stops = strings(v, "stop_sequences")?;
+        if !stops.is_empty() {
+            out.insert("stop".into(), json!(stops));
+        }
+    }
+    if let Some(v) = present(req, "stream") {
+        let b = v
+            .as_bool()
+            .ok_or_else(|| TranslateError::at("stream", "`stream` must be a boolean"))?;
+        out.insert("stream".into(), b.into());
+    }
+    if let Some(meta) = present(req, "metadata") {
+        let meta = as_obj(meta, "metadata", "an object")?;
+        if let Some(user) = present(meta, "user_id") {
+            out.insert(
+                "user".into(),
+                as_str(user, "metadata.user_id")?.to_owned().into(),
+            );
+        }
+    }
+    convert_tools(req, &mut out)?;
+    if let Some(format) = req
+        .get("output_config")
+        .and_then(|c| c.get("format"))
+        .filter(|f| !f.is_null())
+    {
+        out.insert(
+            "response_format".into(),
+            response_format(format, "output_config.format")?,
+        );
+    }
+    Ok(out)
+}
+
+fn convert_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
+    let o = as_obj(m, at, "an object with `role` and `content`")?;
+    let role = req_str(o, at, "role")?;
+    let content_at = format!("{at}.content");
+    let Some(content) = present(o, "content") else {
+        return Err(TranslateError::at(
+            &content_at,
+            format!("`{content_at}` is required"),
+        ));
+    };
+    match role {
+        "user" => user_message(content, &content_at, out),
+        "assistant" => {
+            out.push(assistant_message(content, &content_at)?);
+            Ok(())
+        }
+        "system" => {
+            let text = text_of_blocks(content, &content_at)?;
+            out.push(json!({"role": "system", "content": text}));
+            Ok(())
+        }
+        other => Err(TranslateError::at(
+            format!("{at}.role"),
+            format!("unknown role `{other}`: expected `user` or `assistant`"),
+        )),
+    }
+}
+
+/// A user turn: its `tool_result` blocks become `tool` messages, in order, then the rest of
+/// the turn (text, images, documents, and images the tool results carried) one user message.
+fn user_message(content: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
+    if let Some(text) = content.as_str() {
+        out.push(json!({"role": "user", "content": text}));
+        return Ok(());
+    }
+    let blocks = as_array(content, at, "a string or an array of content blocks")?;
+    let mut parts = Vec::new();
+    let mut moved_images = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        let b_at = format!("{at}[{j}]");
+        match block_type(block, &b_at)? {
+            "tool_result" => out.push(tool_message(block, &b_at, &mut moved_images)?),
+            _ => parts.push(user_part(block, &b_at)?),
+        }
+    }
+    parts.extend(moved_images);
+    if let Some(content) = chat_content(parts) {
+        out.push(json!({"role": "user", "content": content}));
+    }
+    Ok(())
+}
+
+/// A text, image or document block of a user turn as a chat content part.
+fn user_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
+    match block_type(block, at)? {
+        "text" => Ok(text_part(block_text(block, at)?)),
+        "image" => image_part(block, at),
+        "document" => document_part(block, at),
+        "tool_use" => Err(TranslateError::at(
+            format!("{at}.type"),
+            "`tool_use` blocks belong in assistant turns",
+        )),
+        other => Err(unsupported(at, other)),
+    }
+}
+
+/// Chat content from parts: one text part reads as a plain string, which every provider
+/// accepts; none means no message.
+fn chat_content(parts: Vec<Value>) -> Option<Value> {
+    match parts.as_slice() {
+        [] => None,
+        [only] if only.get("type").and_then(Value::as_str) == Some("text") => {
+            only.get("text").cloned()
+        }
+        _ => Some(Value::Array(parts)),
+    }
+}
+
+fn tool_message(
+    block: &Value,
+    at: &str,
+    moved_images: &mut Vec<Value>,
+) -> Result<Value, TranslateError> {
+    let o = as_obj(block, at, "an object")?;
+    let id = req_str(o, at, "tool_use_id")?;
+    let mut texts = Vec::new();
+    match present(o, "content") {
+        None => {}
+        Some(Value::String(s)) => texts.push(s.clone()),
+        Some(content) => {
+            let c_at = format!("{at}.content");
+            for (k, inner) in as_array(content, &c_at, "a string or an array of content blocks")?
+                .iter()
+                .enumerate()
+            {
+                let i_at = format!("{c_at}[{k}]");
+                let part = match block_type(inner, &i_at)? {
+                    "text" | "image" | "document" => user_part(inner, &i_at)?,
+                    other => return Err(unsupported(&i_at, other)),
+                };
+                match part.get("text").and_then(Value::as_str) {
+                    Some(t) => texts.push(t.to_owned()),
+                    None => {
+                        texts.push("(attachment in the next user message)".to_owned());
+                        moved_images.push(part);
+                    }
+                }
+            }
+        }
+    }
+    let mut text = texts.join("\n");
+    if o.get("is_error").and_then(Value::as_bool) == Some(true) {
+        text = format!("Error: {text}");
+    }
+    Ok(json!({"role": "tool", "tool_call_id": id, "content": text}))
+}
+
+fn assistant_message(content: &Value, at: &str) -> Result<Value, TranslateError> {
+    if let Some(text) = content.as_str() {
+        return Ok(json!({"role": "assistant", "content": text}));
+    }
+    let blocks = as_array(content, at, "a string or an array of content blocks")?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        let b_at = format!("{at}[{j}]");
+        match block_type(block, &b_at)? {
+            "text" => text.push_str(block_text(block, &b_at)?),
+            "tool_use" => calls.push(tool_call(block, &b_at)?),
+            "thinking" | "redacted_thinking" => {}
+            "tool_result" => {
+                return Err(TranslateError::at(
+                    format!("{b_at}.type"),
+                    "`tool_result` blocks belong in user turns",
+                ));
+            }
+            other => return Err(unsupported(&b_at, other)),
+        }
+    }
+    let mut msg = json!({"role": "assistant", "content": text});
+    if !calls.is_empty() {
+        if text.is_empty() {
+            msg["content"] = Value::Null;
+        }
+        msg["tool_calls"] = Value::Array(calls);
+    }
+    Ok(msg)
+}
+
+fn tool_call(block: &Value, at: &str) -> Result<Value, TranslateError> {
+    let o = as_obj(block, at, "an object")?;
+    let id = req_str(o, at, "id")?;
+    let name = req_str(o, at, "name")?;
+    let input = present(o, "input").cloned().unwrap_or_else(|| json!({}));
+    Ok(json!({
+        "id": id,
+        "type": "function",
+        "function": {"name": name, "arguments": input.to_string()},
+    }))
+}
+
+fn block_text<'a>(block: &'a Value, at: &str) -> Result<&'a str, TranslateError> {
+    let o = as_obj(block, at, "an object")?;
+    req_str(o, at, "text")
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "text", "text": text})
+}
+
+fn image_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
+    let s_at = format!("{at}.source");
+    let source = block
+        .get("source")
+        .ok_or_else(|| TranslateError::at(&s_at, format!("`{s_at}` is required")))?;
+    let source = as_obj(source, &s_at, "an object")?;
+    let url = match req_str(source, &s_at, "type")? {
+        "base64" => format!(
+            "data:{};base64,{}",
+            req_str(source, &s_at, "media_type")?,
+            req_str(source, &s_at, "data")?
+        ),
+        "url" => req_str(source, &s_at, "url")?.to_owned(),
+        other => {
+            return Err(TranslateError::at(
+                format!("{s_at}.type"),
+                format!(
+                    "image source `{other}` cannot be sent to this provider: use `base64` or `url`"
+                ),
+            ));
+        }
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// Plain-text and content documents become text (titled when they have a title); base64
+/// PDFs a chat `file` part.
+fn document_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
+    let o = as_obj(block, at, "an object")?;
+    let title = present(o, "title").and_then(Value::as_str);
+    let s_at = format!("{at}.source");
+    let source = present(o, "source")
+        .ok_or_else(|| TranslateError::at(&s_at, format!("`{s_at}` is required")))?;
+    let source = as_obj(source, &s_at, "an object")?;
+    let text = match req_str(source, &s_at, "type")? {
+        "text" => req_str(source, &s_at, "data")?.to_owned(),
+        "content" => {
+            let c_at = format!("{s_at}.content");
+            let content = present(source, "content")
+                .ok_or_else(|| TranslateError::at(&c_at, format!("`{c_at}` is required")))?;
+            text_of_blocks(content, &c_at)?
+        }
+        "base64" => {
+            let media = req_str(source, &s_at, "media_type")?;
+            let data = req_str(source, &s_at, "data")?;
+            return Ok(json!({"type": "file", "file": {
+                "filename": title.unwrap_or("document.pdf"),
+                "file_data": format!("data:{media};base64,{data}"),
+            }}));
+        }
+        other => {
+            return Err(TranslateError::at(
+                format!("{s_at}.type"),
+                format!(
+                    "document source `{other}` cannot be sent to this provider: use `text`, `content` or `base64`"
+                ),
+            ));
+        }
+    };
+    Ok(match title {
+        Some(t) => text_part(&format!("{t}\n\n{text}")),
+        None => text_part(&text),
+    })
+}
+
+/// A string, or text blocks joined with newlines (system prompts, text documents).
+fn text_of_blocks(v: &Value, at: &str) -> Result<String, TranslateError> {
+    if let Some(s) = v.as_str() {
+        return Ok(s.to_owned());
+    }
+    let blocks = as_array(v, at, "a string or an array of text blocks")?;
+    let mut texts = Vec::with_capacity(blocks.len());
+    for (j, block) in blocks.iter().enumerate() {
+        let b_at = format!("{at}[{j}]");
+        match block_type(block, &b_at)? {
+            "text" => texts.push(block_text(block, &b_at)?),
+            other => return Err(unsupported(&b_at, other)),
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+fn convert_tools(req: &Obj, out: &mut Obj) -> Result<(), TranslateError> {
+    let mut tools = Vec::new();
+    if let Some(v) = present(req, "tools") {
+        for (k, tool) in as_array(v, "tools", "an array of tools")?
+            .iter()
+            .enumerate()
+        {
+            tools.push(function_tool(tool, &format!("tools[{k}]"))?);
+        }
+    }
+    let Some(choice) = present(req, "tool_choice") else {
+        if !tools.is_empty() {
+            out.insert("tools".into(), Value::Array(tools));
+        }
+        return Ok(());
+    };
+    let c = as_obj(choice, "tool_choice", "an object")?;
+    let mapped = match req_str(c, "tool_choice", "type")? {
+        "auto" => json!("auto"),
+        "any" => json!("required"),
+        "none" => json!("none"),
+        "tool" => json!({"type": "function", "function": {
+            "name": req_str(c, "tool_choice", "name")?,
+        }}),
+        other => {
+            return Err(TranslateError::at(
+                "tool_choice.type",
+                format!("unknown tool_choice `{other}`: expected auto, any, tool or none"),
+            ));
+        }
+    };
+    // Chat providers reject `tool_choice` and `parallel_tool_calls` without tools.
+    if tools.is_empty() {
+        return Ok(());
+    }
+    out.insert("tools".into(), Value::Array(tools));
+    out.insert("tool_choice".into(), mapped);
+    if c.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+        out.insert("parallel_tool_calls".into(), false.into());
+    }
+    Ok(())
+}
+
+fn function_tool(tool: &Value, at: &str) -> Result<Value, TranslateError> {
+    let o = as_obj(tool, at, "an object")?;
+    if let Some(t) = present(o, "type")
+        && t.as_str() != Some("custom")
+    {
+        let kind = t.as_str().unwrap_or("?");
+        return Err(TranslateError::at(
+            format!("{at}.type"),
+            format!("server tool `{kind}` is only available on Anthropic providers"),
+        ));
+    }
+    let name = req_str(o, at, "name")?;
+    let schema = match present(o, "input_schema") {
+        Some(s) => {
+            as_obj(s, &format!("{at}.input_schema"), "a JSON schema object")?;
+            s.clone()
+        }
+        None => json!({"type": "object", "properties": {}}),
+    };
+    let mut function = json!({"name": name, "parameters": schema});
+    if let Some(d) = present(o, "description") {
+        function["description"] = as_str(d, &format!("{at}.description"))?.into();
+    }
+    if let Some(true) = o.get("strict").and_then(Value::as_bool) {
+        function["strict"] = true.into();
+    }
+    Ok(json!({"type": "function", "function": function}))
+}
+
+fn response_format(format: &Value, at: &str) -> Result<Value, TranslateError> {
+    let o = as_obj(format, at, "an object")?;
+    match req_str(o, at, "type")? {
+        "json_schema" => {
+            let s_at = format!("{at}.schema");
+            let schema = present(o, "schema")
+                .ok_or_else(|| TranslateError::at(&s_at, format!("`{s_at}` is required")))?;
+            as_obj(schema, &s_at, "a JSON schema object")?;
+            Ok(json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}))
+        }
+        other => Err(TranslateError::at(
+            format!("{at}.type"),
+            format!("unknown output format `{other}`: expected json_schema"),
+        )),
+    }
+}
+
+fn strings(v: &Value, at: &str) -> Result<Vec<String>, TranslateError> {
+    as_array(v, at, "an array of strings")?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| as_str(s, &format!("{at}[{i}]")).map(str::to_owned))
+        .collect()
+}
+
+fn unsupported(at: &str, kind: &str) -> TranslateError {
+    TranslateError::at(
+        format!("{at}.type"),
+        format!("`{kind}` blocks cannot be sent to this provider"),
+    )
+}
