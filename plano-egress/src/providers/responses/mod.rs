@@ -7,6 +7,8 @@
 //!   `system` messages, since most chat providers do not know the `developer` role.
 //! - A `function_call` input item joins the assistant message right before it (or starts
 //!   one), so an assistant turn with text and tool calls stays one chat message.
+//! - A `refusal` part of an earlier assistant message is replayed as that message's
+//!   text: chat providers other than OpenAI have no `refusal` field.
 //! - `reasoning` input items are dropped: chat providers take no reasoning as input.
 //!   Chat `reasoning_content` comes back as a `reasoning` output item with one
 //!   `reasoning_text` part and an empty `summary`.

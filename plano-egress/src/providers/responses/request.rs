@@ -238,18 +238,14 @@ fn message(obj: &Map<String, Value>, path: &str) -> Result<Value, TranslateError
 }
 
 /// Earlier assistant output replayed as input: the text parts are pieces of one answer,
-/// so they are joined; a refusal goes to chat's own `refusal` field.
+/// so they are joined. A refusal is what the assistant said, so it joins the text: chat
+/// providers other than OpenAI have no `refusal` field.
 fn assistant_message(parts: &[(String, &Map<String, Value>)]) -> Result<Value, TranslateError> {
     let mut text = String::new();
-    let mut refusal: Option<String> = None;
     for (at, part) in parts {
-        match part.get("type").and_then(Value::as_str) {
-            Some("output_text" | "input_text") => text.push_str(str_field(part, "text", at)?),
-            Some("refusal") => {
-                refusal
-                    .get_or_insert_with(String::new)
-                    .push_str(str_field(part, "refusal", at)?);
-            }
+        let key = match part.get("type").and_then(Value::as_str) {
+            Some("output_text" | "input_text") => "text",
+            Some("refusal") => "refusal",
             other => {
                 return Err(TranslateError::at(
                     format!("{at}.type"),
@@ -259,13 +255,10 @@ fn assistant_message(parts: &[(String, &Map<String, Value>)]) -> Result<Value, T
                     ),
                 ));
             }
-        }
+        };
+        text.push_str(str_field(part, key, at)?);
     }
-    let mut msg = json!({"role": "assistant", "content": text});
-    if let Some(r) = refusal {
-        msg["refusal"] = Value::String(r);
-    }
-    Ok(msg)
+    Ok(json!({"role": "assistant", "content": text}))
 }
 
 fn content_part(part: &Map<String, Value>, at: &str) -> Result<Value, TranslateError> {

@@ -8,8 +8,9 @@
 //!
 //! Items close in this order: reasoning when the answer starts, the message when a tool
 //! call starts, and tool calls only at the end, since chat providers may interleave the
-//! argument deltas of several calls. The terminal event waits for usage, which OpenAI
-//! sends on a chunk of its own after the finish reason; `finish` sends it without.
+//! argument deltas of several calls. The terminal event waits for usage on or after the
+//! finish chunk (OpenAI sends it on a chunk of its own after the finish reason); `finish`
+//! sends it with whatever usage was seen.
 
 use serde_json::{Map, Value, json};
 
@@ -469,8 +470,10 @@ impl ClientStream for StreamFromChat {
             return out;
         }
         self.start(&mut out);
-        if let Some(u) = chunk.get("usage").and_then(usage_from_chat) {
-            self.usage = Some(u);
+        let usage = chunk.get("usage").and_then(usage_from_chat);
+        let has_usage = usage.is_some();
+        if usage.is_some() {
+            self.usage = usage;
         }
         // One choice is all a Response has; `n` > 1 is not a Responses feature.
         let choice = chunk
@@ -512,7 +515,9 @@ impl ClientStream for StreamFromChat {
                 self.close_all(&mut out);
             }
         }
-        if self.finish_reason.is_some() && self.usage.is_some() {
+        // Usage sent before the finish reason may be a running count: only usage on or
+        // after the finish chunk is final.
+        if self.finish_reason.is_some() && has_usage {
             self.complete(&mut out);
         }
         out
@@ -554,5 +559,223 @@ impl ClientStream for StreamFromChat {
         });
         self.emit(&mut out, "response.failed", json!({"response": response}));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamFromChat {
+        let req = json!({"model": "m", "input": "hi"});
+        StreamFromChat::new(ResponseCtx::with_id(
+            req.as_object().unwrap(),
+            "resp_t".into(),
+            1,
+        ))
+    }
+
+    fn delta(d: Value) -> Value {
+        json!({"choices": [{"index": 0, "delta": d, "finish_reason": null}]})
+    }
+
+    fn finish_chunk(reason: &str) -> Value {
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
+    }
+
+    fn usage_chunk() -> Value {
+        json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2}}})
+    }
+
+    fn types(events: &[SseEvent]) -> Vec<String> {
+        events.iter().map(|e| e.event.clone().unwrap()).collect()
+    }
+
+    fn data(e: &SseEvent) -> Value {
+        serde_json::from_str(&e.data).unwrap()
+    }
+
+    #[test]
+    fn completed_waits_for_usage_after_finish() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "hi"})));
+        let at_finish = s.chunk(&finish_chunk("stop"));
+        assert!(types(&at_finish).contains(&"response.output_item.done".to_owned()));
+        assert!(!types(&at_finish).contains(&"response.completed".to_owned()));
+        let at_usage = s.chunk(&usage_chunk());
+        assert_eq!(types(&at_usage), ["response.completed"]);
+        let usage = &data(&at_usage[0])["response"]["usage"];
+        assert_eq!(usage["input_tokens"], 7);
+        assert_eq!(usage["input_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(usage["output_tokens_details"]["reasoning_tokens"], 2);
+        assert_eq!(usage["total_tokens"], 10);
+        assert!(s.finish().is_empty(), "exactly one close");
+        assert!(s.chunk(&delta(json!({"content": "late"}))).is_empty());
+    }
+
+    #[test]
+    fn usage_on_the_finish_chunk_completes_at_once() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "hi"})));
+        let mut last = finish_chunk("stop");
+        last["usage"] = usage_chunk()["usage"].clone();
+        let events = s.chunk(&last);
+        assert_eq!(types(&events).last().unwrap(), "response.completed");
+        assert!(s.finish().is_empty());
+    }
+
+    #[test]
+    fn usage_before_finish_is_kept_until_the_end() {
+        let mut s = stream();
+        s.chunk(&usage_chunk());
+        s.chunk(&delta(json!({"content": "hi"})));
+        s.chunk(&finish_chunk("stop"));
+        let events = s.finish();
+        let last = data(events.last().unwrap());
+        assert_eq!(last["type"], "response.completed");
+        assert_eq!(last["response"]["usage"]["output_tokens"], 3);
+    }
+
+    #[test]
+    fn finish_without_usage_completes_with_null_usage() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "hi"})));
+        assert!(
+            s.chunk(&finish_chunk("stop"))
+                .iter()
+                .all(|e| { e.event.as_deref() != Some("response.completed") })
+        );
+        let events = s.finish();
+        assert_eq!(types(&events), ["response.completed"]);
+        assert_eq!(data(&events[0])["response"]["usage"], Value::Null);
+        assert!(s.fail("server_error", "late").is_empty());
+    }
+
+    #[test]
+    fn fail_after_partial_output_keeps_it_as_incomplete() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "par"})));
+        let events = s.fail("timeout", "the stream was ended at the listener timeout");
+        assert_eq!(types(&events), ["response.failed"]);
+        let r = &data(&events[0])["response"];
+        assert_eq!(r["status"], "failed");
+        assert_eq!(r["error"]["code"], "server_error");
+        assert_eq!(
+            r["error"]["message"],
+            "the stream was ended at the listener timeout"
+        );
+        assert_eq!(r["output"][0]["status"], "incomplete");
+        assert_eq!(r["output"][0]["content"][0]["text"], "par");
+        assert!(s.finish().is_empty());
+        assert!(s.fail("x", "y").is_empty());
+    }
+
+    #[test]
+    fn text_after_a_tool_call_is_a_new_message() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "a"})));
+        s.chunk(&delta(json!({"tool_calls": [
+            {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}]})));
+        let events = s.chunk(&delta(json!({"content": "b"})));
+        let added = events
+            .iter()
+            .map(data)
+            .find(|d| d["type"] == "response.output_item.added")
+            .unwrap();
+        assert_eq!(added["output_index"], 2);
+        assert_eq!(added["item"]["type"], "message");
+        let done = s.finish();
+        let r = data(done.last().unwrap());
+        let kinds: Vec<_> = r["response"]["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds, ["message", "function_call", "message"]);
+    }
+
+    #[test]
+    fn tool_deltas_without_index_follow_id_then_last_call() {
+        let mut s = stream();
+        s.chunk(&delta(
+            json!({"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{"}}]}),
+        ));
+        s.chunk(&delta(
+            json!({"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "["}}]}),
+        ));
+        s.chunk(&delta(
+            json!({"tool_calls": [{"id": "a", "function": {"arguments": "}"}}]}),
+        ));
+        s.chunk(&delta(
+            json!({"tool_calls": [{"function": {"arguments": "]"}}]}),
+        ));
+        let events = s.finish();
+        let r = data(events.last().unwrap());
+        let out = &r["response"]["output"];
+        assert_eq!(out[0]["arguments"], "{}");
+        assert_eq!(out[1]["arguments"], "[]");
+    }
+
+    #[test]
+    fn a_repeated_name_is_not_doubled() {
+        let mut s = stream();
+        for args in ["{\"a\":", "1}"] {
+            s.chunk(&delta(json!({"tool_calls": [
+                {"index": 0, "id": "c", "function": {"name": "lookup", "arguments": args}}]})));
+        }
+        let events = s.finish();
+        let r = data(events.last().unwrap());
+        assert_eq!(r["response"]["output"][0]["name"], "lookup");
+        assert_eq!(r["response"]["output"][0]["arguments"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn deltas_after_the_finish_reason_are_ignored() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "a"})));
+        s.chunk(&finish_chunk("stop"));
+        assert!(s.chunk(&delta(json!({"content": "b"}))).is_empty());
+        let events = s.finish();
+        let r = data(events.last().unwrap());
+        assert_eq!(r["response"]["output"][0]["content"][0]["text"], "a");
+    }
+
+    #[test]
+    fn length_ends_incomplete() {
+        let mut s = stream();
+        s.chunk(&delta(json!({"content": "a"})));
+        let events = s.chunk(&finish_chunk("length"));
+        let done = events
+            .iter()
+            .map(data)
+            .find(|d| d["type"] == "response.output_item.done")
+            .unwrap();
+        assert_eq!(done["item"]["status"], "incomplete");
+        let events = s.finish();
+        let r = data(&events[0]);
+        assert_eq!(r["type"], "response.incomplete");
+        assert_eq!(
+            r["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+    }
+
+    #[test]
+    fn garbage_chunks_start_the_stream_and_change_nothing() {
+        let mut s = stream();
+        let events = s.chunk(&json!("not a chunk"));
+        assert_eq!(types(&events), ["response.created", "response.in_progress"]);
+        assert!(s.chunk(&json!({"choices": 5, "usage": "x"})).is_empty());
+        assert!(
+            s.chunk(&json!({"choices": [{"index": 1, "delta": {"content": "n=2"}}]}))
+                .is_empty()
+        );
+        let events = s.finish();
+        let r = data(events.last().unwrap());
+        assert_eq!(r["response"]["output"][0]["content"][0]["text"], "");
+        assert_eq!(r["response"]["usage"], Value::Null);
     }
 }
