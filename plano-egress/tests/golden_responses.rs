@@ -21,8 +21,6 @@ use plano_egress::providers::responses::{
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-const CREATED_AT: u64 = 1_700_000_000;
-
 fn fixtures(kind: &str) -> Vec<(String, Value)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/responses")
@@ -49,7 +47,32 @@ fn obj(v: &Value) -> &Map<String, Value> {
 }
 
 fn ctx(req: &Value) -> ResponseCtx {
-    ResponseCtx::with_id(obj(req), "resp_test".into(), CREATED_AT)
+    ResponseCtx {
+        id: "resp_test".into(),
+        model: req["model"].as_str().unwrap_or_default().into(),
+        request: obj(req).clone(),
+    }
+}
+
+/// Snapshots hold no clock: every `created_at` becomes 0, after checking it is a plausible
+/// time (and, within a stream, the same in every event).
+fn redact_created_at(v: &mut Value, seen: &mut Option<u64>) {
+    match v {
+        Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                if k == "created_at" {
+                    let t = v.as_u64().unwrap();
+                    assert!(t > 1_700_000_000, "created_at {t} is not now");
+                    assert_eq!(*seen.get_or_insert(t), t, "created_at changed");
+                    *v = Value::from(0);
+                } else {
+                    redact_created_at(v, seen);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| redact_created_at(v, seen)),
+        _ => {}
+    }
 }
 
 fn error_json(e: &plano_egress::providers::TranslateError) -> Value {
@@ -75,10 +98,11 @@ fn golden_requests() {
 #[test]
 fn golden_responses() {
     for (name, case) in fixtures("response") {
-        let out = match response_from_chat(&case["chat"], &ctx(&case["request"])) {
+        let mut out = match response_from_chat(&case["chat"], &ctx(&case["request"])) {
             Ok(resp) => resp,
             Err(e) => error_json(&e),
         };
+        redact_created_at(&mut out, &mut None);
         assert_eq!(
             name.starts_with("err_"),
             out.get("error").is_some_and(|e| e.get("param").is_some()),
@@ -219,8 +243,12 @@ fn check_stream(name: &str, events: &[(String, Value)]) {
 #[test]
 fn golden_streams() {
     for (name, case) in fixtures("stream") {
-        let events = run_stream(&case);
+        let mut events = run_stream(&case);
         check_stream(&name, &events);
+        let mut seen = None;
+        for (_, data) in &mut events {
+            redact_created_at(data, &mut seen);
+        }
         let out: Vec<Value> = events
             .into_iter()
             .map(|(event, data)| json!({"event": event, "data": data}))
@@ -247,12 +275,14 @@ fn stream_and_whole_agree() {
         json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
         json!({"choices": [], "usage": usage}),
     ];
-    let expected = response_from_chat(&whole, &ctx(&req)).unwrap();
+    let mut expected = response_from_chat(&whole, &ctx(&req)).unwrap();
     let mut s = StreamFromChat::new(ctx(&req));
     let mut events: Vec<_> = chunks.iter().flat_map(|c| s.chunk(c)).collect();
     events.extend(s.finish());
-    let last: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+    let mut last: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
     assert_eq!(last["type"], "response.completed");
+    redact_created_at(&mut expected, &mut None);
+    redact_created_at(&mut last, &mut None);
     assert_eq!(last["response"], expected);
 }
 
@@ -400,7 +430,7 @@ proptest! {
         }
         let _ = request_to_chat(&Map::from_iter([("input".to_owned(), v.clone())]));
         let _ = output_items(&v);
-        let ctx = ResponseCtx::with_id(req.as_object().unwrap_or(&Map::new()), "resp_p".into(), 0);
+        let ctx = ResponseCtx::new(req.as_object().cloned().unwrap_or_default());
         let _ = response_from_chat(&v, &ctx);
         let _ = response_from_chat(&json!({"choices": [{"message": v}]}), &ctx);
     }
@@ -410,7 +440,7 @@ proptest! {
         chunks in prop::collection::vec(arb_chunk(), 0..12),
         end in 0u8..3,
     ) {
-        let mut s = StreamFromChat::new(ResponseCtx::with_id(&Map::new(), "resp_test".into(), 0));
+        let mut s = StreamFromChat::new(ctx(&json!({})));
         let mut events = Vec::new();
         for c in &chunks {
             events.extend(s.chunk(c));

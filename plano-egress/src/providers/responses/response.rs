@@ -12,37 +12,27 @@ pub fn new_response_id() -> String {
 }
 
 /// What a Response object needs from its request: the id to answer with (the lead stores
-/// conversations under it), when it was created, the model the client asked for, and the
-/// request fields the Response echoes (the SDK requires some of them).
+/// conversations under it), the model the client asked for, and the request itself, whose
+/// settings the Response echoes (the SDK requires some of them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponseCtx {
     pub id: String,
     pub model: String,
-    pub created_at: u64,
-    echo: Map<String, Value>,
+    pub request: Map<String, Value>,
 }
 
 impl ResponseCtx {
-    /// A context with a fresh id, created now.
-    pub fn new(req: &Map<String, Value>) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Self::with_id(req, new_response_id(), now)
-    }
-
-    /// A context with a given id and creation time (Unix seconds).
-    pub fn with_id(req: &Map<String, Value>, id: String, created_at: u64) -> Self {
-        let model = req
+    /// A context with a fresh id, for the model named in the request.
+    pub fn new(request: Map<String, Value>) -> Self {
+        let model = request
             .get("model")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
         Self {
-            id,
+            id: new_response_id(),
             model,
-            created_at,
-            echo: echo_fields(req),
+            request,
         }
     }
 
@@ -53,9 +43,9 @@ impl ResponseCtx {
         format!("{prefix}_{suffix}_{output_index}")
     }
 
-    /// The Response object in a given state.
-    pub(crate) fn response(&self, state: ResponseState) -> Value {
-        let mut r = self.echo.clone();
+    /// The Response object in a given state; `created_at` in Unix seconds.
+    pub(crate) fn response(&self, created_at: u64, state: ResponseState) -> Value {
+        let mut r = echo_fields(&self.request);
         let (status, incomplete, error) = match &state.status {
             Status::InProgress => ("in_progress", Value::Null, Value::Null),
             Status::Completed => ("completed", Value::Null, Value::Null),
@@ -68,7 +58,7 @@ impl ResponseCtx {
         };
         r.insert("id".into(), Value::String(self.id.clone()));
         r.insert("object".into(), Value::String("response".into()));
-        r.insert("created_at".into(), Value::from(self.created_at));
+        r.insert("created_at".into(), Value::from(created_at));
         r.insert("model".into(), Value::String(self.model.clone()));
         r.insert("status".into(), Value::String(status.into()));
         r.insert("incomplete_details".into(), incomplete);
@@ -77,6 +67,13 @@ impl ResponseCtx {
         r.insert("usage".into(), state.usage.unwrap_or(Value::Null));
         Value::Object(r)
     }
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub(crate) struct ResponseState {
@@ -339,11 +336,14 @@ pub fn response_from_chat(chat: &Value, ctx: &ResponseCtx) -> Result<Value, Tran
         ));
     }
     let usage = chat.get("usage").and_then(usage_from_chat);
-    Ok(ctx.response(ResponseState {
-        status,
-        output,
-        usage,
-    }))
+    Ok(ctx.response(
+        now(),
+        ResponseState {
+            status,
+            output,
+            usage,
+        },
+    ))
 }
 
 /// Reasoning text of a chat message or delta: `reasoning_content` (DeepSeek, vLLM, …) or

@@ -15,14 +15,15 @@
 use serde_json::{Map, Value, json};
 
 use super::response::{
-    ResponseCtx, ResponseState, Status, call_item, message_item, reasoning_item, reasoning_text,
-    refusal_part, text_part, usage_from_chat,
+    ResponseCtx, ResponseState, Status, call_item, message_item, now, reasoning_item,
+    reasoning_text, refusal_part, text_part, usage_from_chat,
 };
 use crate::providers::ClientStream;
 use crate::providers::sse::SseEvent;
 
 pub struct StreamFromChat {
     ctx: ResponseCtx,
+    created_at: u64,
     seq: u64,
     started: bool,
     closed: bool,
@@ -74,6 +75,7 @@ impl StreamFromChat {
     pub fn new(ctx: ResponseCtx) -> Self {
         Self {
             ctx,
+            created_at: now(),
             seq: 0,
             started: false,
             closed: false,
@@ -115,11 +117,14 @@ impl StreamFromChat {
 
     fn snapshot(&self, status: Status) -> Value {
         let output = (0..self.items.len()).map(|i| self.item_json(i)).collect();
-        self.ctx.response(ResponseState {
-            status,
-            output,
-            usage: self.usage.clone(),
-        })
+        self.ctx.response(
+            self.created_at,
+            ResponseState {
+                status,
+                output,
+                usage: self.usage.clone(),
+            },
+        )
     }
 
     fn item_json(&self, i: usize) -> Value {
@@ -567,12 +572,11 @@ mod tests {
     use super::*;
 
     fn stream() -> StreamFromChat {
-        let req = json!({"model": "m", "input": "hi"});
-        StreamFromChat::new(ResponseCtx::with_id(
-            req.as_object().unwrap(),
-            "resp_t".into(),
-            1,
-        ))
+        StreamFromChat::new(ResponseCtx {
+            id: "resp_t".into(),
+            model: "m".into(),
+            request: Map::new(),
+        })
     }
 
     fn delta(d: Value) -> Value {
