@@ -186,7 +186,7 @@ impl Route {
         let usage = Usage::of(Api::Chat, &chat);
         let out = match self.client {
             Api::Chat => chat,
-            Api::Messages => anthropic::response_from_chat(&chat, req.model)?,
+            Api::Messages => anthropic::response_from_chat(&chat, &anthropic_ctx(req))?,
             Api::Responses => responses::response_from_chat(&chat, &responses_ctx(req))?,
             Api::Converse => return Err(TranslateError::new("Converse is not a client API")),
         };
@@ -210,7 +210,7 @@ impl Route {
         };
         let client = match self.client {
             Api::Messages => {
-                ClientSide::Translated(Box::new(anthropic::StreamFromChat::new(req.model)))
+                ClientSide::Translated(Box::new(anthropic::StreamFromChat::new(anthropic_ctx(req))))
             }
             Api::Responses => {
                 ClientSide::Translated(Box::new(responses::StreamFromChat::new(responses_ctx(req))))
@@ -223,6 +223,12 @@ impl Route {
             client,
         }
     }
+}
+
+fn anthropic_ctx(req: &ClientRequest<'_>) -> anthropic::ResponseCtx {
+    let mut ctx = anthropic::ResponseCtx::from_request(req.body);
+    ctx.model = req.model.to_string();
+    ctx
 }
 
 fn responses_ctx(req: &ClientRequest<'_>) -> responses::ResponseCtx {
