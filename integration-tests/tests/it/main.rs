@@ -11,5 +11,6 @@ mod cli;
 mod edge;
 mod egress;
 mod limits;
+mod prometheus;
 mod reload;
 mod support;
