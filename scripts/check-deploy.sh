@@ -69,7 +69,8 @@ step "yamllint deploy/"
 
 step "deploy/build.sh --profile dev"
 bin="$work/bin"
-deploy/build.sh --profile dev --out "$bin" --with-mock-llm >"$work/build.log" 2>&1 \
+# Same package set as the integration tests build, so cargo reuses their artifacts.
+deploy/build.sh --profile dev --out "$bin" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log" >&2; fail "deploy/build.sh"; }
 
 step "plano configs: --check with placeholder secrets"

@@ -55,6 +55,38 @@ fn logs(dir: &Path) -> String {
         .collect()
 }
 
+/// `deploy/prometheus/prometheus.yml` and `alerts.yml` copied into `dir`, with the compose
+/// targets replaced by the given admin addresses and 1 s intervals.
+fn shipped_prometheus_config(dir: &Path, edge: SocketAddr, egress: SocketAddr) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let config = std::fs::read_to_string(shipped.join("prometheus.yml")).unwrap();
+    let rewritten = config
+        .replace("\"edge:9901\"", &format!("\"{edge}\""))
+        .replace("\"egress:9902\"", &format!("\"{egress}\""))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        .replace("scrape_timeout: 5s", "scrape_timeout: 1s");
+    assert!(
+        rewritten.contains(&edge.to_string()) && rewritten.contains(&egress.to_string()),
+        "deploy/prometheus/prometheus.yml no longer has the targets edge:9901 and egress:9902"
+    );
+    std::fs::copy(shipped.join("alerts.yml"), dir.join("alerts.yml")).unwrap();
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, rewritten).unwrap();
+    path
+}
+
+/// Every alert rule Prometheus loaded has been evaluated without error.
+fn rules_healthy(data: &Value) -> bool {
+    let rules: Vec<&Value> = data["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    !rules.is_empty() && rules.iter().all(|r| r["health"] == "ok")
+}
+
 async fn wait_serving(admin: SocketAddr, child: &mut Child, dir: &Path) {
     let deadline = tokio::time::Instant::now() + BOUND;
     while !cli::check_health(&admin.to_string(), "")
@@ -198,27 +230,10 @@ admin:
         assert_eq!(resp.status(), 200, "{}", logs(dir.path()));
     }
 
-    // The same job layout as deploy/prometheus/prometheus.yml, on the test's ports. No
-    // target label named `component`: the binaries set that label on their own series.
+    // The shipped scrape config and alert rules, pointed at the test's ports and scraping
+    // every second.
     let prom_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let prom_config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
-            r#"global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: plano-edge
-    static_configs:
-      - targets: ["{edge_admin}"]
-  - job_name: plano-egress
-    static_configs:
-      - targets: ["{egress_admin}"]
-"#
-        ),
-    )
-    .unwrap();
+    let prom_config = shipped_prometheus_config(dir.path(), edge_admin, egress_admin);
     let tsdb = dir.path().join("tsdb");
     let mut prom = spawn(
         &prometheus,
@@ -269,6 +284,21 @@ scrape_configs:
         .unwrap_or(false)
     })
     .await;
+
+    // The shipped alert rules loaded and evaluate cleanly against real series, and none is
+    // pending or firing while both binaries are healthy.
+    eventually(BOUND, || async {
+        api(&http, prom_addr, "rules")
+            .await
+            .is_some_and(|d| rules_healthy(&d))
+    })
+    .await;
+    let alerts = api(&http, prom_addr, "alerts").await.unwrap();
+    assert_eq!(
+        alerts["alerts"].as_array().map(Vec::len),
+        Some(0),
+        "alerts active with both binaries healthy: {alerts}"
+    );
 
     for mut child in [prom, edge, egress] {
         let _ = child.kill().await;
