@@ -22,7 +22,10 @@ root=$PWD
 
 tools="${PLANO_TOOLS_DIR:-$HOME/.cache/plano-deploy-tools}"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# kustomize only accepts relative paths between kustomizations, so the rendering with the
+# optional components needs a folder inside deploy/k8s (git-ignored, removed on exit).
+with="deploy/k8s/.check-components"
+trap 'rm -rf "$work" "$with"' EXIT
 
 step() { echo "--- check-deploy: $*"; }
 fail() { echo "check-deploy: FAILED: $*" >&2; exit 1; }
@@ -104,15 +107,13 @@ if command -v kubectl >/dev/null; then
     rendered+=("$work/k8s-$name.yaml")
   done
   # The full overlay with both optional components, as its comment suggests.
-  with="deploy/k8s/.check-components"
   rm -rf "$with" && mkdir -p "$with"
   cat >"$with/kustomization.yaml" <<'EOF'
 namespace: plano
 resources: [../overlays/full]
 components: [../components/acme-shared-cache, ../components/cert-manager]
 EOF
-  kubectl kustomize "$with" >"$work/k8s-components.yaml" || { rm -rf "$with"; fail "kustomize with components"; }
-  rm -rf "$with"
+  kubectl kustomize "$with" >"$work/k8s-components.yaml" || fail "kustomize with components"
   grep -q "claimName: plano-edge-acme" "$work/k8s-components.yaml" || fail "acme-shared-cache patch did not apply"
   rendered+=("$work/k8s-components.yaml")
 else
