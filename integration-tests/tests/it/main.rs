@@ -13,6 +13,7 @@ mod edge;
 mod egress;
 mod limits;
 mod mock;
+mod prometheus;
 mod reload;
 mod sdk;
 mod support;
