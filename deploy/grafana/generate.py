@@ -31,9 +31,8 @@ def quantiles(metric, by, extra=""):
 PANELS = [
     ("row", "Traffic"),
     ("Requests per second", "reqps",
-     "HTTP requests answered, by binary and status class (egress label `status`, edge `status_class`).",
-     [q(f'sum by (job, status) (rate(plano_http_requests_total{{{JOB}, status!=""}}[{RATE}]))', "{{job}} {{status}}"),
-      q(f'sum by (job, status_class) (rate(plano_http_requests_total{{{JOB}, status_class!=""}}[{RATE}]))', "{{job}} {{status_class}}")], 12),
+     "HTTP requests answered, by binary and status class.",
+     [q(f'sum by (job, status_class) (rate(plano_http_requests_total{{{JOB}, status_class!=""}}[{RATE}]))', "{{job}} {{status_class}}")], 12),
     ("Request duration p50 / p99", "s",
      "Until the handler returned (streams: until headers).",
      quantiles("plano_http_request_duration_seconds", "job"), 12),

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -75,8 +75,24 @@ pub enum Command {
 
 /// Entry point for a binary: `plano_common::cli::main(Component::Egress, |ctx| Box::pin(run(ctx)))`.
 pub fn main(component: Component, run: RunFn) -> ExitCode {
-    let args = Args::parse();
-    main_with(component, args, run)
+    // The binary's own name in `--help` and `--version` (the derive would say plano-common).
+    let name = match component {
+        Component::Edge => "plano-edge",
+        Component::Egress => "plano-egress",
+    };
+    let matches = Args::command()
+        .name(name)
+        .bin_name(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(match component {
+            Component::Edge => "Plano's inbound proxy: TLS, client auth, filters, routing to agents and prompt targets",
+            Component::Egress => "Plano's model proxy: one OpenAI-compatible endpoint in front of many LLM providers",
+        })
+        .get_matches();
+    match Args::from_arg_matches(&matches) {
+        Ok(args) => main_with(component, args, run),
+        Err(e) => e.exit(),
+    }
 }
 
 /// [`main`] with already parsed arguments.

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use http::Method;
 use metrics::{counter, histogram};
-use plano_common::metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, status_class};
+use plano_common::metrics::{
+    HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, method_label, status_class,
+};
 
 /// `tracing` target of access-log events, so operators can route or filter them.
 pub const TARGET: &str = "plano::access";
@@ -64,19 +66,5 @@ impl AccessRecord {
             "status_class" => class,
         )
         .record(elapsed.as_secs_f64());
-    }
-}
-
-/// Methods are client-chosen; only standard ones become label values.
-fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "other",
     }
 }

@@ -92,10 +92,10 @@ async fn http_metrics(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    let method = m::method_label(req.method());
     let res = next.run(req).await;
     let class = m::status_class(res.status().as_u16());
-    counter!(m::HTTP_REQUESTS_TOTAL, "component" => "egress", "route" => route.clone(), "method" => method, "status" => class)
+    counter!(m::HTTP_REQUESTS_TOTAL, "component" => "egress", "route" => route.clone(), "method" => method, "status_class" => class)
         .increment(1);
     histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "component" => "egress", "route" => route)
         .record(start.elapsed().as_secs_f64());
