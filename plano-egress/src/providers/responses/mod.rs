@@ -14,8 +14,10 @@
 //!   `reasoning_text` part and an empty `summary`.
 //! - `max_output_tokens` → `max_tokens`; `reasoning.effort` → `reasoning_effort`;
 //!   `text.format` → `response_format`. `metadata`, `text.verbosity`, `top_logprobs`,
-//!   `include`, `truncation`, `store` and `previous_response_id` are not sent upstream
-//!   (chat providers reject or ignore them) but are echoed in the Response object.
+//!   `include`, `truncation`, `service_tier`, `prompt_cache_key`, `safety_identifier`,
+//!   `max_tool_calls`, `store` and `previous_response_id` are not sent upstream (many chat
+//!   providers reject unknown fields); the Response echoes the request's settings.
+//!   `tool_choice` and `parallel_tool_calls` are sent only with tools, as chat requires.
 //! - Built-in tools (web search, file search, computer use, MCP, …), `file_id`
 //!   references, `background`, `conversation` and `prompt` need OpenAI's own servers:
 //!   they are a 400 naming the field rather than a silently different answer.

@@ -339,11 +339,18 @@ impl StreamFromChat {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let found = match (index, id) {
+            // A different id under a known index is another call: some providers number
+            // every parallel call 0.
             (Some(_), _) => self
                 .calls
                 .iter()
+                .rev()
                 .find(|(k, _)| *k == index)
-                .map(|(_, i)| *i),
+                .map(|(_, i)| *i)
+                .filter(|i| match (id, self.items.get(*i)) {
+                    (Some(id), Some(Item::Call { call_id, .. })) => call_id == id,
+                    _ => true,
+                }),
             // Without an index, a known id names the call; otherwise it continues the last.
             (None, Some(id)) => self
                 .items
@@ -721,6 +728,26 @@ mod tests {
         let out = &r["response"]["output"];
         assert_eq!(out[0]["arguments"], "{}");
         assert_eq!(out[1]["arguments"], "[]");
+    }
+
+    #[test]
+    fn parallel_calls_all_numbered_zero_stay_apart() {
+        let mut s = stream();
+        for (id, name, args) in [("a", "f", "{\"x\":"), ("", "", "1}"), ("b", "g", "{}")] {
+            let mut call = json!({"index": 0, "function": {"arguments": args}});
+            if !id.is_empty() {
+                call["id"] = json!(id);
+                call["function"]["name"] = json!(name);
+            }
+            s.chunk(&delta(json!({"tool_calls": [call]})));
+        }
+        let events = s.finish();
+        let out = &data(events.last().unwrap())["response"]["output"];
+        assert_eq!(out[0]["call_id"], "a");
+        assert_eq!(out[0]["arguments"], "{\"x\":1}");
+        assert_eq!(out[1]["call_id"], "b");
+        assert_eq!(out[1]["name"], "g");
+        assert_eq!(out[1]["arguments"], "{}");
     }
 
     #[test]
