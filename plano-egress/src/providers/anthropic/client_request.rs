@@ -60,7 +60,7 @@ pub fn request_to_chat(req: &Obj) -> Result<Obj, TranslateError> {
         if let Some(user) = present(meta, "user_id") {
             out.insert(
                 "user".into(),
-                as_str(user, "metadata.user_id")?.to_owned().into(),
+                chat_user(as_str(user, "metadata.user_id")?).into(),
             );
         }
     }
@@ -76,6 +76,25 @@ pub fn request_to_chat(req: &Obj) -> Result<Obj, TranslateError> {
         );
     }
     Ok(out)
+}
+
+/// OpenAI refuses a `user` longer than 64 characters, and Claude Code sends about 150:
+/// a longer id is replaced by a stable digest of it, so it still identifies the user.
+fn chat_user(id: &str) -> String {
+    const MAX: usize = 64;
+    if id.len() <= MAX {
+        return id.to_owned();
+    }
+    // FNV-1a, forwards and backwards: stable across builds and Rust versions, which a
+    // `std` hasher is not promised to be.
+    let fnv = |bytes: &mut dyn Iterator<Item = &u8>| {
+        bytes.fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let a = fnv(&mut id.as_bytes().iter());
+    let b = fnv(&mut id.as_bytes().iter().rev());
+    format!("user_{a:016x}{b:016x}")
 }
 
 fn convert_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
@@ -432,4 +451,20 @@ fn unsupported(at: &str, kind: &str) -> TranslateError {
         format!("{at}.type"),
         format!("`{kind}` blocks cannot be sent to this provider"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_user_ids_become_a_stable_digest_openai_accepts() {
+        assert_eq!(chat_user("user-1234"), "user-1234");
+        let long = format!("user_{}_account_a_session_b", "f".repeat(64));
+        let other = format!("user_{}_account_a_session_c", "f".repeat(64));
+        assert_eq!(chat_user(&long), chat_user(&long));
+        assert_ne!(chat_user(&long), chat_user(&other));
+        assert!(chat_user(&long).len() <= 64);
+        assert_eq!(chat_user(&"x".repeat(64)), "x".repeat(64));
+    }
 }

@@ -29,7 +29,9 @@
 //!   is a per-provider rename, not a translation). `top_k`, `thinking`,
 //!   `output_config.effort`, `cache_control`, `service_tier` are dropped: a non-reasoning
 //!   chat model rejects `reasoning_effort`, and the others have no chat equivalent.
-//!   `output_config.format` becomes a `json_schema` `response_format`. `tool_result` blocks
+//!   `output_config.format` becomes a `json_schema` `response_format`. `metadata.user_id`
+//!   becomes `user`, replaced by a stable 37-character digest when longer than the 64
+//!   characters OpenAI accepts (Claude Code's ids are longer). `tool_result` blocks
 //!   become `tool` messages placed before the rest of their user turn (chat wants tool
 //!   answers right after the assistant's calls); `is_error: true` prefixes the content with
 //!   `Error: `, since chat has no error flag. Images inside a tool result move to the user
@@ -47,7 +49,8 @@
 //!   is clamped to 1 (Anthropic's range is 0–1). System and developer messages anywhere in
 //!   the conversation are gathered into the top-level `system`, in order. Consecutive
 //!   same-role turns are merged, tool messages joining the next user turn as `tool_result`
-//!   blocks. Tool-call ids are reduced to `[A-Za-z0-9_-]` (Anthropic's pattern), the same way
+//!   blocks. Tool-call arguments that are not a JSON object become `input: {}` (refusing
+//!   them would make the conversation unusable). Tool-call ids are reduced to `[A-Za-z0-9_-]` (Anthropic's pattern), the same way
 //!   on `tool_use` and `tool_result`, so pairs still match. `response_format: json_schema`
 //!   → `output_config.format`; `json_object` → an instruction appended to the system
 //!   prompt (Anthropic has no schemaless JSON mode). `reasoning_effort` is dropped: enabling
