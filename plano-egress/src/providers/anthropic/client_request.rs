@@ -120,7 +120,7 @@ fn convert_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
         }
         other => Err(TranslateError::at(
             format!("{at}.role"),
-            format!("unknown role `{other}`: expected `user` or `assistant`"),
+            format!("unknown role `{other}`: expected `user`, `assistant` or `system`"),
         )),
     }
 }
@@ -155,6 +155,7 @@ fn user_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
         "text" => Ok(text_part(block_text(block, at)?)),
         "image" => image_part(block, at),
         "document" => document_part(block, at),
+        "search_result" => search_result_part(block, at),
         "tool_use" => Err(TranslateError::at(
             format!("{at}.type"),
             "`tool_use` blocks belong in assistant turns",
@@ -194,7 +195,7 @@ fn tool_message(
             {
                 let i_at = format!("{c_at}[{k}]");
                 let part = match block_type(inner, &i_at)? {
-                    "text" | "image" | "document" => user_part(inner, &i_at)?,
+                    "text" | "image" | "document" | "search_result" => user_part(inner, &i_at)?,
                     other => return Err(unsupported(&i_at, other)),
                 };
                 match part.get("text").and_then(Value::as_str) {
@@ -330,6 +331,18 @@ fn document_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
         Some(t) => text_part(&format!("{t}\n\n{text}")),
         None => text_part(&text),
     })
+}
+
+/// A search result as text: its title and source, then its text blocks.
+fn search_result_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
+    let o = as_obj(block, at, "an object")?;
+    let title = req_str(o, at, "title")?;
+    let source = req_str(o, at, "source")?;
+    let c_at = format!("{at}.content");
+    let content = present(o, "content")
+        .ok_or_else(|| TranslateError::at(&c_at, format!("`{c_at}` is required")))?;
+    let text = text_of_blocks(content, &c_at)?;
+    Ok(text_part(&format!("{title} ({source})\n{text}")))
 }
 
 /// A string, or text blocks joined with newlines (system prompts, text documents).
