@@ -646,6 +646,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
             "prompt_tokens",
             "output_tokens",
             "stop_reason",
+            "error",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),

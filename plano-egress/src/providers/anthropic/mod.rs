@@ -46,7 +46,8 @@
 //!   can emit broken JSON) become `input: {}`: the client's tool then reports missing
 //!   arguments to the model, which can retry, instead of the whole turn failing.
 //!   `reasoning_content` becomes a `thinking` block with an empty signature. `model` is
-//!   the one the client asked for. A stream that breaks off ends with an `error` event
+//!   the one the client asked for. A stream that breaks off, or whose provider sends an
+//!   in-band `{"error": …}` chunk, ends with an `error` event
 //!   whose type is `timeout_error`, `overloaded_error`, `rate_limit_error` or `api_error`.
 //! - **Chat request → Messages.** `max_tokens` defaults to [`DEFAULT_MAX_TOKENS`] (Anthropic
 //!   requires it; 4096 is within every Claude model's output limit). `temperature` above 1
@@ -61,7 +62,10 @@
 //!   prompt (Anthropic has no schemaless JSON mode). `reasoning_effort` is dropped: enabling
 //!   thinking would require the signed thinking blocks of earlier turns, which chat clients
 //!   do not keep. `n` other than 1 is refused. `frequency_penalty`, `presence_penalty`,
-//!   `logit_bias`, `logprobs`, `seed` and other chat-only fields are dropped.
+//!   `logit_bias`, `logprobs`, `seed` and other chat-only fields are dropped, and so is
+//!   `strict` on function tools (Anthropic's strict tools need recent models, and the
+//!   OpenAI Agents SDK sets it on every tool); the deprecated `functions` and
+//!   `function_call` are refused with a 400 rather than silently ignored.
 //! - **Streams.** See [`StreamFromChat`] (tool calls after the first are buffered, so that
 //!   interleaved argument fragments still produce whole blocks) and [`StreamToChat`].
 
