@@ -60,7 +60,7 @@ pub fn request_to_chat(req: &Obj) -> Result<Obj, TranslateError> {
         if let Some(user) = present(meta, "user_id") {
             out.insert(
                 "user".into(),
-                as_str(user, "metadata.user_id")?.to_owned().into(),
+                chat_user(as_str(user, "metadata.user_id")?).into(),
             );
         }
     }
@@ -76,6 +76,25 @@ pub fn request_to_chat(req: &Obj) -> Result<Obj, TranslateError> {
         );
     }
     Ok(out)
+}
+
+/// OpenAI refuses a `user` longer than 64 characters, and Claude Code sends about 150:
+/// a longer id is replaced by a stable digest of it, so it still identifies the user.
+fn chat_user(id: &str) -> String {
+    const MAX: usize = 64;
+    if id.len() <= MAX {
+        return id.to_owned();
+    }
+    // FNV-1a, forwards and backwards: stable across builds and Rust versions, which a
+    // `std` hasher is not promised to be.
+    let fnv = |bytes: &mut dyn Iterator<Item = &u8>| {
+        bytes.fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let a = fnv(&mut id.as_bytes().iter());
+    let b = fnv(&mut id.as_bytes().iter().rev());
+    format!("user_{a:016x}{b:016x}")
 }
 
 fn convert_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), TranslateError> {
@@ -101,7 +120,7 @@ fn convert_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
         }
         other => Err(TranslateError::at(
             format!("{at}.role"),
-            format!("unknown role `{other}`: expected `user` or `assistant`"),
+            format!("unknown role `{other}`: expected `user`, `assistant` or `system`"),
         )),
     }
 }
@@ -136,6 +155,7 @@ fn user_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
         "text" => Ok(text_part(block_text(block, at)?)),
         "image" => image_part(block, at),
         "document" => document_part(block, at),
+        "search_result" => search_result_part(block, at),
         "tool_use" => Err(TranslateError::at(
             format!("{at}.type"),
             "`tool_use` blocks belong in assistant turns",
@@ -175,7 +195,7 @@ fn tool_message(
             {
                 let i_at = format!("{c_at}[{k}]");
                 let part = match block_type(inner, &i_at)? {
-                    "text" | "image" | "document" => user_part(inner, &i_at)?,
+                    "text" | "image" | "document" | "search_result" => user_part(inner, &i_at)?,
                     other => return Err(unsupported(&i_at, other)),
                 };
                 match part.get("text").and_then(Value::as_str) {
@@ -313,6 +333,18 @@ fn document_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
     })
 }
 
+/// A search result as text: its title and source, then its text blocks.
+fn search_result_part(block: &Value, at: &str) -> Result<Value, TranslateError> {
+    let o = as_obj(block, at, "an object")?;
+    let title = req_str(o, at, "title")?;
+    let source = req_str(o, at, "source")?;
+    let c_at = format!("{at}.content");
+    let content = present(o, "content")
+        .ok_or_else(|| TranslateError::at(&c_at, format!("`{c_at}` is required")))?;
+    let text = text_of_blocks(content, &c_at)?;
+    Ok(text_part(&format!("{title} ({source})\n{text}")))
+}
+
 /// A string, or text blocks joined with newlines (system prompts, text documents).
 fn text_of_blocks(v: &Value, at: &str) -> Result<String, TranslateError> {
     if let Some(s) = v.as_str() {
@@ -432,4 +464,20 @@ fn unsupported(at: &str, kind: &str) -> TranslateError {
         format!("{at}.type"),
         format!("`{kind}` blocks cannot be sent to this provider"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_user_ids_become_a_stable_digest_openai_accepts() {
+        assert_eq!(chat_user("user-1234"), "user-1234");
+        let long = format!("user_{}_account_a_session_b", "f".repeat(64));
+        let other = format!("user_{}_account_a_session_c", "f".repeat(64));
+        assert_eq!(chat_user(&long), chat_user(&long));
+        assert_ne!(chat_user(&long), chat_user(&other));
+        assert!(chat_user(&long).len() <= 64);
+        assert_eq!(chat_user(&"x".repeat(64)), "x".repeat(64));
+    }
 }

@@ -29,7 +29,9 @@
 //!   is a per-provider rename, not a translation). `top_k`, `thinking`,
 //!   `output_config.effort`, `cache_control`, `service_tier` are dropped: a non-reasoning
 //!   chat model rejects `reasoning_effort`, and the others have no chat equivalent.
-//!   `output_config.format` becomes a `json_schema` `response_format`. `tool_result` blocks
+//!   `output_config.format` becomes a `json_schema` `response_format`. `metadata.user_id`
+//!   becomes `user`, replaced by a stable 37-character digest when longer than the 64
+//!   characters OpenAI accepts (Claude Code's ids are longer). `tool_result` blocks
 //!   become `tool` messages placed before the rest of their user turn (chat wants tool
 //!   answers right after the assistant's calls); `is_error: true` prefixes the content with
 //!   `Error: `, since chat has no error flag. Images inside a tool result move to the user
@@ -38,22 +40,32 @@
 //!   reasoning back). Document blocks: plain-text and content sources become text, base64
 //!   PDFs a chat `file` part; URL and Files-API sources are refused with a 400 naming the
 //!   block. Server tools (web search, bash, …) are refused: only Anthropic runs them.
+//!   System text blocks are joined with newlines into one system message; `system`-role
+//!   turns inside `messages` stay system messages in place.
 //! - **Chat → Messages response.** Tool-call arguments that are not a JSON object (a model
 //!   can emit broken JSON) become `input: {}`: the client's tool then reports missing
 //!   arguments to the model, which can retry, instead of the whole turn failing.
-//!   `reasoning_content` becomes a `thinking` block with an empty signature.
+//!   `reasoning_content` becomes a `thinking` block with an empty signature. `model` is
+//!   the one the client asked for. A stream that breaks off, or whose provider sends an
+//!   in-band `{"error": …}` chunk, ends with an `error` event
+//!   whose type is `timeout_error`, `overloaded_error`, `rate_limit_error` or `api_error`.
 //! - **Chat request → Messages.** `max_tokens` defaults to [`DEFAULT_MAX_TOKENS`] (Anthropic
 //!   requires it; 4096 is within every Claude model's output limit). `temperature` above 1
 //!   is clamped to 1 (Anthropic's range is 0–1). System and developer messages anywhere in
 //!   the conversation are gathered into the top-level `system`, in order. Consecutive
 //!   same-role turns are merged, tool messages joining the next user turn as `tool_result`
-//!   blocks. Tool-call ids are reduced to `[A-Za-z0-9_-]` (Anthropic's pattern), the same way
-//!   on `tool_use` and `tool_result`, so pairs still match. `response_format: json_schema`
+//!   blocks. Tool-call arguments that are not a JSON object become `input: {}` (refusing
+//!   them would make the conversation unusable). Tool-call ids are reduced to
+//!   `[A-Za-z0-9_-]` (Anthropic's pattern), the same way on `tool_use` and `tool_result`,
+//!   so pairs still match. `response_format: json_schema`
 //!   → `output_config.format`; `json_object` → an instruction appended to the system
 //!   prompt (Anthropic has no schemaless JSON mode). `reasoning_effort` is dropped: enabling
 //!   thinking would require the signed thinking blocks of earlier turns, which chat clients
 //!   do not keep. `n` other than 1 is refused. `frequency_penalty`, `presence_penalty`,
-//!   `logit_bias`, `logprobs`, `seed` and other chat-only fields are dropped.
+//!   `logit_bias`, `logprobs`, `seed` and other chat-only fields are dropped, and so is
+//!   `strict` on function tools (Anthropic's strict tools need recent models, and the
+//!   OpenAI Agents SDK sets it on every tool); the deprecated `functions` and
+//!   `function_call` are refused with a 400 rather than silently ignored.
 //! - **Streams.** See [`StreamFromChat`] (tool calls after the first are buffered, so that
 //!   interleaved argument fragments still produce whole blocks) and [`StreamToChat`].
 

@@ -288,6 +288,20 @@ impl ClientStream for StreamFromChat {
         if self.closed {
             return out;
         }
+        // Some providers (OpenRouter, vLLM, Groq) report a failure mid-stream in band.
+        if let Some(err) = chunk.get("error").filter(|e| e.is_object())
+            && chunk.get("choices").is_none()
+        {
+            let code = ["type", "code"]
+                .iter()
+                .find_map(|k| err.get(*k).and_then(Value::as_str))
+                .unwrap_or_default();
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the upstream reported an error");
+            return self.fail(code, message);
+        }
         self.start(chunk.get("id").and_then(Value::as_str), &mut out);
         let chunk_usage = chunk
             .get("usage")
@@ -370,8 +384,10 @@ impl StreamFromChat {
 fn error_type(code: &str) -> &'static str {
     match code {
         "timeout" | "timeout_error" => "timeout_error",
-        "overloaded" | "overloaded_error" => "overloaded_error",
-        "rate_limit" | "rate_limit_error" | "rate_limit_exceeded" => "rate_limit_error",
+        "overloaded" | "overloaded_error" | "server_overloaded" => "overloaded_error",
+        "rate_limit" | "rate_limit_error" | "rate_limit_exceeded" | "too_many_requests" => {
+            "rate_limit_error"
+        }
         _ => "api_error",
     }
 }

@@ -29,6 +29,16 @@ pub fn request_from_chat(chat: &Obj) -> Result<Obj, TranslateError> {
         ));
     }
 
+    for legacy in ["functions", "function_call"] {
+        if present(chat, legacy).is_some() {
+            return Err(TranslateError::at(
+                legacy,
+                format!(
+                    "`{legacy}` is deprecated and not translated: use `tools` and `tool_choice`"
+                ),
+            ));
+        }
+    }
     let Some(input) = present(chat, "messages") else {
         return Err(TranslateError::at("messages", "`messages` is required"));
     };
