@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::conversation::{Answer, Conversation, Usage, argument_fragments, text_pieces};
+use super::conversation::{
+    Answer, Choice, Conversation, Usage, argument_fragments, pick_tool, text_pieces,
+};
 use super::{Ctx, Out};
 
 pub(crate) const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
@@ -61,15 +63,24 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let first_tool = body
+    let tools = body
         .pointer("/toolConfig/tools")
         .and_then(Value::as_array)
-        .and_then(|tools| tools.iter().find_map(|t| t.get("toolSpec")))
-        .and_then(|spec| {
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let spec = t.get("toolSpec")?;
             let name = spec.get("name")?.as_str()?.to_string();
             let schema = spec.pointer("/inputSchema/json").cloned();
             Some((name, schema.unwrap_or(json!({}))))
-        });
+        })
+        .collect();
+    // Converse has no "none" choice: `auto`, `any`, or `{"tool": {"name"}}`.
+    let choice = body
+        .pointer("/toolConfig/toolChoice/tool/name")
+        .and_then(Value::as_str)
+        .map_or(Choice::First, |n| Choice::Named(n.into()));
     let blocks = |m: &Value| -> Vec<Value> {
         m.get("content")
             .and_then(Value::as_array)
@@ -99,7 +110,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
             (!texts.is_empty()).then(|| texts.join(""))
         });
     Conversation {
-        first_tool,
+        tool: pick_tool(tools, choice),
         tool_result,
         user_text,
     }
@@ -132,6 +143,7 @@ fn usage_json(u: &Usage) -> Value {
 
 pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     let stop = match answer {
+        Answer::Text(_) if ctx.truncated => "max_tokens",
         Answer::Text(_) => "end_turn",
         Answer::ToolCall { .. } => "tool_use",
     };

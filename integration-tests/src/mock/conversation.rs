@@ -16,8 +16,9 @@ pub enum Answer {
 /// The parts of a request that decide the default answer.
 #[derive(Debug, Default)]
 pub(crate) struct Conversation {
-    /// The first tool the request offers: its name and JSON schema.
-    pub first_tool: Option<(String, Value)>,
+    /// The tool a default answer calls, with its JSON schema: the one `tool_choice` names,
+    /// else the first offered; `None` when none is offered or `tool_choice` is "none".
+    pub tool: Option<(String, Value)>,
     /// The text of the tool result(s) when the last message carries them.
     pub tool_result: Option<String>,
     /// The text of the last user message.
@@ -57,7 +58,7 @@ impl Conversation {
         if let Some(result) = &self.tool_result {
             return Answer::Text(format!("tool result: {result}"));
         }
-        if let Some((name, schema)) = &self.first_tool {
+        if let Some((name, schema)) = &self.tool {
             return Answer::ToolCall {
                 name: name.clone(),
                 arguments: arguments_for(schema),
@@ -69,6 +70,30 @@ impl Conversation {
                 text.chars().take(200).collect::<String>()
             )),
             None => Answer::Text("mock reply".into()),
+        }
+    }
+}
+
+/// What a request's `tool_choice` allows.
+pub(crate) enum Choice {
+    /// Unset, auto, required or any: the first tool.
+    First,
+    None,
+    Named(String),
+}
+
+/// The tool a default answer calls among `tools` (name, schema) under `choice`. A named
+/// tool that is not offered is still called (with `{}`), as a model told to would.
+pub(crate) fn pick_tool(tools: Vec<(String, Value)>, choice: Choice) -> Option<(String, Value)> {
+    match choice {
+        Choice::None => None,
+        Choice::First => tools.into_iter().next(),
+        Choice::Named(name) => {
+            let schema = tools
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map_or_else(|| json!({}), |(_, s)| s);
+            Some((name, schema))
         }
     }
 }
@@ -189,7 +214,7 @@ mod tests {
     #[test]
     fn tool_result_wins_over_tools() {
         let c = Conversation {
-            first_tool: Some(("f".into(), json!({}))),
+            tool: Some(("f".into(), json!({}))),
             tool_result: Some("42".into()),
             user_text: Some("hi".into()),
         };

@@ -15,14 +15,20 @@
 //! # Default answers (nothing scripted)
 //! Decided from the conversation, the same way in every API (see [`conversation`]):
 //! - the last message carries a tool result → text `tool result: <its text>`;
-//! - else the request offers tools → ONE call to the first tool, arguments built from its
-//!   schema's required properties (`{"query": "mock"}`), id `call_mock_1` (OpenAI APIs),
+//! - else the request offers tools → ONE call to the tool `tool_choice` names, else the
+//!   first one (none with `tool_choice: none`), arguments built from its schema's required
+//!   properties (`{"query": "mock"}`), id `call_mock_1` (OpenAI APIs),
 //!   `toolu_mock_1` (Anthropic) or `tooluse_mock_1` (Bedrock), stop reason tool use;
 //! - else text `mock reply to: <last user text, first 200 chars>`.
 //!
-//! Exception, kept for the benchmarks and older tests: a plain chat completion (no tools, no
-//! tool result) gets the sized answer of [`completion`] (about `body_bytes` of "lorem ipsum")
+//! Exception, kept for the benchmarks and older tests: a plain chat completion (no tool to
+//! call, no tool result) gets the sized answer of [`completion`] (about `body_bytes` of "lorem ipsum")
 //! or, streaming, [`default_stream`] (`tok0 tok1 …`, `chunks` chunks).
+//!
+//! A text answer longer than the request's output limit (`max_tokens`,
+//! `max_completion_tokens`, `max_output_tokens`, `inferenceConfig.maxTokens`) is cut to that
+//! many words and ends with the API's limit reason (`length`, `max_tokens`, an `incomplete`
+//! response).
 //!
 //! Usage: input tokens = request body bytes / 4, output tokens = words of the answer, cache
 //! read tokens = [`Reply::cached_tokens`] (0 unless scripted). Streams send text one word per
@@ -34,7 +40,9 @@
 //! [`ReplyBody::Bytes`]), an [`Answer`] rendered natively by whichever route receives it
 //! ([`Reply::text`], [`Reply::tool_call`]), an error in the route's error shape
 //! ([`Reply::status`]), or a hang. Builders for raw streams: [`chunk`], [`default_stream`],
-//! [`anthropic_text_stream`], [`responses_text_stream`], [`bedrock_stream`], [`bedrock_frame`].
+//! [`anthropic_text_stream`], [`anthropic_tool_stream`], [`anthropic_error_event`],
+//! [`responses_text_stream`], [`bedrock_stream`], [`bedrock_frame`],
+//! [`bedrock_exception_frame`].
 
 mod anthropic;
 mod bedrock;
@@ -58,7 +66,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-pub use anthropic::{anthropic_text_stream, anthropic_tool_stream};
+pub use anthropic::{anthropic_error_event, anthropic_text_stream, anthropic_tool_stream};
 pub use bedrock::{bedrock_exception_frame, bedrock_frame, bedrock_stream};
 pub use conversation::Answer;
 pub use openai::{chunk, completion, default_stream};
@@ -353,6 +361,8 @@ pub(crate) struct Ctx {
     pub usage: Usage,
     /// Tools as the request sent them (the Responses API echoes them back).
     pub tools: Value,
+    /// The text answer was cut at the request's output token limit.
+    pub truncated: bool,
 }
 
 /// A rendered answer, before it becomes an HTTP response.
@@ -464,8 +474,7 @@ async fn handle(
         }
         ReplyBody::Default => {
             let conv = conversation(api, &body);
-            let out = if api == Api::Chat && conv.first_tool.is_none() && conv.tool_result.is_none()
-            {
+            let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
                 openai::legacy(&body, &options)
             } else {
                 render(
@@ -541,6 +550,8 @@ fn render(
     answer: &Answer,
     cached: u64,
 ) -> Out {
+    let (answer, truncated) = truncate(answer, max_tokens(api, body));
+    let answer = &answer;
     let model = match api {
         Api::Converse | Api::ConverseStream => bedrock::model_id(uri.path()).unwrap_or_default(),
         _ => body
@@ -562,12 +573,37 @@ fn render(
             .unwrap_or(false),
         usage: Usage::of(request_bytes, answer, cached),
         tools: body.get("tools").cloned().unwrap_or(Value::Array(vec![])),
+        truncated,
     };
     match api {
         Api::Chat => openai::render(&ctx, answer),
         Api::Messages => anthropic::render(&ctx, answer),
         Api::Responses => responses::render(&ctx, answer),
         Api::Converse | Api::ConverseStream => bedrock::render(&ctx, answer),
+    }
+}
+
+/// The request's output token limit, under each API's name for it.
+fn max_tokens(api: Api, body: &Value) -> Option<u64> {
+    let field = |p: &str| body.pointer(p).and_then(Value::as_u64);
+    match api {
+        Api::Chat => field("/max_completion_tokens").or_else(|| field("/max_tokens")),
+        Api::Messages => field("/max_tokens"),
+        Api::Responses => field("/max_output_tokens"),
+        Api::Converse | Api::ConverseStream => field("/inferenceConfig/maxTokens"),
+    }
+}
+
+/// A text answer longer than `max` words is cut to `max` words (one word = one output
+/// token), so tests can see each API's "hit the limit" stop reason. Tool calls are kept
+/// whole.
+fn truncate(answer: &Answer, max: Option<u64>) -> (Answer, bool) {
+    match (answer, max) {
+        (Answer::Text(text), Some(max)) if text.split_whitespace().count() as u64 > max => {
+            let kept: Vec<&str> = text.split_whitespace().take(max as usize).collect();
+            (Answer::Text(kept.join(" ")), true)
+        }
+        _ => (answer.clone(), false),
     }
 }
 

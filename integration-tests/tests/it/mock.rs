@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use integration_tests::mock::{
-    MockOptions, MockProvider, Reply, anthropic_text_stream, bedrock_exception_frame,
-    bedrock_stream, responses_text_stream,
+    MockOptions, MockProvider, Reply, anthropic_error_event, anthropic_text_stream,
+    bedrock_exception_frame, bedrock_stream, responses_text_stream,
 };
 use serde_json::{Value, json};
 
@@ -564,6 +564,10 @@ async fn responses_answer_is_a_response_object() {
 
 /// Checks what every Responses stream must hold and returns the events by name.
 fn responses_events(body: &str) -> Vec<(String, Value)> {
+    responses_events_ending(body, "response.completed")
+}
+
+fn responses_events_ending(body: &str, last: &str) -> Vec<(String, Value)> {
     let events: Vec<(String, Value)> = sse(body)
         .into_iter()
         .map(|(n, d)| (n.unwrap(), d))
@@ -575,7 +579,7 @@ fn responses_events(body: &str) -> Vec<(String, Value)> {
     assert_eq!(events[0].0, "response.created");
     assert_eq!(events[0].1["response"]["status"], "in_progress");
     assert_eq!(events[1].0, "response.in_progress");
-    assert_eq!(events.last().unwrap().0, "response.completed");
+    assert_eq!(events.last().unwrap().0, last);
     events
 }
 
@@ -768,4 +772,193 @@ async fn unknown_paths_are_404_and_still_recorded() {
     let res = post(format!("{}/v1/embeddings", mock.url()), &[], &json!({})).await;
     assert_eq!(res.status(), 404);
     assert_eq!(mock.requests()[0].path, "/v1/embeddings");
+}
+
+#[tokio::test]
+async fn tool_choice_picks_or_forbids_the_tool_in_every_api() {
+    let mock = MockProvider::start().await.unwrap();
+    let schema = weather_tool_schema();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let msg = json!([{"role": "user", "content": "x"}]);
+
+    let chat_tools = json!([
+        {"type": "function", "function": {"name": "first", "parameters": {}}},
+        {"type": "function", "function": {"name": "second", "parameters": schema}}]);
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "messages": msg, "tools": chat_tools,
+            "tool_choice": {"type": "function", "function": {"name": "second"}}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let f = &c["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(f["name"], "second");
+    assert_eq!(f["arguments"], r#"{"city":"mock"}"#);
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "messages": msg, "tools": chat_tools,
+            "tool_choice": "none"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+
+    let a_tools =
+        json!([{"name": "first", "input_schema": {}}, {"name": "second", "input_schema": schema}]);
+    let m: Value = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 9, "messages": msg,
+            "tools": a_tools, "tool_choice": {"type": "tool", "name": "second"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(m["content"][0]["name"], "second");
+    let m: Value = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 9, "messages": msg,
+            "tools": a_tools, "tool_choice": {"type": "none"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(m["content"][0]["type"], "text");
+
+    let r_tools = json!([{"type": "function", "name": "first", "parameters": {}},
+                         {"type": "function", "name": "second", "parameters": schema}]);
+    let r: Value = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "input": "x", "tools": r_tools,
+            "tool_choice": {"type": "function", "name": "second"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["output"][0]["name"], "second");
+    let r: Value = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "input": "x", "tools": r_tools, "tool_choice": "none"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["output"][0]["type"], "message");
+
+    let b: Value = post(url("/model/m/converse"), &[], &json!({
+            "messages": [{"role": "user", "content": [{"text": "x"}]}],
+            "toolConfig": {"tools": [{"toolSpec": {"name": "first", "inputSchema": {"json": {}}}},
+                                     {"toolSpec": {"name": "second", "inputSchema": {"json": schema}}}],
+                           "toolChoice": {"tool": {"name": "second"}}}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        b["output"]["message"]["content"][0]["toolUse"]["name"],
+        "second"
+    );
+}
+
+#[tokio::test]
+async fn output_limits_cut_text_with_each_apis_reason() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let words = "one two three four five";
+
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "max_tokens": 2,
+            "tools": [], "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "tool", "tool_call_id": "c", "content": words}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["message"]["content"], "tool result:");
+    assert_eq!(c["choices"][0]["finish_reason"], "length");
+    assert_eq!(c["usage"]["completion_tokens"], 2);
+
+    let res = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 3, "stream": true,
+            "messages": [{"role": "user", "content": words}]}),
+    )
+    .await;
+    let events = sse(&text(res).await);
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
+    assert_eq!(delta["usage"]["output_tokens"], 3);
+
+    let res = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "max_output_tokens": 3, "stream": true, "input": words}),
+    )
+    .await;
+    let events = responses_events_ending(&text(res).await, "response.incomplete");
+    let last = &events.last().unwrap().1["response"];
+    assert_eq!(last["status"], "incomplete");
+    assert_eq!(last["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(last["output"][0]["content"][0]["text"], "mock reply to:");
+
+    let b: Value = post(
+        url("/model/m/converse"),
+        &[],
+        &json!({"inferenceConfig": {"maxTokens": 1},
+            "messages": [{"role": "user", "content": [{"text": words}]}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(b["stopReason"], "max_tokens");
+    assert_eq!(b["output"]["message"]["content"][0]["text"], "mock");
+
+    // A plain chat completion keeps its sized answer whatever the limit.
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "max_tokens": 1,
+            "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn anthropic_error_event_mid_stream() {
+    let mock = MockProvider::start().await.unwrap();
+    let mut events = anthropic_text_stream("m", &["partial"]);
+    events.truncate(4);
+    events.push(anthropic_error_event("overloaded_error", "Overloaded"));
+    mock.push(Reply::named_stream(events, Duration::ZERO, false));
+    let res = post(format!("{}/v1/messages", mock.url()), ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 9, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+    .await;
+    let events = sse(&text(res).await);
+    assert_eq!(events[3].1["delta"]["text"], "partial");
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name.as_deref(), Some("error"));
+    assert_eq!(data["error"]["type"], "overloaded_error");
 }
