@@ -112,8 +112,8 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
 
 fn usage_json(u: &Usage, output: u64) -> Value {
     json!({
-        "input_tokens": u.input, "output_tokens": output,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": u.cached
+        "input_tokens": u.uncached(), "output_tokens": output,
+        "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cached
     })
 }
 
@@ -159,11 +159,7 @@ fn events(
 /// A complete Anthropic text stream sending `pieces` as `text_delta`s (10 input tokens,
 /// one output token per piece, `end_turn`), for [`super::Reply::named_stream`].
 pub fn anthropic_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, String)> {
-    let usage = Usage {
-        input: 10,
-        output: pieces.len() as u64,
-        cached: 0,
-    };
+    let usage = Usage::fixed(10, pieces.len() as u64);
     let deltas = pieces
         .iter()
         .map(|t| json!({"type": "text_delta", "text": t}))
@@ -180,11 +176,7 @@ pub fn anthropic_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
 /// A complete Anthropic stream with one `tool_use` block (id `toolu_mock_1`) whose input
 /// arrives as these `input_json_delta` fragments, stop reason `tool_use`.
 pub fn anthropic_tool_stream(model: &str, name: &str, fragments: &[&str]) -> Vec<(String, String)> {
-    let usage = Usage {
-        input: 10,
-        output: fragments.len() as u64,
-        cached: 0,
-    };
+    let usage = Usage::fixed(10, fragments.len() as u64);
     let deltas = fragments
         .iter()
         .map(|p| json!({"type": "input_json_delta", "partial_json": p}))

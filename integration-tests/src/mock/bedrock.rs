@@ -136,8 +136,8 @@ fn result_text(content: &Value) -> String {
 
 fn usage_json(u: &Usage) -> Value {
     json!({
-        "inputTokens": u.input, "outputTokens": u.output, "totalTokens": u.total(),
-        "cacheReadInputTokens": u.cached, "cacheWriteInputTokens": 0
+        "inputTokens": u.uncached(), "outputTokens": u.output, "totalTokens": u.total(),
+        "cacheReadInputTokens": u.cached, "cacheWriteInputTokens": u.cache_write
     })
 }
 
@@ -203,11 +203,7 @@ fn tail(stop: &str, usage: &Usage) -> [Vec<u8>; 3] {
 /// A complete converse-stream text answer sending `pieces` as text deltas (10 input tokens,
 /// one output token per piece, `end_turn`), for [`super::Reply::event_stream`].
 pub fn bedrock_stream(pieces: &[&str]) -> Vec<Vec<u8>> {
-    let usage = Usage {
-        input: 10,
-        output: pieces.len() as u64,
-        cached: 0,
-    };
+    let usage = Usage::fixed(10, pieces.len() as u64);
     let mut frames = vec![bedrock_frame("messageStart", &json!({"role": "assistant"}))];
     for piece in pieces {
         frames.push(bedrock_frame(

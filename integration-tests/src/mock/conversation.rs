@@ -25,27 +25,45 @@ pub(crate) struct Conversation {
     pub user_text: Option<String>,
 }
 
-/// Token counts the mock reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Token counts the mock reports. `input` is the whole prompt, cached parts included (the
+/// OpenAI convention); Anthropic and Bedrock report [`Usage::uncached`] as their input
+/// tokens, beside cache reads and writes, as their APIs do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Usage {
     pub input: u64,
     pub output: u64,
     pub cached: u64,
+    pub cache_write: u64,
 }
 
 impl Usage {
-    /// Input: a quarter of the request body's bytes (deterministic, grows with the prompt);
-    /// output: the words of the answer.
-    pub fn of(request_bytes: usize, answer: &Answer, cached: u64) -> Self {
+    /// Input: a quarter of the request body's bytes (deterministic, grows with the prompt),
+    /// at least the scripted cache reads and writes; output: the words of the answer.
+    pub fn of(request_bytes: usize, answer: &Answer, cached: u64, cache_write: u64) -> Self {
         let words = match answer {
             Answer::Text(t) => t.split_whitespace().count(),
             Answer::ToolCall { arguments, .. } => arguments.to_string().split_whitespace().count(),
         };
         Usage {
-            input: (request_bytes / 4).max(1) as u64,
+            input: ((request_bytes / 4).max(1) as u64).max(cached + cache_write),
             output: words.max(1) as u64,
             cached,
+            cache_write,
         }
+    }
+
+    /// A scripted stream's usage: `input` prompt tokens, `output` generated, no cache.
+    pub fn fixed(input: u64, output: u64) -> Self {
+        Usage {
+            input,
+            output,
+            ..Usage::default()
+        }
+    }
+
+    /// Prompt tokens neither read from nor written to the cache.
+    pub fn uncached(&self) -> u64 {
+        self.input.saturating_sub(self.cached + self.cache_write)
     }
 
     pub fn total(&self) -> u64 {

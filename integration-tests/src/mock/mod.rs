@@ -30,8 +30,11 @@
 //! many words and ends with the API's limit reason (`length`, `max_tokens`, an `incomplete`
 //! response).
 //!
-//! Usage: input tokens = request body bytes / 4, output tokens = words of the answer, cache
-//! read tokens = [`Reply::cached_tokens`] (0 unless scripted). Streams send text one word per
+//! Usage: prompt tokens = request body bytes / 4, output tokens = words of the answer, cache
+//! reads and writes = [`Reply::cached_tokens`] and [`Reply::cache_write_tokens`] (0 unless
+//! scripted). As in the real APIs, OpenAI prompt/input tokens include the cached ones, while
+//! Anthropic `input_tokens` and Bedrock `inputTokens` count only the uncached rest (Bedrock's
+//! `totalTokens` still counts everything). Streams send text one word per
 //! delta and tool arguments in at least two fragments, `chunk_delay` apart.
 //!
 //! # Scripting
@@ -107,6 +110,8 @@ pub struct Reply {
     pub body: ReplyBody,
     /// Cache read tokens reported in the usage of a default or [`ReplyBody::Answer`] answer.
     pub cached_tokens: u64,
+    /// Cache write tokens, likewise (Anthropic, Bedrock and Responses report them).
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -227,6 +232,11 @@ impl Reply {
 
     pub fn cached_tokens(mut self, n: u64) -> Self {
         self.cached_tokens = n;
+        self
+    }
+
+    pub fn cache_write_tokens(mut self, n: u64) -> Self {
+        self.cache_write_tokens = n;
         self
     }
 }
@@ -424,6 +434,7 @@ async fn handle(
         return api.error(status, &message);
     }
     let status = reply.status;
+    let cache = (reply.cached_tokens, reply.cache_write_tokens);
     let mut res = match reply.body {
         ReplyBody::Hang => {
             std::future::pending::<()>().await;
@@ -469,7 +480,7 @@ async fn handle(
             then_hang,
         ),
         ReplyBody::Answer(answer) => {
-            let out = render(api, &uri, &body, raw.len(), &answer, reply.cached_tokens);
+            let out = render(api, &uri, &body, raw.len(), &answer, cache);
             respond(&inner, out, options.chunk_delay)
         }
         ReplyBody::Default => {
@@ -477,14 +488,7 @@ async fn handle(
             let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
                 openai::legacy(&body, &options)
             } else {
-                render(
-                    api,
-                    &uri,
-                    &body,
-                    raw.len(),
-                    &conv.answer(),
-                    reply.cached_tokens,
-                )
+                render(api, &uri, &body, raw.len(), &conv.answer(), cache)
             };
             respond(&inner, out, options.chunk_delay)
         }
@@ -548,7 +552,7 @@ fn render(
     body: &Value,
     request_bytes: usize,
     answer: &Answer,
-    cached: u64,
+    (cached, cache_write): (u64, u64),
 ) -> Out {
     let (answer, truncated) = truncate(answer, max_tokens(api, body));
     let answer = &answer;
@@ -571,7 +575,7 @@ fn render(
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        usage: Usage::of(request_bytes, answer, cached),
+        usage: Usage::of(request_bytes, answer, cached, cache_write),
         tools: body.get("tools").cloned().unwrap_or(Value::Array(vec![])),
         truncated,
     };

@@ -72,7 +72,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
 fn usage_json(u: &Usage) -> Value {
     json!({
         "input_tokens": u.input,
-        "input_tokens_details": {"cached_tokens": u.cached},
+        "input_tokens_details": {"cached_tokens": u.cached, "cache_write_tokens": u.cache_write},
         "output_tokens": u.output,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.total()
@@ -238,11 +238,7 @@ pub fn responses_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
         model: model.into(),
         stream: true,
         include_usage: false,
-        usage: Usage {
-            input: 10,
-            output: pieces.len() as u64,
-            cached: 0,
-        },
+        usage: Usage::fixed(10, pieces.len() as u64),
         tools: json!([]),
         truncated: false,
     };

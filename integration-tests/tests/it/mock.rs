@@ -100,12 +100,13 @@ async fn anthropic_message_echoes_the_user_and_counts_usage() {
 #[tokio::test]
 async fn anthropic_stream_has_the_full_event_sequence() {
     let mock = MockProvider::start().await.unwrap();
-    mock.push(Reply::default().cached_tokens(3));
+    mock.push(Reply::default().cached_tokens(3).cache_write_tokens(2));
+    let body = json!({"model": "claude-x", "max_tokens": 64, "stream": true,
+                      "messages": [{"role": "user", "content": "one two three"}]});
     let res = post(
         format!("{}/v1/messages", mock.url()),
         ANTHROPIC_HEADERS,
-        &json!({"model": "claude-x", "max_tokens": 64, "stream": true,
-                "messages": [{"role": "user", "content": "one two three"}]}),
+        &body,
     )
     .await;
     assert_eq!(res.headers()["content-type"], "text/event-stream");
@@ -131,8 +132,11 @@ async fn anthropic_stream_has_the_full_event_sequence() {
     let start = &events[0].1["message"];
     assert_eq!(start["content"], json!([]));
     assert!(start["stop_reason"].is_null());
-    assert!(start["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    // Anthropic's input_tokens leaves out what was read from or written to the cache.
+    let prompt = serde_json::to_vec(&body).unwrap().len() as u64 / 4;
+    assert_eq!(start["usage"]["input_tokens"], prompt - 5);
     assert_eq!(start["usage"]["cache_read_input_tokens"], 3);
+    assert_eq!(start["usage"]["cache_creation_input_tokens"], 2);
     assert_eq!(
         events[1].1["content_block"],
         json!({"type": "text", "text": ""})
@@ -385,10 +389,15 @@ async fn bedrock_converse_answers_with_usage() {
     );
     assert_eq!(r["stopReason"], "end_turn");
     let input = serde_json::to_vec(&body).unwrap().len() as u64 / 4;
-    assert_eq!(r["usage"]["inputTokens"], input);
+    assert_eq!(
+        r["usage"]["inputTokens"],
+        input - 4,
+        "cache reads are apart"
+    );
     assert_eq!(r["usage"]["outputTokens"], 4);
     assert_eq!(r["usage"]["totalTokens"], input + 4);
     assert_eq!(r["usage"]["cacheReadInputTokens"], 4);
+    assert_eq!(r["usage"]["cacheWriteInputTokens"], 0);
     assert_eq!(
         mock.requests()[0].path,
         "/model/amazon.nova-lite-v1%3A0/converse"
@@ -559,7 +568,10 @@ async fn responses_answer_is_a_response_object() {
     assert_eq!(r["usage"]["input_tokens"], input);
     assert_eq!(r["usage"]["output_tokens"], 5);
     assert_eq!(r["usage"]["total_tokens"], input + 5);
-    assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 2);
+    assert_eq!(
+        r["usage"]["input_tokens_details"]["cached_tokens"], 2,
+        "OpenAI's input_tokens include the cached ones"
+    );
 }
 
 /// Checks what every Responses stream must hold and returns the events by name.
