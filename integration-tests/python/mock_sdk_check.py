@@ -79,4 +79,20 @@ try:
     raise SystemExit("expected 404")
 except openai.NotFoundError as e:
     print("openai 404:", e.body)
+# Errors in each API's shape reach the SDKs' own exception classes.
+try:
+    a.messages.create(model="mock-error-529", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    raise SystemExit("expected 529")
+except anthropic.APIStatusError as e:
+    assert e.status_code == 529 and e.body["error"]["type"] == "overloaded_error", e.body
+try:
+    a.messages.create(model="mock-error-429", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    raise SystemExit("expected 429")
+except anthropic.RateLimitError as e:
+    assert e.body["error"]["type"] == "rate_limit_error", e.body
+try:
+    o.responses.create(model="mock-error-400", input="x")
+    raise SystemExit("expected 400")
+except openai.BadRequestError as e:
+    assert e.message, e
 print("ALL SDK CHECKS PASSED")

@@ -307,6 +307,22 @@ mod tests {
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
     }
 
+    /// The encoder against two frames from aws-c-event-stream's tests (the empty message,
+    /// and a headerless `{'foo':'bar'}` payload): byte for byte, both CRCs included.
+    #[test]
+    fn frames_match_the_reference_vectors() {
+        assert_eq!(
+            frame(&[], b""),
+            [
+                0, 0, 0, 0x10, 0, 0, 0, 0, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98, 0xc8, 0xff
+            ]
+        );
+        let mut expected = vec![0, 0, 0, 0x1d, 0, 0, 0, 0, 0xfd, 0x52, 0x8c, 0x5a];
+        expected.extend_from_slice(b"{'foo':'bar'}");
+        expected.extend_from_slice(&[0xc3, 0x65, 0x39, 0x36]);
+        assert_eq!(frame(&[], b"{'foo':'bar'}"), expected);
+    }
+
     #[test]
     fn frame_lengths_add_up() {
         let f = bedrock_frame("messageStop", &json!({"stopReason": "end_turn"}));

@@ -21,6 +21,10 @@
 //!   `toolu_mock_1` (Anthropic) or `tooluse_mock_1` (Bedrock), stop reason tool use;
 //! - else text `mock reply to: <last user text, first 200 chars>`.
 //!
+//! A request for model `mock-error-<status>` (e.g. `mock-error-429`; for Bedrock the model id
+//! in the path) gets that status with an error body in the route's shape, so tests can drive
+//! errors through a `mock-llm` process they cannot script.
+//!
 //! Exception, kept for the benchmarks and older tests: a plain chat completion (no tool to
 //! call, no tool result) gets the sized answer of [`completion`] (about `body_bytes` of "lorem ipsum")
 //! or, streaming, [`default_stream`] (`tok0 tok1 …`, `chunks` chunks).
@@ -483,6 +487,9 @@ async fn handle(
             let out = render(api, &uri, &body, raw.len(), &answer, cache);
             respond(&inner, out, options.chunk_delay)
         }
+        ReplyBody::Default if let Some(code) = error_model(api, uri.path(), &body) => {
+            api.error(code, &format!("mock error {}", code.as_u16()))
+        }
         ReplyBody::Default => {
             let conv = conversation(api, &body);
             let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
@@ -585,6 +592,19 @@ fn render(
         Api::Responses => responses::render(&ctx, answer),
         Api::Converse | Api::ConverseStream => bedrock::render(&ctx, answer),
     }
+}
+
+/// The status a `mock-error-<status>` model asks for: how a test drives errors through a
+/// separate `mock-llm` process, which it cannot script.
+fn error_model(api: Api, path: &str, body: &Value) -> Option<StatusCode> {
+    let model = match api {
+        Api::Converse | Api::ConverseStream => bedrock::model_id(path)?,
+        _ => body.get("model")?.as_str()?.to_string(),
+    };
+    let code: u16 = model.strip_prefix("mock-error-")?.parse().ok()?;
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
 }
 
 /// The request's output token limit, under each API's name for it.

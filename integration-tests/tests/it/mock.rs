@@ -974,3 +974,46 @@ async fn anthropic_error_event_mid_stream() {
     assert_eq!(name.as_deref(), Some("error"));
     assert_eq!(data["error"]["type"], "overloaded_error");
 }
+
+#[tokio::test]
+async fn mock_error_models_answer_in_each_apis_error_shape() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let res = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "mock-error-503", "messages": []}),
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"]["message"], "mock error 503");
+
+    let res = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "mock-error-529", "max_tokens": 1, "messages": []}),
+    )
+    .await;
+    assert_eq!(res.status(), 529);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "overloaded_error");
+
+    let res = post(
+        url("/model/mock-error-403/converse-stream"),
+        &[],
+        &json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["x-amzn-errortype"], "AccessDeniedException");
+
+    // Not a status: an ordinary model.
+    let res = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "mock-error-x", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}
