@@ -105,6 +105,8 @@ for target in direct:$MOCK egress:$EGRESS nginx:$NGX edge:$EDGE edgetls:$EDGE_TL
   echo "fixed 1000 rps: $name" >&2;  R[$name.rate]=$(run "$addr" --mode rate --rate 1000)
   echo "max throughput: $name" >&2;  R[$name.max]=$(run "$addr" --mode max --concurrency 64 --threads 1)
 done
+echo "fixed 1000 rps: egress, /v1/messages translated to chat" >&2
+R[translated.rate]=$("$bin/loadgen" --url "http://$EGRESS/v1/messages" --api messages --seconds "$SECONDS_PER_RUN" --mode rate --rate 1000)
 for target in direct:$MOCK egress:$EGRESS; do
   name=${target%%:*}; addr=${target#*:}
   echo "streaming TTFT: $name" >&2; R[$name.ttft]=$(run "$addr" --mode ttft --concurrency 8)
@@ -116,12 +118,13 @@ ratelimit_bench=$(cargo bench -q -p plano-egress --bench ratelimit 2>/dev/null |
 d50=$(field "${R[direct.rate]}" p50_ms); d99=$(field "${R[direct.rate]}" p99_ms)
 e50=$(field "${R[egress.rate]}" p50_ms); e99=$(field "${R[egress.rate]}" p99_ms)
 n50=$(field "${R[nginx.rate]}" p50_ms); n99=$(field "${R[nginx.rate]}" p99_ms)
+x50=$(field "${R[translated.rate]}" p50_ms); x99=$(field "${R[translated.rate]}" p99_ms)
 g50=$(field "${R[edge.rate]}" p50_ms); g99=$(field "${R[edge.rate]}" p99_ms)
 t50=$(field "${R[edgetls.rate]}" p50_ms); t99=$(field "${R[edgetls.rate]}" p99_ms); tmax=$(field "${R[edgetls.max]}" rps)
 dmax=$(field "${R[direct.max]}" rps); emax=$(field "${R[egress.max]}" rps); nmax=$(field "${R[nginx.max]}" rps); gmax=$(field "${R[edge.max]}" rps)
 dt50=$(field "${R[direct.ttft]}" first_p50_ms); dt99=$(field "${R[direct.ttft]}" first_p99_ms)
 et50=$(field "${R[egress.ttft]}" first_p50_ms); et99=$(field "${R[egress.ttft]}" first_p99_ms)
-added99=$(python3 -c "print(round($e99-$d99,3))"); ratio=$(python3 -c "print(round($emax/$nmax,2))")
+added99=$(python3 -c "print(round($e99-$d99,3))"); translate99=$(python3 -c "print(round($x99-$e99,3))"); ratio=$(python3 -c "print(round($emax/$nmax,2))")
 ttft_added=$(python3 -c "print(round($et50-$dt50,3))")
 errs=$(for k in "${!R[@]}"; do field "${R[$k]}" errors; done | paste -sd+ | bc)
 
@@ -140,6 +143,7 @@ contention; compare rows, not machines. Errors across all runs: ${errs}.
 |---|---|---|
 | direct to mock | $d50 | $d99 |
 | through plano-egress | $e50 | $e99 |
+| through plano-egress, \`/v1/messages\` translated to chat and back | $x50 | $x99 |
 | through nginx proxy_pass | $n50 | $n99 |
 | through plano-edge → plano-egress | $g50 | $g99 |
 | through plano-edge (TLS 1.3, keep-alive) → plano-egress | $t50 | $t99 |
@@ -166,6 +170,7 @@ contention; compare rows, not machines. Errors across all runs: ${errs}.
 | target | budget | measured | met |
 |---|---|---|---|
 | egress added p99 at 1k rps | ≤ 0.5 ms | $added99 ms | $(python3 -c "print('inconclusive: direct p99 was worse (noise)' if $added99 < 0 else ('yes' if $added99 <= 0.5 else 'no'))") |
+| translation added p99 (\`/v1/messages\` vs pass-through chat) | ≤ 0.3 ms | $translate99 ms | $(python3 -c "print('inconclusive: pass-through p99 was worse (noise)' if $translate99 < 0 else ('yes' if $translate99 <= 0.3 else 'no'))") |
 | egress throughput vs nginx | ≥ 0.8× | ${ratio}× | $(python3 -c "print('yes' if $ratio >= 0.8 else 'no')") |
 | streaming TTFT added (p50) | ≤ 0.5 ms | $ttft_added ms | $(python3 -c "print('yes' if $ttft_added <= 0.5 else 'no')") |
 | egress idle RSS | ≤ 30 MiB | $idle_rss MiB | $(python3 -c "print('yes' if $idle_rss <= 30 else 'no')") |

@@ -24,6 +24,9 @@ pub enum AttemptError {
     Protocol(String),
     /// The provider's circuit is open: skipped without sending.
     CircuitOpen,
+    /// The request cannot be expressed in this provider's API (not sent; another
+    /// provider may still take it).
+    Untranslatable(String),
 }
 
 impl AttemptError {
@@ -34,6 +37,7 @@ impl AttemptError {
                 matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
             }
             AttemptError::CircuitOpen => true,
+            AttemptError::Untranslatable(_) => false,
         }
     }
 
@@ -47,6 +51,7 @@ impl AttemptError {
             AttemptError::Status { .. } => "http_4xx",
             AttemptError::Protocol(_) => "protocol_error",
             AttemptError::CircuitOpen => "circuit_open",
+            AttemptError::Untranslatable(_) => "untranslatable",
         }
     }
 
@@ -54,18 +59,45 @@ impl AttemptError {
     /// client's fault, not the provider's).
     pub fn counts_against_provider(&self) -> bool {
         !matches!(self, AttemptError::Status { status, .. } if status.is_client_error() && status.as_u16() != 429)
-            && !matches!(self, AttemptError::CircuitOpen)
+            && !matches!(
+                self,
+                AttemptError::CircuitOpen | AttemptError::Untranslatable(_)
+            )
     }
 
     pub fn describe(&self) -> String {
         match self {
             AttemptError::Connect(e) => format!("connection failed: {e}"),
             AttemptError::Timeout(what) => format!("timed out waiting for {what}"),
-            AttemptError::Status { status, .. } => format!("answered {}", status.as_u16()),
+            AttemptError::Status { status, body, .. } => match upstream_message(body) {
+                Some(m) => format!("answered {}: {m}", status.as_u16()),
+                None => format!("answered {}", status.as_u16()),
+            },
             AttemptError::Protocol(e) => format!("broken response: {e}"),
             AttemptError::CircuitOpen => "skipped: circuit open after repeated failures".into(),
+            AttemptError::Untranslatable(e) => format!("request not expressible in its API: {e}"),
         }
     }
+}
+
+/// The human message in a provider's error body, whatever its API: OpenAI and Anthropic
+/// (`error.message`), Bedrock (`message` / `Message`), or short plain text. Bounded.
+pub fn upstream_message(body: &[u8]) -> Option<String> {
+    const MAX: usize = 500;
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => ["/error/message", "/message", "/Message", "/error"]
+            .iter()
+            .find_map(|p| v.pointer(p).and_then(|m| m.as_str()).map(str::to_string))?,
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    };
+    if text.is_empty() {
+        return None;
+    }
+    let mut end = text.len().min(MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_string())
 }
 
 /// Why a request was answered with an error.
@@ -81,6 +113,8 @@ pub enum EgressError {
     ModelNotFound(String),
     /// The selected provider speaks an API this path cannot reach yet.
     Unsupported(String),
+    /// The request refers to state we do not have (an unknown `previous_response_id`).
+    Conflict(String),
     /// The whole-request deadline passed before anything was sent to the client.
     DeadlineExceeded(Duration),
     /// Every provider tried failed. `(provider, error)` in the order tried.
@@ -94,6 +128,7 @@ impl EgressError {
             EgressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EgressError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             EgressError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            EgressError::Conflict(_) => StatusCode::CONFLICT,
             EgressError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             EgressError::AllFailed(failures) => {
                 let last_status = failures.iter().rev().find_map(|(_, e)| match e {
@@ -104,6 +139,7 @@ impl EgressError {
                     (Some(s), _) => s,
                     (None, Some(AttemptError::Timeout(_))) => StatusCode::GATEWAY_TIMEOUT,
                     (None, Some(AttemptError::CircuitOpen)) => StatusCode::SERVICE_UNAVAILABLE,
+                    (None, Some(AttemptError::Untranslatable(_))) => StatusCode::BAD_REQUEST,
                     _ => StatusCode::BAD_GATEWAY,
                 }
             }
@@ -117,21 +153,22 @@ impl EgressError {
             EgressError::PayloadTooLarge { .. } => "payload_too_large",
             EgressError::ModelNotFound(_) => "model_not_found",
             EgressError::Unsupported(_) => "unsupported_provider_api",
+            EgressError::Conflict(_) => "unknown_previous_response",
             EgressError::DeadlineExceeded(_) => "deadline_exceeded",
             EgressError::AllFailed(_) => "upstream_failed",
         }
     }
 
     /// The upstream's own error body, when one provider failed with a status: the client
-    /// sees exactly what the provider said.
-    pub fn upstream_body(&self) -> Option<(StatusCode, Bytes)> {
+    /// sees exactly what the provider said (when the provider speaks the client's API).
+    pub fn upstream_body(&self) -> Option<(String, StatusCode, Bytes)> {
         match self {
             EgressError::AllFailed(f) if f.len() == 1 || f.iter().all(|(n, _)| *n == f[0].0) => {
                 match f.last().map(|(_, e)| e) {
                     Some(AttemptError::Status { status, body, .. })
                         if serde_json::from_slice::<serde_json::Value>(body).is_ok() =>
                     {
-                        Some((*status, body.clone()))
+                        Some((f[0].0.clone(), *status, body.clone()))
                     }
                     _ => None,
                 }
@@ -150,7 +187,7 @@ impl EgressError {
             EgressError::ModelNotFound(m) => format!(
                 "model `{m}` is not configured: use a configured model, alias or `provider/model` (GET /v1/models lists them)"
             ),
-            EgressError::Unsupported(m) => m.clone(),
+            EgressError::Unsupported(m) | EgressError::Conflict(m) => m.clone(),
             EgressError::DeadlineExceeded(d) => {
                 format!("no complete answer from the provider within the listener timeout of {d:?}")
             }

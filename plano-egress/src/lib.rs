@@ -1,6 +1,7 @@
 //! `plano-egress`: the model proxy. One OpenAI-compatible endpoint in front of many LLM
 //! providers. Read `dispatch/mod.rs` for the request path.
 
+pub mod conversations;
 pub mod dispatch;
 pub mod error;
 pub mod providers;

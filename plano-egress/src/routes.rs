@@ -15,11 +15,14 @@ use plano_common::metrics as m;
 use tokio::time::Instant;
 
 use crate::dispatch;
+use crate::providers::plan::Api;
 use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
@@ -33,14 +36,26 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    serve(state, Api::Chat, headers, body).await
+}
+
+async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    serve(state, Api::Messages, headers, body).await
+}
+
+async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    serve(state, Api::Responses, headers, body).await
+}
+
+async fn serve(state: Arc<AppState>, api: Api, headers: HeaderMap, body: Body) -> Response {
     let limit = state
         .runtime()
         .config
         .model_listener()
         .map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
     match dispatch::read_request_body(body, limit).await {
-        Ok(bytes) => dispatch::chat_completions(state, headers, bytes).await,
-        Err(e) => e.into_api_error(ApiShape::OpenAi).into_response(),
+        Ok(bytes) => dispatch::serve(state, api, headers, bytes).await,
+        Err(e) => e.into_api_error(dispatch::shape_of(api)).into_response(),
     }
 }
 

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use plano_common::health::HealthRegistry;
 use plano_config::Config;
 
+use crate::conversations::Conversations;
 use crate::dispatch::circuit::Circuits;
 use crate::ratelimit::RateLimiter;
 use crate::upstream::{self, HttpClient};
@@ -21,6 +22,8 @@ pub struct Runtime {
 pub struct AppState {
     runtime: ArcSwap<Runtime>,
     pub circuits: Circuits,
+    /// Responses conversations (`previous_response_id`), kept across reloads.
+    pub conversations: Arc<Conversations>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
             circuits,
+            conversations: Arc::new(Conversations::default()),
         })
     }
 

@@ -38,6 +38,9 @@ struct Args {
     /// PEM CA to trust for https:// URLs.
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
+    /// Request body shape: `chat` (OpenAI chat completions) or `messages` (Anthropic).
+    #[arg(long, default_value = "chat")]
+    api: String,
 }
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -67,15 +70,16 @@ fn connector(
         .wrap_connector(http))
 }
 
-fn body(stream: bool) -> Bytes {
-    Bytes::from(
-        serde_json::json!({
-            "model": "gpt-4o-mini",
-            "stream": stream,
-            "messages": [{"role": "user", "content": "Say hello in one short sentence, please."}]
-        })
-        .to_string(),
-    )
+fn body(api: &str, stream: bool) -> Bytes {
+    let mut body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello in one short sentence, please."}]
+    });
+    if api == "messages" {
+        body["max_tokens"] = serde_json::json!(256);
+    }
+    Bytes::from(body.to_string())
 }
 
 /// One request; returns (time to first body byte, total time) on a 200.
@@ -126,6 +130,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .pool_max_idle_per_host(4096)
         .build(connector(args.ca.as_deref())?);
     let url: Arc<str> = args.url.clone().into();
+    let whole = body(&args.api, false);
+    let streamed = body(&args.api, true);
     let lat = Arc::new(Mutex::new(Vec::<(Duration, Duration)>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run_for = Duration::from_secs(args.seconds);
@@ -138,10 +144,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for i in 0..total {
                 let scheduled = began + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(scheduled.into()).await;
-                let (client, url, lat, errors) =
-                    (client.clone(), url.clone(), lat.clone(), errors.clone());
+                let (client, url, lat, errors, payload) = (
+                    client.clone(),
+                    url.clone(),
+                    lat.clone(),
+                    errors.clone(),
+                    whole.clone(),
+                );
                 handles.push(tokio::spawn(async move {
-                    match one(&client, &url, body(false), scheduled).await {
+                    match one(&client, &url, payload, scheduled).await {
                         Some(t) => lat.lock().await.push(t),
                         None => {
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -159,10 +170,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for _ in 0..args.concurrency {
                 let (client, url, lat, errors) =
                     (client.clone(), url.clone(), lat.clone(), errors.clone());
+                let payload = if stream {
+                    streamed.clone()
+                } else {
+                    whole.clone()
+                };
                 workers.push(tokio::spawn(async move {
                     let mut mine = Vec::new();
                     while began.elapsed() < run_for {
-                        match one(&client, &url, body(stream), Instant::now()).await {
+                        match one(&client, &url, payload.clone(), Instant::now()).await {
                             Some(t) => mine.push(t),
                             None => {
                                 errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

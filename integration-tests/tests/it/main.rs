@@ -7,10 +7,12 @@
 
 mod acme;
 mod admin;
+mod apis;
 mod cli;
 mod edge;
 mod egress;
 mod limits;
 mod mock;
 mod reload;
+mod sdk;
 mod support;

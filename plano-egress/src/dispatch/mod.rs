@@ -1,13 +1,18 @@
-//! The egress request path for `POST /v1/chat/completions`, top to bottom:
+//! The egress request path for `POST /v1/chat/completions`, `/v1/messages` and
+//! `/v1/responses`, top to bottom:
 //!
-//! 1. parse the body (400 naming the problem) and read `model`, `stream`, `stream_options`;
+//! 1. parse the body (400 naming the problem, in the client API's error shape) and read
+//!    `model`, `stream`, `stream_options`; a Responses `previous_response_id` is expanded
+//!    into the stored conversation (409 when unknown);
 //! 2. select the providers to try (`select.rs`): the target, then an alias's fallbacks;
 //! 3. admit against the rate limits (429 before anything is sent upstream);
-//! 4. for each provider (failover), while its circuit allows: attempt, and on a retryable
-//!    failure back off (honouring `Retry-After`) and attempt again, up to `max_retries`;
-//!    a stream is committed only once its first upstream event has arrived, so every
-//!    failure before that point can still be retried or failed over;
-//! 5. respond: the upstream body as is (non-stream) or event by event (`stream.rs`), with
+//! 4. for each provider (failover), while its circuit allows: route the request to the
+//!    provider's API (`providers::plan`: as is when the client speaks it, else translated
+//!    through chat completions), attempt, and on a retryable failure back off (honouring
+//!    `Retry-After`) and attempt again, up to `max_retries`; a stream is committed only
+//!    once its first upstream event has arrived, so every failure before that point can
+//!    still be retried or failed over;
+//! 5. respond: the answer in the client's API, whole or event by event (`stream.rs`), with
 //!    `x-request-id`, `x-plano-provider`, `x-plano-attempts`, `x-plano-overhead-ms`;
 //!    tokens are metered when the body ends.
 //!
@@ -28,66 +33,158 @@ use http_body_util::BodyExt;
 use metrics::{counter, histogram};
 use plano_common::errors::ApiShape;
 use plano_common::metrics as m;
-use plano_config::{Config, Provider, ProviderApi};
-use serde_json::Value;
+use plano_config::{Config, Provider};
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::error::{AttemptError, EgressError};
-use crate::providers::openai;
+use crate::providers::plan::{Api, ClientRequest, Route};
+use crate::providers::{openai, responses};
 use crate::ratelimit::{Decision, LimitRequest};
 use crate::state::{AppState, Runtime};
-use crate::stream::{self, StreamPlan, Usage};
+use crate::stream::{self, StreamPlan};
 
 /// Largest non-streaming upstream body we relay (a sane bound on a chat answer).
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
+/// The error shape a client of `api` expects.
+pub fn shape_of(api: Api) -> ApiShape {
+    match api {
+        Api::Messages => ApiShape::Anthropic,
+        Api::Chat | Api::Responses | Api::Converse => ApiShape::OpenAi,
+    }
+}
+
 /// What the request asked for, read once from the body.
 struct Ask {
-    body: serde_json::Map<String, Value>,
+    api: Api,
+    body: Map<String, Value>,
     model: Option<String>,
     stream: bool,
     client_wants_usage: bool,
+    /// Responses: the conversation stored under `previous_response_id`, when one was given
+    /// and found (prepended to the input for translated providers).
+    history: Option<Arc<Vec<Value>>>,
+    /// Responses: the id of the answer, chosen here so it can be stored under it.
+    response_id: String,
 }
 
-fn parse(body: &Bytes) -> Result<Ask, EgressError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| EgressError::BadRequest {
-        code: "invalid_json",
-        message: format!("request body is not valid JSON: {e}"),
+fn bad(code: &'static str, message: impl Into<String>) -> EgressError {
+    EgressError::BadRequest {
+        code,
+        message: message.into(),
+    }
+}
+
+fn parse(api: Api, body: &Bytes) -> Result<Ask, EgressError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
     })?;
     let Value::Object(body) = value else {
-        return Err(EgressError::BadRequest {
-            code: "invalid_request",
-            message: "request body must be a JSON object".into(),
-        });
+        return Err(bad("invalid_request", "request body must be a JSON object"));
     };
     let model = match body.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            return Err(EgressError::BadRequest {
-                code: "invalid_request",
-                message: "`model` must be a string".into(),
-            });
-        }
+        Some(_) => return Err(bad("invalid_request", "`model` must be a string")),
     };
-    if !matches!(body.get("messages"), Some(Value::Array(_))) {
-        return Err(EgressError::BadRequest {
-            code: "invalid_request",
-            message: "`messages` must be a list of messages".into(),
-        });
+    match api {
+        Api::Chat | Api::Messages if !matches!(body.get("messages"), Some(Value::Array(_))) => {
+            return Err(bad(
+                "invalid_request",
+                "`messages` must be a list of messages",
+            ));
+        }
+        Api::Responses
+            if !matches!(body.get("input"), Some(Value::Array(_) | Value::String(_))) =>
+        {
+            return Err(bad(
+                "invalid_request",
+                "`input` must be a string or a list of input items",
+            ));
+        }
+        _ => {}
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("invalid_request", "`stream` must be a boolean")),
+    };
     let client_wants_usage = body
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     Ok(Ask {
+        api,
         body,
         model,
         stream,
         client_wants_usage,
+        history: None,
+        response_id: format!("resp_{}", uuid::Uuid::new_v4().simple()),
     })
+}
+
+/// Responses: look up `previous_response_id`. Unknown → 409, unless the route may be
+/// native (OpenAI keeps its own state, so an id it issued is passed through to it).
+fn expand_history(state: &AppState, ask: &mut Ask) -> Result<(), EgressError> {
+    let Some(prev) = ask.body.get("previous_response_id") else {
+        return Ok(());
+    };
+    let Value::String(id) = prev else {
+        if prev.is_null() {
+            return Ok(());
+        }
+        return Err(bad(
+            "invalid_request",
+            "`previous_response_id` must be a string",
+        ));
+    };
+    ask.history = state.conversations.get(id);
+    Ok(())
+}
+
+/// The client's body as sent to a provider on `route`. Responses: a known
+/// `previous_response_id` is replaced by the stored conversation prepended to the input
+/// (so any provider, native or translated, sees the whole conversation); an unknown one is
+/// passed through to a native provider (OpenAI keeps its own state) and is a 409 otherwise.
+fn body_for(ask: &Ask, route: &Route) -> Result<Map<String, Value>, EgressError> {
+    let mut body = ask.body.clone();
+    if ask.api != Api::Responses {
+        return Ok(body);
+    }
+    let Some(prev) = body.get("previous_response_id").filter(|v| !v.is_null()) else {
+        return Ok(body);
+    };
+    let Some(history) = &ask.history else {
+        if route.native() {
+            return Ok(body);
+        }
+        return Err(EgressError::Conflict(format!(
+            "previous_response_id `{}` is not known here: it expired, was stored with `store: false`, or was issued by another replica or by the provider directly",
+            prev.as_str().unwrap_or_default()
+        )));
+    };
+    body.remove("previous_response_id");
+    let new_items = responses::conversation_items(&ask.body).map_err(translate_error)?;
+    let mut input: Vec<Value> = history.as_ref().clone();
+    input.extend(new_items);
+    body.insert("input".into(), Value::Array(input));
+    Ok(body)
+}
+
+fn translate_error(e: crate::providers::TranslateError) -> EgressError {
+    EgressError::BadRequest {
+        code: "invalid_request",
+        message: match &e.param {
+            Some(p) => format!("{} (at `{p}`)", e.message),
+            None => e.message,
+        },
+    }
 }
 
 /// Time accounting for `x-plano-overhead-ms`: everything not spent waiting on an upstream
@@ -103,31 +200,19 @@ impl Clock {
     }
 }
 
-/// `POST /v1/chat/completions`.
-pub async fn chat_completions(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /v1/chat/completions`, `/v1/messages` or `/v1/responses`, by `api`.
+pub async fn serve(state: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
     let mut clock = Clock {
         start: Instant::now(),
         waited: Duration::ZERO,
     };
     let request_id = plano_common::request_id::ensure(&headers);
     let rt = state.runtime();
-    let mut response = match handle(&state, &rt, &headers, &body, &request_id, &mut clock).await {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some((status, upstream_body)) = e.upstream_body() {
-                tracing::info!(request_id = ?request_id, status = status.as_u16(), "upstream error relayed");
-                (
-                    status,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    upstream_body,
-                )
-                    .into_response()
-            } else {
-                tracing::info!(request_id = ?request_id, reason = e.reason(), "request failed");
-                e.into_api_error(ApiShape::OpenAi).into_response()
-            }
-        }
-    };
+    let mut response =
+        match handle(&state, &rt, api, &headers, &body, &request_id, &mut clock).await {
+            Ok(r) => r,
+            Err(e) => error_response(&rt.config, api, e, &request_id),
+        };
     let h = response.headers_mut();
     h.insert("x-request-id", request_id);
     let overhead = clock.overhead();
@@ -138,16 +223,43 @@ pub async fn chat_completions(state: Arc<AppState>, headers: HeaderMap, body: By
     response
 }
 
+/// An error in the client's API shape. A provider's own error body is relayed untouched
+/// when the provider speaks the client's API; otherwise its status is kept and its message
+/// carried in our body.
+fn error_response(config: &Config, api: Api, e: EgressError, request_id: &HeaderValue) -> Response {
+    if let Some((provider, status, upstream_body)) = e.upstream_body() {
+        let same_shape = config
+            .provider(&provider)
+            .map(|p| Route::new(p, api).upstream)
+            .is_some_and(|up| up != Api::Converse && shape_of(up) == shape_of(api));
+        if same_shape {
+            tracing::info!(request_id = ?request_id, status = status.as_u16(), "upstream error relayed");
+            return (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                upstream_body,
+            )
+                .into_response();
+        }
+    }
+    tracing::info!(request_id = ?request_id, reason = e.reason(), "request failed");
+    e.into_api_error(shape_of(api)).into_response()
+}
+
 async fn handle(
     state: &AppState,
     rt: &Runtime,
+    api: Api,
     headers: &HeaderMap,
     raw: &Bytes,
     request_id: &HeaderValue,
     clock: &mut Clock,
 ) -> Result<Response, EgressError> {
     let config = &rt.config;
-    let ask = parse(raw)?;
+    let mut ask = parse(api, raw)?;
+    if api == Api::Responses {
+        expand_history(state, &mut ask)?;
+    }
     let selection = select::select(config, headers, ask.model.as_deref())?;
     let listener = config.model_listener();
     let timeout = listener.map_or(Duration::from_secs(30), |l| l.timeout);
@@ -185,7 +297,7 @@ async fn handle(
                 limit_headers = headers;
             }
             deny @ Decision::Deny { .. } => {
-                if let Some(r) = deny.rejection(ApiShape::OpenAi) {
+                if let Some(r) = deny.rejection(shape_of(api)) {
                     return Ok(r);
                 }
             }
@@ -202,18 +314,31 @@ async fn handle(
             tracing::info!(request_id = ?request_id, from = %prev.name, to = %provider.name, "failing over");
         }
         previous = Some(provider);
-        if provider.api != ProviderApi::OpenAi && provider.api != ProviderApi::AzureOpenAi {
-            failures.push((
-                provider.name.clone(),
-                AttemptError::Protocol(format!(
-                    "provider API {:?} is not reachable from /v1/chat/completions yet",
-                    provider.api
-                )),
-            ));
-            continue;
-        }
-        let upstream_body = upstream_body(&ask, &candidate.model_id)?;
-        let uri = openai::uri(provider, &provider.chat_path()).map_err(EgressError::Unsupported)?;
+        let route = Route::new(provider, api);
+        let client_body = body_for(&ask, &route)?;
+        let echo_model = ask.model.clone().unwrap_or_else(|| provider.name.clone());
+        let client_req = ClientRequest {
+            api,
+            body: &client_body,
+            model: &echo_model,
+            stream: ask.stream,
+            response_id: &ask.response_id,
+        };
+        // A body this provider's API cannot express is the client's problem only when no
+        // other provider is left to try.
+        let upstream_body = match route.request_body(&client_req, &candidate.model_id) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(request_id = ?request_id, provider = %provider.name, error = %e, "request not translatable for this provider");
+                failures.push((
+                    provider.name.clone(),
+                    AttemptError::Untranslatable(e.message),
+                ));
+                continue;
+            }
+        };
+        let path = crate::providers::plan::upstream_path(provider, route.upstream, ask.stream);
+        let uri = openai::uri(provider, &path).map_err(EgressError::Unsupported)?;
         for attempt in 0..=max_retries {
             if !state.circuits.allow(&provider.name) {
                 failures.push((provider.name.clone(), AttemptError::CircuitOpen));
@@ -244,29 +369,46 @@ async fn handle(
             clock.waited += upstream_time;
             histogram!(m::LLM_UPSTREAM_DURATION_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())
                 .record(upstream_time.as_secs_f64());
+            // A 2xx whose body cannot be read in the provider's API counts as a broken
+            // attempt (retried, failed over), like a broken connection.
+            let result = match result {
+                Ok(Success::Whole { status, body }) => route
+                    .response_body(&client_req, &body)
+                    .map(|(body, usage)| Answer::Whole(status, body, usage))
+                    .map_err(|e| AttemptError::Protocol(format!("unusable answer: {}", e.message))),
+                Ok(Success::Stream { first, rest }) => Ok(Answer::Stream(first, rest)),
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(success) => {
                     state.circuits.success(&provider.name);
                     counter!(m::LLM_UPSTREAM_REQUESTS_TOTAL, "provider" => provider.name.clone(), "model" => provider.model.clone(), "outcome" => "success").increment(1);
                     let mut response = match success {
-                        Success::Whole { status, body } => {
-                            let usage = Usage::from_response(&body);
+                        Answer::Whole(status, body, usage) => {
                             usage.record(provider);
                             if let (Some(l), Some(t)) = (rt.limiter.as_ref(), ticket.take()) {
                                 l.reconcile(t, usage.total()).await;
                             }
+                            if api == Api::Responses {
+                                remember(state, &client_body, &body);
+                            }
                             (status, [(header::CONTENT_TYPE, "application/json")], body)
                                 .into_response()
                         }
-                        Success::Stream { first, rest } => {
+                        Answer::Stream(first, rest) => {
                             histogram!(m::LLM_TIME_TO_FIRST_TOKEN_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())
                                 .record(clock.start.elapsed().as_secs_f64());
+                            let remember_in = (api == Api::Responses).then(|| stream::Remember {
+                                conversations: state.conversations.clone(),
+                                request: client_body.clone(),
+                            });
                             let plan = StreamPlan {
                                 provider: provider.clone(),
-                                client_wants_usage: ask.client_wants_usage,
+                                shape: route.stream_shape(&client_req, ask.client_wants_usage),
                                 deadline,
                                 limiter: rt.limiter.clone(),
                                 ticket: ticket.take(),
+                                remember: remember_in,
                             };
                             stream::respond(first, rest, plan)
                         }
@@ -327,6 +469,13 @@ async fn handle(
     Err(EgressError::AllFailed(failures))
 }
 
+/// Store a whole Responses answer's conversation under its id (unless `store: false`).
+fn remember(state: &AppState, request: &Map<String, Value>, answer: &Bytes) {
+    if let Ok(response) = serde_json::from_slice::<Value>(answer) {
+        stream::store_conversation(&state.conversations, request, &response);
+    }
+}
+
 fn deadline_error(failures: Vec<(String, AttemptError)>, timeout: Duration) -> EgressError {
     if failures.is_empty() {
         EgressError::DeadlineExceeded(timeout)
@@ -343,25 +492,10 @@ fn deadline_error(failures: Vec<(String, AttemptError)>, timeout: Duration) -> E
     }
 }
 
-/// The body sent upstream: the client's, with the provider's own model id, and usage
-/// requested on streams (hidden again from a client that did not ask).
-fn upstream_body(ask: &Ask, model_id: &str) -> Result<Bytes, EgressError> {
-    let mut body = ask.body.clone();
-    body.insert("model".into(), Value::String(model_id.to_string()));
-    if ask.stream {
-        let opts = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
-    }
-    serde_json::to_vec(&body)
-        .map(Bytes::from)
-        .map_err(|e| EgressError::BadRequest {
-            code: "invalid_request",
-            message: format!("cannot encode the request: {e}"),
-        })
+/// A successful attempt, translated for the client (whole) or about to be (stream).
+enum Answer {
+    Whole(StatusCode, Bytes, crate::stream::Usage),
+    Stream(Bytes, hyper::body::Incoming),
 }
 
 enum Success {

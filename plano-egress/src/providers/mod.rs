@@ -18,6 +18,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod eventstream;
 pub mod openai;
+pub mod plan;
 pub mod responses;
 pub mod sse;
 

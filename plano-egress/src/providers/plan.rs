@@ -1,0 +1,273 @@
+//! How one request travels to one provider and back: which API it is sent in, the
+//! upstream path and body, and how the answer is turned into what the client expects.
+//! Every call into a family module (`anthropic`, `responses`, `bedrock`) is made here,
+//! so the request path in `dispatch/` never sees a wire format.
+
+use bytes::Bytes;
+use plano_config::{Provider, ProviderApi};
+use serde_json::{Map, Value};
+
+use super::{ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, responses};
+use crate::stream::Usage;
+
+/// An API family, as a client speaks it to us or as we speak it to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI chat completions (also Azure OpenAI, Gemini, Groq, Ollama, …).
+    Chat,
+    /// Anthropic Messages.
+    Messages,
+    /// OpenAI Responses.
+    Responses,
+    /// Amazon Bedrock Converse (upstream only).
+    Converse,
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Messages => "messages",
+            Api::Responses => "responses",
+            Api::Converse => "converse",
+        }
+    }
+}
+
+/// The API a provider is spoken to in, for a client speaking `client`. Only OpenAI's own
+/// API (prefix `openai`) is assumed to serve `/responses`; every other OpenAI-style
+/// provider gets Responses requests translated to chat completions.
+pub fn upstream_api(provider: &Provider, client: Api) -> Api {
+    match provider.api {
+        ProviderApi::Anthropic => Api::Messages,
+        ProviderApi::Bedrock => Api::Converse,
+        ProviderApi::OpenAi if client == Api::Responses && provider.prefix == "openai" => {
+            Api::Responses
+        }
+        ProviderApi::OpenAi | ProviderApi::AzureOpenAi => Api::Chat,
+    }
+}
+
+/// The path (under the provider's base URL) for `api`.
+pub fn upstream_path(provider: &Provider, api: Api, stream: bool) -> String {
+    match api {
+        Api::Chat | Api::Messages => provider.chat_path(),
+        Api::Responses => format!("{}/responses", provider.path_prefix),
+        Api::Converse => format!(
+            "{}/model/{}/{}",
+            provider.path_prefix,
+            encode_path_segment(&provider.model_id),
+            if stream {
+                "converse-stream"
+            } else {
+                "converse"
+            }
+        ),
+    }
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters: Bedrock model ids carry
+/// `:` and inference-profile ARNs carry `/`.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One request's route: the client's API and the provider's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub client: Api,
+    pub upstream: Api,
+}
+
+/// What the client asked, as the translations need it.
+pub struct ClientRequest<'a> {
+    pub api: Api,
+    /// The client's body (for Responses: with any stored conversation already prepended).
+    pub body: &'a Map<String, Value>,
+    /// The `model` the client sent (echoed back in translated answers).
+    pub model: &'a str,
+    pub stream: bool,
+    /// Responses: the id this answer will carry (so it can be stored under it).
+    pub response_id: &'a str,
+}
+
+impl Route {
+    pub fn new(provider: &Provider, client: Api) -> Self {
+        Route {
+            client,
+            upstream: upstream_api(provider, client),
+        }
+    }
+
+    /// Client and provider speak the same API: bodies pass through (model id replaced).
+    pub fn native(&self) -> bool {
+        self.client == self.upstream
+    }
+
+    /// The upstream request body for the provider's `model_id`.
+    pub fn request_body(
+        &self,
+        req: &ClientRequest<'_>,
+        model_id: &str,
+    ) -> Result<Bytes, TranslateError> {
+        let mut body = if self.native() {
+            req.body.clone()
+        } else {
+            let mut chat = match self.client {
+                Api::Chat => req.body.clone(),
+                Api::Messages => anthropic::request_to_chat(req.body)?,
+                Api::Responses => responses::request_to_chat(req.body)?,
+                Api::Converse => {
+                    return Err(TranslateError::new("Converse is not a client API"));
+                }
+            };
+            chat.insert("model".into(), Value::String(model_id.to_string()));
+            match self.upstream {
+                Api::Chat => chat,
+                Api::Messages => anthropic::request_from_chat(&chat)?,
+                Api::Converse => bedrock::request_from_chat(&chat)?,
+                Api::Responses => {
+                    return Err(TranslateError::new(
+                        "Responses is only reached natively, never translated to",
+                    ));
+                }
+            }
+        };
+        if self.upstream != Api::Converse {
+            body.insert("model".into(), Value::String(model_id.to_string()));
+        }
+        if self.upstream == Api::Chat && req.stream {
+            // Usage on streams: requested always, hidden again from a client that did not ask.
+            let opts = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(o) = opts {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(|e| TranslateError::new(format!("cannot encode the request: {e}")))
+    }
+
+    /// A whole upstream answer (2xx) turned into the client's, with its usage.
+    pub fn response_body(
+        &self,
+        req: &ClientRequest<'_>,
+        upstream: &Bytes,
+    ) -> Result<(Bytes, Usage), TranslateError> {
+        if self.native() {
+            let usage = serde_json::from_slice::<Value>(upstream)
+                .map(|v| Usage::of(self.upstream, &v))
+                .unwrap_or_default();
+            return Ok((upstream.clone(), usage));
+        }
+        let value: Value = serde_json::from_slice(upstream).map_err(|e| {
+            TranslateError::new(format!("the provider's answer is not valid JSON: {e}"))
+        })?;
+        let chat = match self.upstream {
+            Api::Chat => value,
+            Api::Messages => anthropic::response_to_chat(&value)?,
+            Api::Converse => bedrock::response_to_chat(&value, req.model)?,
+            Api::Responses => {
+                return Err(TranslateError::new(
+                    "Responses is only reached natively, never translated from",
+                ));
+            }
+        };
+        let usage = Usage::of(Api::Chat, &chat);
+        let out = match self.client {
+            Api::Chat => chat,
+            Api::Messages => anthropic::response_from_chat(&chat, req.model)?,
+            Api::Responses => responses::response_from_chat(&chat, &responses_ctx(req))?,
+            Api::Converse => return Err(TranslateError::new("Converse is not a client API")),
+        };
+        let bytes = serde_json::to_vec(&out)
+            .map_err(|e| TranslateError::new(format!("cannot encode the answer: {e}")))?;
+        Ok((Bytes::from(bytes), usage))
+    }
+
+    /// How a streamed answer is carried: relayed as is, or translated event by event.
+    pub fn stream_shape(&self, req: &ClientRequest<'_>, client_wants_usage: bool) -> StreamShape {
+        if self.native() {
+            return StreamShape::Relay {
+                api: self.upstream,
+                client_wants_usage,
+            };
+        }
+        let upstream: Option<Box<dyn UpstreamStream>> = match self.upstream {
+            Api::Messages => Some(Box::new(anthropic::StreamToChat::new(req.model))),
+            Api::Converse => Some(Box::new(bedrock::StreamToChat::new(req.model))),
+            Api::Chat | Api::Responses => None,
+        };
+        let client = match self.client {
+            Api::Messages => {
+                ClientSide::Translated(Box::new(anthropic::StreamFromChat::new(req.model)))
+            }
+            Api::Responses => {
+                ClientSide::Translated(Box::new(responses::StreamFromChat::new(responses_ctx(req))))
+            }
+            Api::Chat | Api::Converse => ClientSide::Chat { client_wants_usage },
+        };
+        StreamShape::Translate {
+            binary: self.upstream == Api::Converse,
+            upstream,
+            client,
+        }
+    }
+}
+
+fn responses_ctx(req: &ClientRequest<'_>) -> responses::ResponseCtx {
+    responses::ResponseCtx {
+        id: req.response_id.to_string(),
+        model: req.model.to_string(),
+        request: req.body.clone(),
+    }
+}
+
+/// The client end of a translated stream.
+pub enum ClientSide {
+    /// Chat chunks as `data:` events, `[DONE]` at the end; the usage-only chunk hidden
+    /// unless the client asked for it.
+    Chat {
+        client_wants_usage: bool,
+    },
+    Translated(Box<dyn ClientStream>),
+}
+
+pub enum StreamShape {
+    /// Same API both sides: upstream events are relayed as they are; usage is read on the way.
+    Relay { api: Api, client_wants_usage: bool },
+    /// Upstream events → chat chunks (`upstream`, none when the provider speaks chat) →
+    /// the client's events. `binary`: the upstream frames are AWS event-stream, not SSE.
+    Translate {
+        binary: bool,
+        upstream: Option<Box<dyn UpstreamStream>>,
+        client: ClientSide,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bedrock_model_ids_are_one_path_segment() {
+        assert_eq!(
+            encode_path_segment("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            "anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+        );
+        assert_eq!(
+            encode_path_segment("arn:aws:bedrock:us-east-1:1:inference-profile/x"),
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx"
+        );
+    }
+}
