@@ -82,12 +82,17 @@ impl Conversation {
                 arguments: arguments_for(schema),
             };
         }
+        Answer::Text(self.reply())
+    }
+
+    /// `mock reply to: <last user text, first 200 chars>`, or `mock reply` without one.
+    pub fn reply(&self) -> String {
         match &self.user_text {
-            Some(text) => Answer::Text(format!(
+            Some(text) => format!(
                 "mock reply to: {}",
                 text.chars().take(200).collect::<String>()
-            )),
-            None => Answer::Text("mock reply".into()),
+            ),
+            None => "mock reply".into(),
         }
     }
 }

@@ -25,9 +25,10 @@
 //! in the path) gets that status with an error body in the route's shape, so tests can drive
 //! errors through a `mock-llm` process they cannot script.
 //!
-//! Exception, kept for the benchmarks and older tests: a plain chat completion (no tool to
-//! call, no tool result) gets the sized answer of [`completion`] (about `body_bytes` of "lorem ipsum")
-//! or, streaming, [`default_stream`] (`tok0 tok1 …`, `chunks` chunks).
+//! Plain chat completions (no tool to call, no tool result) keep the sizes benchmarks ask
+//! for: the reply text is followed by "lorem ipsum" up to about `body_bytes` of body, or,
+//! streaming, comes as one chunk followed by `chunks` chunks `tok0 `, `tok1 `, … (usage 10
+//! prompt tokens, 20 or `chunks` completion tokens).
 //!
 //! A text answer longer than the request's output limit (`max_tokens`,
 //! `max_completion_tokens`, `max_output_tokens`, `inferenceConfig.maxTokens`) is cut to that
@@ -493,7 +494,7 @@ async fn handle(
         ReplyBody::Default => {
             let conv = conversation(api, &body);
             let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
-                openai::legacy(&body, &options)
+                openai::sized(&body, &conv.reply(), &options)
             } else {
                 render(api, &uri, &body, raw.len(), &conv.answer(), cache)
             };

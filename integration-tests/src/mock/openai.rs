@@ -140,8 +140,9 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// The sized answer a plain chat completion gets (see the module doc of `mock`).
-pub(crate) fn legacy(body: &Value, options: &MockOptions) -> Out {
+/// The sized answer a plain chat completion gets: `reply`, then filler up to the size the
+/// options ask for (see the module doc of `mock`).
+pub(crate) fn sized(body: &Value, reply: &str, options: &MockOptions) -> Out {
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -151,9 +152,17 @@ pub(crate) fn legacy(body: &Value, options: &MockOptions) -> Out {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Out::Sse(default_stream(model, options.chunks, include_usage))
+        let mut events = default_stream(model, options.chunks, include_usage);
+        let echo = json!({"id": ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                          "choices": [{"index": 0, "delta": {"content": format!("{reply} ")}, "finish_reason": null}]});
+        events.insert(1, echo.to_string());
+        Out::Sse(events)
     } else {
-        Out::Json(completion(model, options.body_bytes))
+        let mut answer = completion(model, options.body_bytes.saturating_sub(reply.len() + 1));
+        if let Some(content) = answer.pointer_mut("/choices/0/message/content") {
+            *content = json!(format!("{reply} {}", content.as_str().unwrap_or_default()));
+        }
+        Out::Json(answer)
     }
 }
 

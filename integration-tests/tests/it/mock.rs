@@ -1017,3 +1017,34 @@ async fn mock_error_models_answer_in_each_apis_error_shape() {
     .await;
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn plain_chat_echoes_and_keeps_the_sizes_benchmarks_ask_for() {
+    let mock = MockProvider::start_with(MockOptions {
+        body_bytes: 2048,
+        chunks: 3,
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/v1/chat/completions", mock.url());
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "say hello"}]});
+    let res = post(url.clone(), &[], &body).await;
+    let raw = text(res).await;
+    assert!((1900..2300).contains(&raw.len()), "{} bytes", raw.len());
+    let c: Value = serde_json::from_str(&raw).unwrap();
+    let content = c["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("mock reply to: say hello lorem ipsum"),
+        "{content}"
+    );
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    let events = sse(&text(post(url, &[], &body).await).await);
+    let text: String = events
+        .iter()
+        .filter_map(|(_, e)| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "mock reply to: say hello tok0 tok1 tok2 ");
+}
