@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::conversation::{Answer, Conversation, Usage, argument_fragments, text_of, text_pieces};
+use super::conversation::{
+    Answer, Choice, Conversation, Usage, argument_fragments, pick_tool, text_of, text_pieces,
+};
 use super::{Ctx, Out};
 
 const MESSAGE_ID: &str = "msg_mock_1";
@@ -23,14 +25,26 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let first_tool = body
+    // Server tools (web search, …) have no input_schema; the model does not call those.
+    let tools = body
         .get("tools")
         .and_then(Value::as_array)
-        .and_then(|tools| tools.iter().find(|t| t.get("input_schema").is_some()))
-        .and_then(|t| {
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
             let name = t.get("name")?.as_str()?.to_string();
-            Some((name, t.get("input_schema").cloned().unwrap_or(json!({}))))
-        });
+            Some((name, t.get("input_schema")?.clone()))
+        })
+        .collect();
+    let choice = match body.pointer("/tool_choice/type").and_then(Value::as_str) {
+        Some("none") => Choice::None,
+        Some("tool") => body
+            .pointer("/tool_choice/name")
+            .and_then(Value::as_str)
+            .map_or(Choice::First, |n| Choice::Named(n.into())),
+        _ => Choice::First,
+    };
     let tool_result = messages
         .last()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
@@ -49,7 +63,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .find_map(|m| m.get("content").and_then(text_of));
     Conversation {
-        first_tool,
+        tool: pick_tool(tools, choice),
         tool_result,
         user_text,
     }
@@ -57,7 +71,14 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
 
 pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     let (block, stop) = match answer {
-        Answer::Text(text) => (json!({"type": "text", "text": text}), "end_turn"),
+        Answer::Text(text) => (
+            json!({"type": "text", "text": text}),
+            if ctx.truncated {
+                "max_tokens"
+            } else {
+                "end_turn"
+            },
+        ),
         Answer::ToolCall { name, arguments } => (
             json!({"type": "tool_use", "id": TOOL_ID, "name": name, "input": arguments}),
             "tool_use",
@@ -91,8 +112,8 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
 
 fn usage_json(u: &Usage, output: u64) -> Value {
     json!({
-        "input_tokens": u.input, "output_tokens": output,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": u.cached
+        "input_tokens": u.uncached(), "output_tokens": output,
+        "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cached
     })
 }
 
@@ -138,11 +159,7 @@ fn events(
 /// A complete Anthropic text stream sending `pieces` as `text_delta`s (10 input tokens,
 /// one output token per piece, `end_turn`), for [`super::Reply::named_stream`].
 pub fn anthropic_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, String)> {
-    let usage = Usage {
-        input: 10,
-        output: pieces.len() as u64,
-        cached: 0,
-    };
+    let usage = Usage::fixed(10, pieces.len() as u64);
     let deltas = pieces
         .iter()
         .map(|t| json!({"type": "text_delta", "text": t}))
@@ -159,11 +176,7 @@ pub fn anthropic_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
 /// A complete Anthropic stream with one `tool_use` block (id `toolu_mock_1`) whose input
 /// arrives as these `input_json_delta` fragments, stop reason `tool_use`.
 pub fn anthropic_tool_stream(model: &str, name: &str, fragments: &[&str]) -> Vec<(String, String)> {
-    let usage = Usage {
-        input: 10,
-        output: fragments.len() as u64,
-        cached: 0,
-    };
+    let usage = Usage::fixed(10, fragments.len() as u64);
     let deltas = fragments
         .iter()
         .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
@@ -175,6 +188,13 @@ pub fn anthropic_tool_stream(model: &str, name: &str, fragments: &[&str]) -> Vec
         "tool_use",
         &usage,
     )
+}
+
+/// An `error` event as the API sends it mid-stream (e.g. kind `overloaded_error`), to
+/// append to a partial event list for [`super::Reply::named_stream`].
+pub fn anthropic_error_event(kind: &str, message: &str) -> (String, String) {
+    let data = json!({"type": "error", "error": {"type": kind, "message": message}});
+    ("error".into(), data.to_string())
 }
 
 /// Anthropic's error shape; the error type follows the status as in the API reference.

@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::conversation::{Answer, Conversation, Usage, argument_fragments, text_pieces};
+use super::conversation::{
+    Answer, Choice, Conversation, Usage, argument_fragments, pick_tool, text_pieces,
+};
 use super::{Ctx, Out};
 
 pub(crate) const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
@@ -61,15 +63,24 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let first_tool = body
+    let tools = body
         .pointer("/toolConfig/tools")
         .and_then(Value::as_array)
-        .and_then(|tools| tools.iter().find_map(|t| t.get("toolSpec")))
-        .and_then(|spec| {
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let spec = t.get("toolSpec")?;
             let name = spec.get("name")?.as_str()?.to_string();
             let schema = spec.pointer("/inputSchema/json").cloned();
             Some((name, schema.unwrap_or(json!({}))))
-        });
+        })
+        .collect();
+    // Converse has no "none" choice: `auto`, `any`, or `{"tool": {"name"}}`.
+    let choice = body
+        .pointer("/toolConfig/toolChoice/tool/name")
+        .and_then(Value::as_str)
+        .map_or(Choice::First, |n| Choice::Named(n.into()));
     let blocks = |m: &Value| -> Vec<Value> {
         m.get("content")
             .and_then(Value::as_array)
@@ -99,7 +110,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
             (!texts.is_empty()).then(|| texts.join(""))
         });
     Conversation {
-        first_tool,
+        tool: pick_tool(tools, choice),
         tool_result,
         user_text,
     }
@@ -125,13 +136,14 @@ fn result_text(content: &Value) -> String {
 
 fn usage_json(u: &Usage) -> Value {
     json!({
-        "inputTokens": u.input, "outputTokens": u.output, "totalTokens": u.total(),
-        "cacheReadInputTokens": u.cached, "cacheWriteInputTokens": 0
+        "inputTokens": u.uncached(), "outputTokens": u.output, "totalTokens": u.total(),
+        "cacheReadInputTokens": u.cached, "cacheWriteInputTokens": u.cache_write
     })
 }
 
 pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     let stop = match answer {
+        Answer::Text(_) if ctx.truncated => "max_tokens",
         Answer::Text(_) => "end_turn",
         Answer::ToolCall { .. } => "tool_use",
     };
@@ -191,11 +203,7 @@ fn tail(stop: &str, usage: &Usage) -> [Vec<u8>; 3] {
 /// A complete converse-stream text answer sending `pieces` as text deltas (10 input tokens,
 /// one output token per piece, `end_turn`), for [`super::Reply::event_stream`].
 pub fn bedrock_stream(pieces: &[&str]) -> Vec<Vec<u8>> {
-    let usage = Usage {
-        input: 10,
-        output: pieces.len() as u64,
-        cached: 0,
-    };
+    let usage = Usage::fixed(10, pieces.len() as u64);
     let mut frames = vec![bedrock_frame("messageStart", &json!({"role": "assistant"}))];
     for piece in pieces {
         frames.push(bedrock_frame(
@@ -297,6 +305,22 @@ mod tests {
         assert_eq!(model_id("/model/m/invoke"), None);
         assert_eq!(model_id("/model//converse"), None);
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
+    }
+
+    /// The encoder against two frames from aws-c-event-stream's tests (the empty message,
+    /// and a headerless `{'foo':'bar'}` payload): byte for byte, both CRCs included.
+    #[test]
+    fn frames_match_the_reference_vectors() {
+        assert_eq!(
+            frame(&[], b""),
+            [
+                0, 0, 0, 0x10, 0, 0, 0, 0, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98, 0xc8, 0xff
+            ]
+        );
+        let mut expected = vec![0, 0, 0, 0x1d, 0, 0, 0, 0, 0xfd, 0x52, 0x8c, 0x5a];
+        expected.extend_from_slice(b"{'foo':'bar'}");
+        expected.extend_from_slice(&[0xc3, 0x65, 0x39, 0x36]);
+        assert_eq!(frame(&[], b"{'foo':'bar'}"), expected);
     }
 
     #[test]

@@ -16,35 +16,54 @@ pub enum Answer {
 /// The parts of a request that decide the default answer.
 #[derive(Debug, Default)]
 pub(crate) struct Conversation {
-    /// The first tool the request offers: its name and JSON schema.
-    pub first_tool: Option<(String, Value)>,
+    /// The tool a default answer calls, with its JSON schema: the one `tool_choice` names,
+    /// else the first offered; `None` when none is offered or `tool_choice` is "none".
+    pub tool: Option<(String, Value)>,
     /// The text of the tool result(s) when the last message carries them.
     pub tool_result: Option<String>,
     /// The text of the last user message.
     pub user_text: Option<String>,
 }
 
-/// Token counts the mock reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Token counts the mock reports. `input` is the whole prompt, cached parts included (the
+/// OpenAI convention); Anthropic and Bedrock report [`Usage::uncached`] as their input
+/// tokens, beside cache reads and writes, as their APIs do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Usage {
     pub input: u64,
     pub output: u64,
     pub cached: u64,
+    pub cache_write: u64,
 }
 
 impl Usage {
-    /// Input: a quarter of the request body's bytes (deterministic, grows with the prompt);
-    /// output: the words of the answer.
-    pub fn of(request_bytes: usize, answer: &Answer, cached: u64) -> Self {
+    /// Input: a quarter of the request body's bytes (deterministic, grows with the prompt),
+    /// at least the scripted cache reads and writes; output: the words of the answer.
+    pub fn of(request_bytes: usize, answer: &Answer, cached: u64, cache_write: u64) -> Self {
         let words = match answer {
             Answer::Text(t) => t.split_whitespace().count(),
             Answer::ToolCall { arguments, .. } => arguments.to_string().split_whitespace().count(),
         };
         Usage {
-            input: (request_bytes / 4).max(1) as u64,
+            input: ((request_bytes / 4).max(1) as u64).max(cached + cache_write),
             output: words.max(1) as u64,
             cached,
+            cache_write,
         }
+    }
+
+    /// A scripted stream's usage: `input` prompt tokens, `output` generated, no cache.
+    pub fn fixed(input: u64, output: u64) -> Self {
+        Usage {
+            input,
+            output,
+            ..Usage::default()
+        }
+    }
+
+    /// Prompt tokens neither read from nor written to the cache.
+    pub fn uncached(&self) -> u64 {
+        self.input.saturating_sub(self.cached + self.cache_write)
     }
 
     pub fn total(&self) -> u64 {
@@ -57,18 +76,47 @@ impl Conversation {
         if let Some(result) = &self.tool_result {
             return Answer::Text(format!("tool result: {result}"));
         }
-        if let Some((name, schema)) = &self.first_tool {
+        if let Some((name, schema)) = &self.tool {
             return Answer::ToolCall {
                 name: name.clone(),
                 arguments: arguments_for(schema),
             };
         }
+        Answer::Text(self.reply())
+    }
+
+    /// `mock reply to: <last user text, first 200 chars>`, or `mock reply` without one.
+    pub fn reply(&self) -> String {
         match &self.user_text {
-            Some(text) => Answer::Text(format!(
+            Some(text) => format!(
                 "mock reply to: {}",
                 text.chars().take(200).collect::<String>()
-            )),
-            None => Answer::Text("mock reply".into()),
+            ),
+            None => "mock reply".into(),
+        }
+    }
+}
+
+/// What a request's `tool_choice` allows.
+pub(crate) enum Choice {
+    /// Unset, auto, required or any: the first tool.
+    First,
+    None,
+    Named(String),
+}
+
+/// The tool a default answer calls among `tools` (name, schema) under `choice`. A named
+/// tool that is not offered is still called (with `{}`), as a model told to would.
+pub(crate) fn pick_tool(tools: Vec<(String, Value)>, choice: Choice) -> Option<(String, Value)> {
+    match choice {
+        Choice::None => None,
+        Choice::First => tools.into_iter().next(),
+        Choice::Named(name) => {
+            let schema = tools
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map_or_else(|| json!({}), |(_, s)| s);
+            Some((name, schema))
         }
     }
 }
@@ -189,7 +237,7 @@ mod tests {
     #[test]
     fn tool_result_wins_over_tools() {
         let c = Conversation {
-            first_tool: Some(("f".into(), json!({}))),
+            tool: Some(("f".into(), json!({}))),
             tool_result: Some("42".into()),
             user_text: Some("hi".into()),
         };

@@ -15,17 +15,31 @@
 //! # Default answers (nothing scripted)
 //! Decided from the conversation, the same way in every API (see [`conversation`]):
 //! - the last message carries a tool result → text `tool result: <its text>`;
-//! - else the request offers tools → ONE call to the first tool, arguments built from its
-//!   schema's required properties (`{"query": "mock"}`), id `call_mock_1` (OpenAI APIs),
+//! - else the request offers tools → ONE call to the tool `tool_choice` names, else the
+//!   first one (none with `tool_choice: none`), arguments built from its schema's required
+//!   properties (`{"query": "mock"}`), id `call_mock_1` (OpenAI APIs),
 //!   `toolu_mock_1` (Anthropic) or `tooluse_mock_1` (Bedrock), stop reason tool use;
 //! - else text `mock reply to: <last user text, first 200 chars>`.
 //!
-//! Exception, kept for the benchmarks and older tests: a plain chat completion (no tools, no
-//! tool result) gets the sized answer of [`completion`] (about `body_bytes` of "lorem ipsum")
-//! or, streaming, [`default_stream`] (`tok0 tok1 …`, `chunks` chunks).
+//! A request for model `mock-error-<status>` (e.g. `mock-error-429`; for Bedrock the model id
+//! in the path) gets that status with an error body in the route's shape, so tests can drive
+//! errors through a `mock-llm` process they cannot script.
 //!
-//! Usage: input tokens = request body bytes / 4, output tokens = words of the answer, cache
-//! read tokens = [`Reply::cached_tokens`] (0 unless scripted). Streams send text one word per
+//! Plain chat completions (no tool to call, no tool result) keep the sizes benchmarks ask
+//! for: the reply text is followed by "lorem ipsum" up to about `body_bytes` of body, or,
+//! streaming, comes as one chunk followed by `chunks` chunks `tok0 `, `tok1 `, … (usage 10
+//! prompt tokens, 20 or `chunks` completion tokens).
+//!
+//! A text answer longer than the request's output limit (`max_tokens`,
+//! `max_completion_tokens`, `max_output_tokens`, `inferenceConfig.maxTokens`) is cut to that
+//! many words and ends with the API's limit reason (`length`, `max_tokens`, an `incomplete`
+//! response).
+//!
+//! Usage: prompt tokens = request body bytes / 4, output tokens = words of the answer, cache
+//! reads and writes = [`Reply::cached_tokens`] and [`Reply::cache_write_tokens`] (0 unless
+//! scripted). As in the real APIs, OpenAI prompt/input tokens include the cached ones, while
+//! Anthropic `input_tokens` and Bedrock `inputTokens` count only the uncached rest (Bedrock's
+//! `totalTokens` still counts everything). Streams send text one word per
 //! delta and tool arguments in at least two fragments, `chunk_delay` apart.
 //!
 //! # Scripting
@@ -34,7 +48,9 @@
 //! [`ReplyBody::Bytes`]), an [`Answer`] rendered natively by whichever route receives it
 //! ([`Reply::text`], [`Reply::tool_call`]), an error in the route's error shape
 //! ([`Reply::status`]), or a hang. Builders for raw streams: [`chunk`], [`default_stream`],
-//! [`anthropic_text_stream`], [`responses_text_stream`], [`bedrock_stream`], [`bedrock_frame`].
+//! [`anthropic_text_stream`], [`anthropic_tool_stream`], [`anthropic_error_event`],
+//! [`responses_text_stream`], [`bedrock_stream`], [`bedrock_frame`],
+//! [`bedrock_exception_frame`].
 
 mod anthropic;
 mod bedrock;
@@ -58,7 +74,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-pub use anthropic::{anthropic_text_stream, anthropic_tool_stream};
+pub use anthropic::{anthropic_error_event, anthropic_text_stream, anthropic_tool_stream};
 pub use bedrock::{bedrock_exception_frame, bedrock_frame, bedrock_stream};
 pub use conversation::Answer;
 pub use openai::{chunk, completion, default_stream};
@@ -99,6 +115,8 @@ pub struct Reply {
     pub body: ReplyBody,
     /// Cache read tokens reported in the usage of a default or [`ReplyBody::Answer`] answer.
     pub cached_tokens: u64,
+    /// Cache write tokens, likewise (Anthropic, Bedrock and Responses report them).
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -219,6 +237,11 @@ impl Reply {
 
     pub fn cached_tokens(mut self, n: u64) -> Self {
         self.cached_tokens = n;
+        self
+    }
+
+    pub fn cache_write_tokens(mut self, n: u64) -> Self {
+        self.cache_write_tokens = n;
         self
     }
 }
@@ -353,6 +376,8 @@ pub(crate) struct Ctx {
     pub usage: Usage,
     /// Tools as the request sent them (the Responses API echoes them back).
     pub tools: Value,
+    /// The text answer was cut at the request's output token limit.
+    pub truncated: bool,
 }
 
 /// A rendered answer, before it becomes an HTTP response.
@@ -414,6 +439,7 @@ async fn handle(
         return api.error(status, &message);
     }
     let status = reply.status;
+    let cache = (reply.cached_tokens, reply.cache_write_tokens);
     let mut res = match reply.body {
         ReplyBody::Hang => {
             std::future::pending::<()>().await;
@@ -459,23 +485,18 @@ async fn handle(
             then_hang,
         ),
         ReplyBody::Answer(answer) => {
-            let out = render(api, &uri, &body, raw.len(), &answer, reply.cached_tokens);
+            let out = render(api, &uri, &body, raw.len(), &answer, cache);
             respond(&inner, out, options.chunk_delay)
+        }
+        ReplyBody::Default if let Some(code) = error_model(api, uri.path(), &body) => {
+            api.error(code, &format!("mock error {}", code.as_u16()))
         }
         ReplyBody::Default => {
             let conv = conversation(api, &body);
-            let out = if api == Api::Chat && conv.first_tool.is_none() && conv.tool_result.is_none()
-            {
-                openai::legacy(&body, &options)
+            let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
+                openai::sized(&body, &conv.reply(), &options)
             } else {
-                render(
-                    api,
-                    &uri,
-                    &body,
-                    raw.len(),
-                    &conv.answer(),
-                    reply.cached_tokens,
-                )
+                render(api, &uri, &body, raw.len(), &conv.answer(), cache)
             };
             respond(&inner, out, options.chunk_delay)
         }
@@ -539,8 +560,10 @@ fn render(
     body: &Value,
     request_bytes: usize,
     answer: &Answer,
-    cached: u64,
+    (cached, cache_write): (u64, u64),
 ) -> Out {
+    let (answer, truncated) = truncate(answer, max_tokens(api, body));
+    let answer = &answer;
     let model = match api {
         Api::Converse | Api::ConverseStream => bedrock::model_id(uri.path()).unwrap_or_default(),
         _ => body
@@ -560,14 +583,52 @@ fn render(
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        usage: Usage::of(request_bytes, answer, cached),
+        usage: Usage::of(request_bytes, answer, cached, cache_write),
         tools: body.get("tools").cloned().unwrap_or(Value::Array(vec![])),
+        truncated,
     };
     match api {
         Api::Chat => openai::render(&ctx, answer),
         Api::Messages => anthropic::render(&ctx, answer),
         Api::Responses => responses::render(&ctx, answer),
         Api::Converse | Api::ConverseStream => bedrock::render(&ctx, answer),
+    }
+}
+
+/// The status a `mock-error-<status>` model asks for: how a test drives errors through a
+/// separate `mock-llm` process, which it cannot script.
+fn error_model(api: Api, path: &str, body: &Value) -> Option<StatusCode> {
+    let model = match api {
+        Api::Converse | Api::ConverseStream => bedrock::model_id(path)?,
+        _ => body.get("model")?.as_str()?.to_string(),
+    };
+    let code: u16 = model.strip_prefix("mock-error-")?.parse().ok()?;
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+}
+
+/// The request's output token limit, under each API's name for it.
+fn max_tokens(api: Api, body: &Value) -> Option<u64> {
+    let field = |p: &str| body.pointer(p).and_then(Value::as_u64);
+    match api {
+        Api::Chat => field("/max_completion_tokens").or_else(|| field("/max_tokens")),
+        Api::Messages => field("/max_tokens"),
+        Api::Responses => field("/max_output_tokens"),
+        Api::Converse | Api::ConverseStream => field("/inferenceConfig/maxTokens"),
+    }
+}
+
+/// A text answer longer than `max` words is cut to `max` words (one word = one output
+/// token), so tests can see each API's "hit the limit" stop reason. Tool calls are kept
+/// whole.
+fn truncate(answer: &Answer, max: Option<u64>) -> (Answer, bool) {
+    match (answer, max) {
+        (Answer::Text(text), Some(max)) if text.split_whitespace().count() as u64 > max => {
+            let kept: Vec<&str> = text.split_whitespace().take(max as usize).collect();
+            (Answer::Text(kept.join(" ")), true)
+        }
+        _ => (answer.clone(), false),
     }
 }
 

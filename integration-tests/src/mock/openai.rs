@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::conversation::{Answer, Conversation, Usage, argument_fragments, text_of, text_pieces};
+use super::conversation::{
+    Answer, Choice, Conversation, Usage, argument_fragments, pick_tool, text_of, text_pieces,
+};
 use super::{Ctx, MockOptions, Out};
 
 const ID: &str = "chatcmpl-mock";
@@ -23,15 +25,26 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let first_tool = body
+    let tools = body
         .get("tools")
         .and_then(Value::as_array)
-        .and_then(|t| t.first())
-        .and_then(|t| t.get("function"))
-        .and_then(|f| {
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let f = t.get("function")?;
             let name = f.get("name")?.as_str()?.to_string();
             Some((name, f.get("parameters").cloned().unwrap_or(json!({}))))
-        });
+        })
+        .collect();
+    let choice = match body.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => Choice::None,
+        Some(c) => c
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .map_or(Choice::First, |n| Choice::Named(n.into())),
+        None => Choice::First,
+    };
     let tool_result = messages
         .last()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
@@ -42,7 +55,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .and_then(|m| m.get("content").and_then(text_of));
     Conversation {
-        first_tool,
+        tool: pick_tool(tools, choice),
         tool_result,
         user_text,
     }
@@ -52,7 +65,10 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     let usage = usage_json(&ctx.usage);
     if !ctx.stream {
         let (message, finish) = match answer {
-            Answer::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
+            Answer::Text(text) => (
+                json!({"role": "assistant", "content": text}),
+                text_finish(ctx),
+            ),
             Answer::ToolCall { name, arguments } => (
                 json!({"role": "assistant", "content": null, "tool_calls": [{
                     "id": CALL_ID, "type": "function",
@@ -82,7 +98,7 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
             for piece in text_pieces(text) {
                 out.push(chunk(json!({"content": piece}), Value::Null));
             }
-            "stop"
+            text_finish(ctx)
         }
         Answer::ToolCall { name, arguments } => {
             out.push(chunk(
@@ -113,6 +129,10 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     Out::Sse(out)
 }
 
+fn text_finish(ctx: &Ctx) -> &'static str {
+    if ctx.truncated { "length" } else { "stop" }
+}
+
 fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input, "completion_tokens": u.output, "total_tokens": u.total(),
@@ -120,8 +140,9 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// The sized answer a plain chat completion gets (see the module doc of `mock`).
-pub(crate) fn legacy(body: &Value, options: &MockOptions) -> Out {
+/// The sized answer a plain chat completion gets: `reply`, then filler up to the size the
+/// options ask for (see the module doc of `mock`).
+pub(crate) fn sized(body: &Value, reply: &str, options: &MockOptions) -> Out {
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -131,9 +152,17 @@ pub(crate) fn legacy(body: &Value, options: &MockOptions) -> Out {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Out::Sse(default_stream(model, options.chunks, include_usage))
+        let mut events = default_stream(model, options.chunks, include_usage);
+        let echo = json!({"id": ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                          "choices": [{"index": 0, "delta": {"content": format!("{reply} ")}, "finish_reason": null}]});
+        events.insert(1, echo.to_string());
+        Out::Sse(events)
     } else {
-        Out::Json(completion(model, options.body_bytes))
+        let mut answer = completion(model, options.body_bytes.saturating_sub(reply.len() + 1));
+        if let Some(content) = answer.pointer_mut("/choices/0/message/content") {
+            *content = json!(format!("{reply} {}", content.as_str().unwrap_or_default()));
+        }
+        Out::Json(answer)
     }
 }
 

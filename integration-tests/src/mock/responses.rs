@@ -13,7 +13,9 @@
 
 use serde_json::{Value, json};
 
-use super::conversation::{Answer, Conversation, Usage, argument_fragments, text_of, text_pieces};
+use super::conversation::{
+    Answer, Choice, Conversation, Usage, argument_fragments, pick_tool, text_of, text_pieces,
+};
 use super::openai::CALL_ID;
 use super::{Ctx, Out};
 
@@ -23,18 +25,27 @@ const CALL_ITEM_ID: &str = "fc_mock_1";
 const CREATED: u64 = 1_700_000_000;
 
 pub(crate) fn conversation(body: &Value) -> Conversation {
-    let first_tool = body
+    // Only function tools: built-in tools (web_search, …) run on OpenAI's side.
+    let tools = body
         .get("tools")
         .and_then(Value::as_array)
-        .and_then(|tools| {
-            tools
-                .iter()
-                .find(|t| t.get("type").and_then(Value::as_str) == Some("function"))
-        })
-        .and_then(|t| {
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+        .filter_map(|t| {
             let name = t.get("name")?.as_str()?.to_string();
             Some((name, t.get("parameters").cloned().unwrap_or(json!({}))))
-        });
+        })
+        .collect();
+    let choice = match body.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => Choice::None,
+        Some(c) if c.get("type").and_then(Value::as_str) == Some("function") => c
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or(Choice::First, |n| Choice::Named(n.into())),
+        _ => Choice::First,
+    };
     let (tool_result, user_text) = match body.get("input") {
         Some(Value::String(s)) => (None, Some(s.clone())),
         Some(Value::Array(items)) => {
@@ -52,7 +63,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
         _ => (None, None),
     };
     Conversation {
-        first_tool,
+        tool: pick_tool(tools, choice),
         tool_result,
         user_text,
     }
@@ -61,7 +72,7 @@ pub(crate) fn conversation(body: &Value) -> Conversation {
 fn usage_json(u: &Usage) -> Value {
     json!({
         "input_tokens": u.input,
-        "input_tokens_details": {"cached_tokens": u.cached},
+        "input_tokens_details": {"cached_tokens": u.cached, "cache_write_tokens": u.cache_write},
         "output_tokens": u.output,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.total()
@@ -82,7 +93,7 @@ fn response(ctx_model: &str, tools: &Value, status: &str, output: Value, usage: 
 }
 
 fn text_item(text: &str, status: &str) -> Value {
-    let content = if status == "completed" {
+    let content = if status != "in_progress" {
         json!([{"type": "output_text", "text": text, "annotations": [], "logprobs": []}])
     } else {
         json!([])
@@ -106,19 +117,28 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
 
 /// Renders `answer`; a streamed text answer sends `pieces` as its deltas.
 fn render_with(ctx: &Ctx, answer: &Answer, pieces: Vec<String>) -> Out {
+    // A response cut at max_output_tokens is "incomplete", and so is its message.
+    let (status, finished) = if ctx.truncated {
+        ("incomplete", "response.incomplete")
+    } else {
+        ("completed", "response.completed")
+    };
     let done_item = match answer {
-        Answer::Text(text) => text_item(text, "completed"),
+        Answer::Text(text) => text_item(text, status),
         Answer::ToolCall { name, arguments } => {
             call_item(name, &arguments.to_string(), "completed")
         }
     };
-    let completed = response(
+    let mut completed = response(
         &ctx.model,
         &ctx.tools,
-        "completed",
+        status,
         json!([done_item.clone()]),
         usage_json(&ctx.usage),
     );
+    if ctx.truncated {
+        completed["incomplete_details"] = json!({"reason": "max_output_tokens"});
+    }
     if !ctx.stream {
         return Out::Json(completed);
     }
@@ -180,7 +200,7 @@ fn render_with(ctx: &Ctx, answer: &Answer, pieces: Vec<String>) -> Out {
         }
     }
     ev.push(json!({"type": "response.output_item.done", "output_index": 0, "item": done_item}));
-    ev.push(json!({"type": "response.completed", "response": completed}));
+    ev.push(json!({"type": finished, "response": completed}));
     Out::Named(ev.0)
 }
 
@@ -218,12 +238,9 @@ pub fn responses_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
         model: model.into(),
         stream: true,
         include_usage: false,
-        usage: Usage {
-            input: 10,
-            output: pieces.len() as u64,
-            cached: 0,
-        },
+        usage: Usage::fixed(10, pieces.len() as u64),
         tools: json!([]),
+        truncated: false,
     };
     let pieces = pieces.iter().map(|p| p.to_string()).collect();
     match render_with(&ctx, &Answer::Text(text), pieces) {

@@ -176,7 +176,7 @@ async fn streaming_hides_the_usage_chunk_unless_asked_and_meters_tokens() {
             text.push_str(c.delta.content.as_deref().unwrap_or_default());
         }
     }
-    assert_eq!(text, "tok0 tok1 tok2 tok3 tok4 ");
+    assert_eq!(text, "mock reply to: hello tok0 tok1 tok2 tok3 tok4 ");
     assert!(!saw_usage, "the client did not ask for usage");
     assert_eq!(
         primary.requests()[0].body["stream_options"]["include_usage"],

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use integration_tests::mock::{
-    MockOptions, MockProvider, Reply, anthropic_text_stream, bedrock_exception_frame,
-    bedrock_stream, responses_text_stream,
+    MockOptions, MockProvider, Reply, anthropic_error_event, anthropic_text_stream,
+    bedrock_exception_frame, bedrock_stream, responses_text_stream,
 };
 use serde_json::{Value, json};
 
@@ -100,12 +100,13 @@ async fn anthropic_message_echoes_the_user_and_counts_usage() {
 #[tokio::test]
 async fn anthropic_stream_has_the_full_event_sequence() {
     let mock = MockProvider::start().await.unwrap();
-    mock.push(Reply::default().cached_tokens(3));
+    mock.push(Reply::default().cached_tokens(3).cache_write_tokens(2));
+    let body = json!({"model": "claude-x", "max_tokens": 64, "stream": true,
+                      "messages": [{"role": "user", "content": "one two three"}]});
     let res = post(
         format!("{}/v1/messages", mock.url()),
         ANTHROPIC_HEADERS,
-        &json!({"model": "claude-x", "max_tokens": 64, "stream": true,
-                "messages": [{"role": "user", "content": "one two three"}]}),
+        &body,
     )
     .await;
     assert_eq!(res.headers()["content-type"], "text/event-stream");
@@ -131,8 +132,11 @@ async fn anthropic_stream_has_the_full_event_sequence() {
     let start = &events[0].1["message"];
     assert_eq!(start["content"], json!([]));
     assert!(start["stop_reason"].is_null());
-    assert!(start["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    // Anthropic's input_tokens leaves out what was read from or written to the cache.
+    let prompt = serde_json::to_vec(&body).unwrap().len() as u64 / 4;
+    assert_eq!(start["usage"]["input_tokens"], prompt - 5);
     assert_eq!(start["usage"]["cache_read_input_tokens"], 3);
+    assert_eq!(start["usage"]["cache_creation_input_tokens"], 2);
     assert_eq!(
         events[1].1["content_block"],
         json!({"type": "text", "text": ""})
@@ -385,10 +389,15 @@ async fn bedrock_converse_answers_with_usage() {
     );
     assert_eq!(r["stopReason"], "end_turn");
     let input = serde_json::to_vec(&body).unwrap().len() as u64 / 4;
-    assert_eq!(r["usage"]["inputTokens"], input);
+    assert_eq!(
+        r["usage"]["inputTokens"],
+        input - 4,
+        "cache reads are apart"
+    );
     assert_eq!(r["usage"]["outputTokens"], 4);
     assert_eq!(r["usage"]["totalTokens"], input + 4);
     assert_eq!(r["usage"]["cacheReadInputTokens"], 4);
+    assert_eq!(r["usage"]["cacheWriteInputTokens"], 0);
     assert_eq!(
         mock.requests()[0].path,
         "/model/amazon.nova-lite-v1%3A0/converse"
@@ -559,11 +568,18 @@ async fn responses_answer_is_a_response_object() {
     assert_eq!(r["usage"]["input_tokens"], input);
     assert_eq!(r["usage"]["output_tokens"], 5);
     assert_eq!(r["usage"]["total_tokens"], input + 5);
-    assert_eq!(r["usage"]["input_tokens_details"]["cached_tokens"], 2);
+    assert_eq!(
+        r["usage"]["input_tokens_details"]["cached_tokens"], 2,
+        "OpenAI's input_tokens include the cached ones"
+    );
 }
 
 /// Checks what every Responses stream must hold and returns the events by name.
 fn responses_events(body: &str) -> Vec<(String, Value)> {
+    responses_events_ending(body, "response.completed")
+}
+
+fn responses_events_ending(body: &str, last: &str) -> Vec<(String, Value)> {
     let events: Vec<(String, Value)> = sse(body)
         .into_iter()
         .map(|(n, d)| (n.unwrap(), d))
@@ -575,7 +591,7 @@ fn responses_events(body: &str) -> Vec<(String, Value)> {
     assert_eq!(events[0].0, "response.created");
     assert_eq!(events[0].1["response"]["status"], "in_progress");
     assert_eq!(events[1].0, "response.in_progress");
-    assert_eq!(events.last().unwrap().0, "response.completed");
+    assert_eq!(events.last().unwrap().0, last);
     events
 }
 
@@ -768,4 +784,267 @@ async fn unknown_paths_are_404_and_still_recorded() {
     let res = post(format!("{}/v1/embeddings", mock.url()), &[], &json!({})).await;
     assert_eq!(res.status(), 404);
     assert_eq!(mock.requests()[0].path, "/v1/embeddings");
+}
+
+#[tokio::test]
+async fn tool_choice_picks_or_forbids_the_tool_in_every_api() {
+    let mock = MockProvider::start().await.unwrap();
+    let schema = weather_tool_schema();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let msg = json!([{"role": "user", "content": "x"}]);
+
+    let chat_tools = json!([
+        {"type": "function", "function": {"name": "first", "parameters": {}}},
+        {"type": "function", "function": {"name": "second", "parameters": schema}}]);
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "messages": msg, "tools": chat_tools,
+            "tool_choice": {"type": "function", "function": {"name": "second"}}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let f = &c["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(f["name"], "second");
+    assert_eq!(f["arguments"], r#"{"city":"mock"}"#);
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "messages": msg, "tools": chat_tools,
+            "tool_choice": "none"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+
+    let a_tools =
+        json!([{"name": "first", "input_schema": {}}, {"name": "second", "input_schema": schema}]);
+    let m: Value = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 9, "messages": msg,
+            "tools": a_tools, "tool_choice": {"type": "tool", "name": "second"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(m["content"][0]["name"], "second");
+    let m: Value = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 9, "messages": msg,
+            "tools": a_tools, "tool_choice": {"type": "none"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(m["content"][0]["type"], "text");
+
+    let r_tools = json!([{"type": "function", "name": "first", "parameters": {}},
+                         {"type": "function", "name": "second", "parameters": schema}]);
+    let r: Value = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "input": "x", "tools": r_tools,
+            "tool_choice": {"type": "function", "name": "second"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["output"][0]["name"], "second");
+    let r: Value = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "input": "x", "tools": r_tools, "tool_choice": "none"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["output"][0]["type"], "message");
+
+    let b: Value = post(url("/model/m/converse"), &[], &json!({
+            "messages": [{"role": "user", "content": [{"text": "x"}]}],
+            "toolConfig": {"tools": [{"toolSpec": {"name": "first", "inputSchema": {"json": {}}}},
+                                     {"toolSpec": {"name": "second", "inputSchema": {"json": schema}}}],
+                           "toolChoice": {"tool": {"name": "second"}}}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        b["output"]["message"]["content"][0]["toolUse"]["name"],
+        "second"
+    );
+}
+
+#[tokio::test]
+async fn output_limits_cut_text_with_each_apis_reason() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let words = "one two three four five";
+
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "max_tokens": 2,
+            "tools": [], "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "tool", "tool_call_id": "c", "content": words}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["message"]["content"], "tool result:");
+    assert_eq!(c["choices"][0]["finish_reason"], "length");
+    assert_eq!(c["usage"]["completion_tokens"], 2);
+
+    let res = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 3, "stream": true,
+            "messages": [{"role": "user", "content": words}]}),
+    )
+    .await;
+    let events = sse(&text(res).await);
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
+    assert_eq!(delta["usage"]["output_tokens"], 3);
+
+    let res = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "max_output_tokens": 3, "stream": true, "input": words}),
+    )
+    .await;
+    let events = responses_events_ending(&text(res).await, "response.incomplete");
+    let last = &events.last().unwrap().1["response"];
+    assert_eq!(last["status"], "incomplete");
+    assert_eq!(last["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(last["output"][0]["content"][0]["text"], "mock reply to:");
+
+    let b: Value = post(
+        url("/model/m/converse"),
+        &[],
+        &json!({"inferenceConfig": {"maxTokens": 1},
+            "messages": [{"role": "user", "content": [{"text": words}]}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(b["stopReason"], "max_tokens");
+    assert_eq!(b["output"]["message"]["content"][0]["text"], "mock");
+
+    // A plain chat completion keeps its sized answer whatever the limit.
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "max_tokens": 1,
+            "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn anthropic_error_event_mid_stream() {
+    let mock = MockProvider::start().await.unwrap();
+    let mut events = anthropic_text_stream("m", &["partial"]);
+    events.truncate(4);
+    events.push(anthropic_error_event("overloaded_error", "Overloaded"));
+    mock.push(Reply::named_stream(events, Duration::ZERO, false));
+    let res = post(format!("{}/v1/messages", mock.url()), ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 9, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+    .await;
+    let events = sse(&text(res).await);
+    assert_eq!(events[3].1["delta"]["text"], "partial");
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name.as_deref(), Some("error"));
+    assert_eq!(data["error"]["type"], "overloaded_error");
+}
+
+#[tokio::test]
+async fn mock_error_models_answer_in_each_apis_error_shape() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let res = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "mock-error-503", "messages": []}),
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"]["message"], "mock error 503");
+
+    let res = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "mock-error-529", "max_tokens": 1, "messages": []}),
+    )
+    .await;
+    assert_eq!(res.status(), 529);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "overloaded_error");
+
+    let res = post(
+        url("/model/mock-error-403/converse-stream"),
+        &[],
+        &json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["x-amzn-errortype"], "AccessDeniedException");
+
+    // Not a status: an ordinary model.
+    let res = post(
+        url("/v1/responses"),
+        &[],
+        &json!({"model": "mock-error-x", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn plain_chat_echoes_and_keeps_the_sizes_benchmarks_ask_for() {
+    let mock = MockProvider::start_with(MockOptions {
+        body_bytes: 2048,
+        chunks: 3,
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/v1/chat/completions", mock.url());
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "say hello"}]});
+    let res = post(url.clone(), &[], &body).await;
+    let raw = text(res).await;
+    assert!((1900..2300).contains(&raw.len()), "{} bytes", raw.len());
+    let c: Value = serde_json::from_str(&raw).unwrap();
+    let content = c["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("mock reply to: say hello lorem ipsum"),
+        "{content}"
+    );
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    let events = sse(&text(post(url, &[], &body).await).await);
+    let text: String = events
+        .iter()
+        .filter_map(|(_, e)| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "mock reply to: say hello tok0 tok1 tok2 ");
 }
