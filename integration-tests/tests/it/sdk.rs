@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use integration_tests::harness::Egress;
-use integration_tests::mock::MockProvider;
+use integration_tests::mock::{MockOptions, MockProvider};
 
 fn python() -> String {
     std::env::var("PLANO_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -37,7 +37,17 @@ async fn official_sdks_through_every_pair() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mock = MockProvider::start().await.unwrap();
+    // Strict: the mock rejects what the real APIs reject before answering (no credentials,
+    // no `anthropic-version`, no `max_tokens` on Messages).
+    let mock = MockProvider::start_on(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        MockOptions {
+            strict: true,
+            ..MockOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     let yaml = format!(
         r#"
 version: v0.4.0
