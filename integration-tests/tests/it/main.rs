@@ -10,6 +10,7 @@ mod admin;
 mod cli;
 mod edge;
 mod egress;
+mod filters;
 mod limits;
 mod reload;
 mod support;
