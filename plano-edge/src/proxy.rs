@@ -157,8 +157,12 @@ pub(crate) async fn handle(
             }
         }
     };
-    // Only a listener with output filters keeps the request headers past forwarding.
-    let output_headers = (!output_filters.is_empty()).then(|| parts.headers.clone());
+    // Only a listener with output filters keeps the request headers past forwarding; it
+    // also asks for an identity-encoded answer, since filters read the JSON.
+    let output_headers = (!output_filters.is_empty()).then(|| {
+        parts.headers.remove(header::ACCEPT_ENCODING);
+        parts.headers.clone()
+    });
     // 5. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
