@@ -303,7 +303,7 @@ impl FilterRunner {
             FilterKind::Http => http::call(&self.client, filter, direction, ctx, body).await,
             FilterKind::Mcp => {
                 let session = self.session(filter);
-                mcp::call(self, &session, filter, direction, ctx, body).await
+                mcp::call(self, &session, filter, ctx, body).await
             }
         }
     }
