@@ -4,12 +4,17 @@
 //! 2. limits: a declared body over the listener's `max_body_bytes` is 413 at once, and the
 //!    streamed body is cut at that size;
 //! 3. auth: `auth.api_keys` (401), then the client's key is removed;
-//! 4. (filters and routing to agents / prompt targets come here: a later issue);
+//! 4. input filters: with `input_filters` on the listener, a POST body is read whole
+//!    (still within `max_body_bytes`), run through the chain (`plano_common::filters`) and
+//!    forwarded with its new length; a block or a closed failure answers here. Without
+//!    filters the body streams through untouched. (Routing to agents / prompt targets
+//!    follows the filters: a later issue.)
 //! 5. egress health: when the watcher says the egress is down, 503 at once, without a try;
 //! 6. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
 //!    reached);
-//! 7. respond, bounded by the listener `timeout`; the access log is written when the body
-//!    ends (`body.rs`).
+//! 7. respond, bounded by the listener `timeout`; with `output_filters`, a successful answer
+//!    goes through the chain first, whole or event by event (`output_filter.rs`); the
+//!    access log is written when the body ends (`body.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use plano_common::errors::{ApiError, ApiShape};
+use plano_common::filters::{FilterCtx, FilterRunner};
 use plano_common::peer::PeerStatus;
 use plano_config::{Config, Listener};
 use tokio::sync::watch;
@@ -29,12 +35,15 @@ use crate::access_log::AccessRecord;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::forward::{self, ClientInfo};
 use crate::listener::InFlight;
+use crate::output_filter::OutputChain;
 use crate::{auth, forward::Client};
 
 /// What every request on every listener shares.
 pub struct Edge {
     pub config: ArcSwap<Config>,
     pub client: Client,
+    /// Filter chains (HTTP client and MCP sessions shared by every listener and agent).
+    pub filters: Arc<FilterRunner>,
     pub egress: watch::Receiver<PeerStatus>,
     pub in_flight: Arc<AtomicUsize>,
 }
@@ -71,11 +80,12 @@ pub(crate) async fn handle(
         upstream: "-",
         completed: false,
     };
-    let listener: Option<&Listener> = config.inbound_listeners().find(|l| l.name == info.name);
-    let (timeout, max_body, client_auth) = listener.map_or(
-        (std::time::Duration::from_secs(30), 10 * 1024 * 1024, None),
-        |l| (l.timeout, l.max_body_bytes, l.auth.as_ref()),
-    );
+    let Settings {
+        timeout,
+        max_body,
+        input_filters,
+        output_filters,
+    } = Settings::of(listener(&config, &info.name), req.method());
 
     // 1. route
     if route.is_none() {
@@ -103,13 +113,56 @@ pub(crate) async fn handle(
         return local(e, record, &request_id, in_flight);
     }
     // 3. auth
-    if let Err(e) = auth::check(client_auth, req.headers(), shape) {
+    let client_auth = || listener(&config, &info.name).and_then(|l| l.auth.as_ref());
+    if let Err(e) = auth::check(client_auth(), req.headers(), shape) {
         return local(e, record, &request_id, in_flight);
     }
     let (mut parts, body) = req.into_parts();
-    if client_auth.is_some() {
+    if client_auth().is_some() {
         auth::strip(&mut parts.headers);
     }
+    let body: Inner = http_body_util::Limited::new(body, max_body)
+        .map_err(|e| -> BoxError { e })
+        .boxed_unsync();
+    // 4. input filters
+    let body = if input_filters.is_empty() {
+        body
+    } else {
+        let bytes = match crate::body::read_request(body, max_body, shape).await {
+            Ok(b) => b,
+            Err(e) => return local(e, record, &request_id, in_flight),
+        };
+        let ctx = FilterCtx {
+            path: &path,
+            headers: &parts.headers,
+            request_id: &request_id,
+        };
+        let chain = edge.filters.run_input(&config, &input_filters, &ctx, bytes);
+        let remaining = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, chain).await {
+            Ok(Ok(new)) => {
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+                ResponseBody::full(new)
+            }
+            Ok(Err(e)) => {
+                record.upstream = "filter";
+                return local(e.to_api_error(shape), record, &request_id, in_flight);
+            }
+            Err(_) => {
+                let e = listener_timeout(timeout, "the input filters").with_shape(shape);
+                return local(e, record, &request_id, in_flight);
+            }
+        }
+    };
+    // Only a listener with output filters keeps the request headers past forwarding; it
+    // also asks for an identity-encoded answer, since filters read the JSON.
+    let output_headers = (!output_filters.is_empty()).then(|| {
+        parts.headers.remove(header::ACCEPT_ENCODING);
+        parts.headers.clone()
+    });
     // 5. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
@@ -125,9 +178,6 @@ pub(crate) async fn handle(
         return local(e, record, &request_id, in_flight);
     }
     // 6. forward
-    let body: Inner = http_body_util::Limited::new(body, max_body)
-        .map_err(|e| -> BoxError { e })
-        .boxed_unsync();
     let upstream = match forward::upstream_request(
         Request::from_parts(parts, body),
         &config.egress.url,
@@ -160,14 +210,7 @@ pub(crate) async fn handle(
             return local(e, record, &request_id, in_flight);
         }
         Err(_) => {
-            let e = ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "no answer from the model egress within the listener timeout of {timeout:?}"
-                ),
-            )
-            .with_shape(shape);
+            let e = listener_timeout(timeout, "the model egress").with_shape(shape);
             return local(e, record, &request_id, in_flight);
         }
     };
@@ -176,11 +219,84 @@ pub(crate) async fn handle(
     forward::strip_hop_by_hop(&mut parts.headers);
     record.status = parts.status.as_u16();
     parts.headers.insert("x-request-id", request_id.clone());
+    let mut body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    if let Some(request_headers) = output_headers
+        && parts.status.is_success()
+    {
+        let chain = OutputChain {
+            runner: edge.filters.clone(),
+            config: config.clone(),
+            ids: output_filters,
+            path: path.clone(),
+            request_headers,
+            request_id: request_id.clone(),
+            shape,
+        };
+        let remaining = timeout.saturating_sub(started.elapsed());
+        body = match tokio::time::timeout(remaining, chain.apply(&mut parts.headers, body)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return local(e, record, &request_id, in_flight),
+            Err(_) => {
+                let e = listener_timeout(timeout, "the output filters").with_shape(shape);
+                return local(e, record, &request_id, in_flight);
+            }
+        };
+    }
     let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
-    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     Response::from_parts(
         parts,
         ResponseBody::new(body, Some(deadline), record, in_flight),
+    )
+}
+
+fn listener<'c>(config: &'c Config, name: &str) -> Option<&'c Listener> {
+    config.inbound_listeners().find(|l| l.name == name)
+}
+
+/// The listener settings a request uses, owned: a `&Listener` held across the filter
+/// awaits trips rustc's `Send` inference for the connection future ("not general
+/// enough"). Empty filter lists do not allocate.
+struct Settings {
+    timeout: std::time::Duration,
+    max_body: usize,
+    input_filters: Vec<String>,
+    output_filters: Vec<String>,
+}
+
+impl Settings {
+    fn of(listener: Option<&Listener>, method: &http::Method) -> Self {
+        let Some(l) = listener else {
+            return Settings {
+                timeout: std::time::Duration::from_secs(30),
+                max_body: 10 * 1024 * 1024,
+                input_filters: Vec::new(),
+                output_filters: Vec::new(),
+            };
+        };
+        // Filters apply to the chat APIs (POST); `GET /v1/models` has no body to guard.
+        let filtered = method == http::Method::POST;
+        Settings {
+            timeout: l.timeout,
+            max_body: l.max_body_bytes,
+            input_filters: if filtered {
+                l.input_filters.clone()
+            } else {
+                Vec::new()
+            },
+            output_filters: if filtered {
+                l.output_filters.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+fn listener_timeout(timeout: std::time::Duration, waiting_on: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        format!("no answer from {waiting_on} within the listener timeout of {timeout:?}"),
     )
 }
 

@@ -11,6 +11,7 @@ mod apis;
 mod cli;
 mod edge;
 mod egress;
+mod filters;
 mod limits;
 mod mock;
 mod prometheus;
