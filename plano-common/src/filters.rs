@@ -18,6 +18,7 @@
 
 mod http;
 mod mcp;
+pub mod output;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -8,7 +8,6 @@ mod auth;
 mod body;
 mod forward;
 mod listener;
-mod output_filter;
 pub mod proxy;
 pub mod tls;
 

@@ -13,7 +13,7 @@
 //! 6. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
 //!    reached);
 //! 7. respond, bounded by the listener `timeout`; with `output_filters`, a successful answer
-//!    goes through the chain first, whole or event by event (`output_filter.rs`); the
+//!    goes through the chain first, whole or event by event (`plano_common::filters::output`); the
 //!    access log is written when the body ends (`body.rs`).
 
 use std::net::SocketAddr;
@@ -35,8 +35,8 @@ use crate::access_log::AccessRecord;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::forward::{self, ClientInfo};
 use crate::listener::InFlight;
-use crate::output_filter::OutputChain;
 use crate::{auth, forward::Client};
+use plano_common::filters::output::OutputChain;
 
 /// What every request on every listener shares.
 pub struct Edge {

@@ -14,6 +14,10 @@ use plano_common::errors::{ApiError, ApiShape};
 use plano_common::metrics as m;
 use tokio::time::Instant;
 
+use http_body_util::BodyExt;
+use plano_common::filters::FilterCtx;
+use plano_common::filters::output::{BoxError, Inner, OutputChain};
+
 use crate::dispatch;
 use crate::providers::plan::Api;
 use crate::state::AppState;
@@ -47,16 +51,73 @@ async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     serve(state, Api::Responses, headers, body).await
 }
 
-async fn serve(state: Arc<AppState>, api: Api, headers: HeaderMap, body: Body) -> Response {
-    let limit = state
-        .runtime()
-        .config
-        .model_listener()
-        .map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
-    match dispatch::read_request_body(body, limit).await {
-        Ok(bytes) => dispatch::serve(state, api, headers, bytes).await,
-        Err(e) => e.into_api_error(dispatch::shape_of(api)).into_response(),
+/// Body limit, the model listener's `input_filters`, the request path, `output_filters`.
+async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body: Body) -> Response {
+    let rt = state.runtime();
+    let shape = dispatch::shape_of(api);
+    let listener = rt.config.model_listener();
+    let limit = listener.map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
+    // One id for the filters, the providers and the answer.
+    let request_id = plano_common::request_id::ensure(&headers);
+    headers.insert("x-request-id", request_id.clone());
+    let mut bytes = match dispatch::read_request_body(body, limit).await {
+        Ok(b) => b,
+        Err(e) => return e.into_api_error(shape).into_response(),
+    };
+    let (input_filters, output_filters) = listener.map_or((&[][..], &[][..]), |l| {
+        (&l.input_filters[..], &l.output_filters[..])
+    });
+    let path = api_path(api);
+    if !input_filters.is_empty() {
+        let ctx = FilterCtx {
+            path,
+            headers: &headers,
+            request_id: &request_id,
+        };
+        match state
+            .filters
+            .run_input(&rt.config, input_filters, &ctx, bytes)
+            .await
+        {
+            Ok(b) => bytes = b,
+            Err(e) => return with_id(e.to_api_error(shape).into_response(), &request_id),
+        }
     }
+    let output_filters = output_filters.to_vec();
+    let config = rt.config.clone();
+    drop(rt);
+    let response = dispatch::serve(state.clone(), api, headers.clone(), bytes).await;
+    if output_filters.is_empty() || !response.status().is_success() {
+        return response;
+    }
+    let chain = OutputChain {
+        runner: state.filters.clone(),
+        config,
+        ids: output_filters,
+        path: path.to_string(),
+        request_headers: headers,
+        request_id: request_id.clone(),
+        shape,
+    };
+    let (mut parts, body) = response.into_parts();
+    let body: Inner = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    match chain.apply(&mut parts.headers, body).await {
+        Ok(filtered) => Response::from_parts(parts, Body::new(filtered)),
+        Err(e) => with_id(e.into_response(), &request_id),
+    }
+}
+
+fn api_path(api: Api) -> &'static str {
+    match api {
+        Api::Messages => "/v1/messages",
+        Api::Responses => "/v1/responses",
+        Api::Chat | Api::Converse => "/v1/chat/completions",
+    }
+}
+
+fn with_id(mut res: Response, request_id: &http::HeaderValue) -> Response {
+    res.headers_mut().insert("x-request-id", request_id.clone());
+    res
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {

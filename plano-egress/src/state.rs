@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use plano_common::filters::FilterRunner;
 use plano_common::health::HealthRegistry;
 use plano_config::Config;
 
@@ -24,11 +25,14 @@ pub struct AppState {
     pub circuits: Circuits,
     /// Responses conversations (`previous_response_id`), kept across reloads.
     pub conversations: Arc<Conversations>,
+    /// The model listener's filter chains (HTTP client and MCP sessions), kept across reloads.
+    pub filters: Arc<FilterRunner>,
 }
 
 impl AppState {
     pub async fn new(config: Arc<Config>, health: HealthRegistry) -> anyhow::Result<Self> {
         let circuits = Circuits::new(health);
+        let connect_timeout = config.overrides.upstream_connect_timeout;
         for p in &config.providers {
             circuits.register(&p.name);
         }
@@ -46,6 +50,7 @@ impl AppState {
             runtime: ArcSwap::from_pointee(runtime),
             circuits,
             conversations: Arc::new(Conversations::default()),
+            filters: Arc::new(FilterRunner::new(connect_timeout)),
         })
     }
 

@@ -581,3 +581,97 @@ async fn mcp_output_filter_rewrites_each_streamed_event() {
         "one call per event but [DONE]"
     );
 }
+
+/// The egress model listener runs the same chains: here on `/v1/messages` translated to an
+/// OpenAI-style provider, so the filters see the client's (Anthropic) bodies and events.
+#[tokio::test]
+async fn egress_model_listener_runs_input_and_output_filters() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mock = MockProvider::start().await.unwrap();
+    let input = MockFilter::start("hello", "HELLO").await.unwrap();
+    let output = MockFilter::start("HELLO", "[redacted]").await.unwrap();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: {}
+    access_key: provider-key
+    default: true
+filters:
+{}{}listeners:
+  - type: model
+    name: models
+    port: 12000
+    input_filters: [shout]
+    output_filters: [redact]
+"#,
+        mock.url(),
+        http_filter("shout", &input.url(), ""),
+        http_filter("redact", &output.url(), "")
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let client = reqwest::Client::new();
+    let ask = |stream: bool| {
+        json!({"model": "openai/gpt-4o", "max_tokens": 50, "stream": stream,
+               "messages": [{"role": "user", "content": "hello there"}]})
+    };
+
+    let res = client
+        .post(egress.url("/v1/messages"))
+        .json(&ask(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let text = body["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("[redacted] there"), "{body}");
+    // The provider saw the input filter's output, translated to chat.
+    assert_eq!(
+        mock.requests()[0].body["messages"][0]["content"],
+        "HELLO there"
+    );
+    assert_eq!(input.requests()[0].path, "/v1/messages");
+    assert_eq!(
+        input.requests()[0].body["messages"][0]["content"],
+        "hello there"
+    );
+
+    // Streamed: each Anthropic event goes through the output chain.
+    let res = client
+        .post(egress.url("/v1/messages"))
+        .json(&ask(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("[redacted]"), "{text}");
+    assert!(!text.contains("HELLO"), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+
+    // A block comes back in the client's shape with the filter's status.
+    input.push(FilterReply::Status(
+        403,
+        r#"{"error": {"message": "not on my watch"}}"#.into(),
+    ));
+    let res = client
+        .post(egress.url("/v1/messages"))
+        .json(&ask(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on my watch"),
+        "{body}"
+    );
+    assert_eq!(mock.requests().len(), 2);
+    egress.stop().await.unwrap();
+}

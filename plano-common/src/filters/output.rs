@@ -1,4 +1,5 @@
-//! `output_filters` on a response from the egress.
+//! `output_filters` on an answer, for both binaries (the edge on what the egress answered,
+//! the egress on what it answers its clients).
 //!
 //! Only successful (2xx) answers are filtered: an error body is the egress's own message
 //! and passes as it is. A JSON answer is read whole (up to
@@ -14,17 +15,27 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
 use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
-use plano_common::errors::{ApiError, ApiShape};
-use plano_common::filters::{FilterCtx, FilterRunner, MAX_FILTER_BODY_BYTES};
-use plano_common::sse::{SseDecoder, SseEvent};
 use plano_config::Config;
 
-use crate::body::{BoxError, Inner, ResponseBody};
+use super::{FilterCtx, FilterRunner, MAX_FILTER_BODY_BYTES};
+use crate::errors::{ApiError, ApiShape};
+use crate::sse::{SseDecoder, SseEvent};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type filtered answers travel in.
+pub type Inner = UnsyncBoxBody<Bytes, BoxError>;
+
+fn full(bytes: Bytes) -> Inner {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// What the chain needs to know about the request whose answer it filters; owned, since a
 /// stream outlives the handler.
-pub(crate) struct OutputChain {
+pub struct OutputChain {
     pub runner: Arc<FilterRunner>,
     pub config: Arc<Config>,
     pub ids: Vec<String>,
@@ -44,11 +55,7 @@ impl OutputChain {
     }
 
     /// Filter the response whose head is `headers`: SSE as a stream, anything else whole.
-    pub(crate) async fn apply(
-        self,
-        headers: &mut HeaderMap,
-        body: Inner,
-    ) -> Result<Inner, ApiError> {
+    pub async fn apply(self, headers: &mut HeaderMap, body: Inner) -> Result<Inner, ApiError> {
         let sse = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -74,7 +81,7 @@ impl OutputChain {
             .await
             .map_err(|e| e.to_api_error(self.shape))?;
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        Ok(ResponseBody::full(out))
+        Ok(full(out))
     }
 
     fn stream(self, upstream: Inner) -> Inner {
@@ -176,7 +183,7 @@ impl Streaming {
         }
     }
 
-    fn fail(&mut self, e: plano_common::sse::SseError) -> BoxError {
+    fn fail(&mut self, e: crate::sse::SseError) -> BoxError {
         self.ended = true;
         Box::new(e)
     }
@@ -191,7 +198,7 @@ impl Streaming {
 /// Anthropic `event: error` with its error body; Responses `event: error` with
 /// `{type: "error", code, message, param}`; chat completions a `data:` error object (what
 /// OpenAI's SDKs raise on) followed by `[DONE]` so line-oriented clients stop too.
-fn error_event(path: &str, err: &ApiError) -> Bytes {
+pub fn error_event(path: &str, err: &ApiError) -> Bytes {
     let body = String::from_utf8_lossy(&err.body()).into_owned();
     let mut out = BytesMut::new();
     if err.shape == ApiShape::Anthropic {
