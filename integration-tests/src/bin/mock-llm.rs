@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
                 chunks: args.chunks,
                 chunk_delay: Duration::from_millis(args.chunk_delay_ms),
                 strict: args.strict,
+                record: false,
             };
             let listen = args
                 .port

@@ -90,6 +90,9 @@ pub struct MockOptions {
     /// `x-api-key` header (401), a body that is not JSON (400), and on `/messages` a missing
     /// `anthropic-version` header or `max_tokens` (400). Errors come in the route's shape.
     pub strict: bool,
+    /// Keep every request for [`MockProvider::requests`]. `mock-llm` turns it off: nobody
+    /// reads them there, and a benchmark would grow the list without bound.
+    pub record: bool,
 }
 
 impl Default for MockOptions {
@@ -100,6 +103,7 @@ impl Default for MockOptions {
             chunks: 5,
             chunk_delay: Duration::ZERO,
             strict: false,
+            record: true,
         }
     }
 }

@@ -57,8 +57,9 @@ pub(crate) struct Ctx {
     pub stream: bool,
     pub include_usage: bool,
     pub usage: Usage,
-    /// Tools as the request sent them (the Responses API echoes them back).
-    pub tools: Value,
+    /// Request settings the answer repeats (the Responses API echoes tools, instructions,
+    /// previous_response_id, … in its Response object); `Null` for the other APIs.
+    pub echo: Value,
     /// The text answer was cut at the request's output token limit.
     pub truncated: bool,
 }
@@ -82,7 +83,15 @@ pub(super) async fn handle(
 ) -> Response {
     let parsed: Result<Value, _> = serde_json::from_slice(&raw);
     let body = parsed.as_ref().cloned().unwrap_or(Value::Null);
-    if let Ok(mut r) = inner.requests.lock() {
+    let options = inner
+        .options
+        .lock()
+        .ok()
+        .and_then(|o| o.clone())
+        .unwrap_or_default();
+    if options.record
+        && let Ok(mut r) = inner.requests.lock()
+    {
         r.push(Recorded {
             path: uri.path().to_string(),
             query: uri.query().map(str::to_string),
@@ -95,12 +104,6 @@ pub(super) async fn handle(
         .lock()
         .ok()
         .and_then(|mut s| s.pop_front())
-        .unwrap_or_default();
-    let options = inner
-        .options
-        .lock()
-        .ok()
-        .and_then(|o| o.clone())
         .unwrap_or_default();
     let delay = if reply.delay.is_zero() {
         options.delay
@@ -267,7 +270,11 @@ fn render(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         usage: Usage::of(request_bytes, answer, cached, cache_write),
-        tools: body.get("tools").cloned().unwrap_or(Value::Array(vec![])),
+        echo: if api == Api::Responses {
+            responses::echo(body)
+        } else {
+            Value::Null
+        },
         truncated,
     };
     match api {

@@ -1048,3 +1048,24 @@ async fn plain_chat_echoes_and_keeps_the_sizes_benchmarks_ask_for() {
         .collect();
     assert_eq!(text, "mock reply to: say hello tok0 tok1 tok2 ");
 }
+
+#[tokio::test]
+async fn responses_repeat_the_request_settings() {
+    let mock = MockProvider::start().await.unwrap();
+    let r: Value = post(
+        format!("{}/v1/responses", mock.url()),
+        &[],
+        &json!({"model": "m", "input": "x", "instructions": "be brief", "previous_response_id": "resp_0",
+                "temperature": 0.2, "metadata": {"k": "v"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["instructions"], "be brief");
+    assert_eq!(r["previous_response_id"], "resp_0");
+    assert_eq!(r["temperature"], 0.2);
+    assert_eq!(r["metadata"], json!({"k": "v"}));
+    assert_eq!(r["tools"], json!([]), "the API's default when unset");
+    assert_eq!(r["top_p"], 1.0);
+}
