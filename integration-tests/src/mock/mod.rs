@@ -30,6 +30,9 @@
 //! streaming, comes as one chunk followed by `chunks` chunks `tok0 `, `tok1 `, … (usage 10
 //! prompt tokens, 20 or `chunks` completion tokens).
 //!
+//! A text answer containing one of the request's stop sequences (`stop`, `stop_sequences`,
+//! `inferenceConfig.stopSequences`) ends just before it, with reason `stop`,
+//! `stop_sequence` (Anthropic also names the sequence) or `stop_sequence` (Bedrock).
 //! A text answer longer than the request's output limit (`max_tokens`,
 //! `max_completion_tokens`, `max_output_tokens`, `inferenceConfig.maxTokens`) is cut to that
 //! many words and ends with the API's limit reason (`length`, `max_tokens`, an `incomplete`

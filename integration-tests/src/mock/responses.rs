@@ -266,6 +266,7 @@ pub fn responses_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
         usage: Usage::fixed(10, pieces.len() as u64),
         echo: Value::Null,
         truncated: false,
+        stop_sequence: None,
     };
     let pieces = pieces.iter().map(|p| p.to_string()).collect();
     match render_with(&ctx, &Answer::Text(text), pieces) {

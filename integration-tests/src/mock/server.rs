@@ -62,6 +62,8 @@ pub(crate) struct Ctx {
     pub echo: Value,
     /// The text answer was cut at the request's output token limit.
     pub truncated: bool,
+    /// The text answer was cut before this stop sequence of the request.
+    pub stop_sequence: Option<String>,
 }
 
 /// A rendered answer, before it becomes an HTTP response.
@@ -248,7 +250,8 @@ fn render(
     answer: &Answer,
     (cached, cache_write): (u64, u64),
 ) -> Out {
-    let (answer, truncated) = truncate(answer, max_tokens(api, body));
+    let (answer, stop_sequence) = stop_at(answer, &stop_sequences(api, body));
+    let (answer, truncated) = truncate(&answer, max_tokens(api, body));
     let answer = &answer;
     let model = match api {
         Api::Converse | Api::ConverseStream => bedrock::model_id(uri.path()).unwrap_or_default(),
@@ -276,6 +279,7 @@ fn render(
             Value::Null
         },
         truncated,
+        stop_sequence,
     };
     match api {
         Api::Chat => openai::render(&ctx, answer),
@@ -306,6 +310,42 @@ fn max_tokens(api: Api, body: &Value) -> Option<u64> {
         Api::Messages => field("/max_tokens"),
         Api::Responses => field("/max_output_tokens"),
         Api::Converse | Api::ConverseStream => field("/inferenceConfig/maxTokens"),
+    }
+}
+
+/// The request's stop sequences, under each API's name for them (Responses has none).
+fn stop_sequences(api: Api, body: &Value) -> Vec<String> {
+    let list = match api {
+        Api::Chat => body.get("stop"),
+        Api::Messages => body.get("stop_sequences"),
+        Api::Converse | Api::ConverseStream => body.pointer("/inferenceConfig/stopSequences"),
+        Api::Responses => None,
+    };
+    match list {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A text answer containing a stop sequence ends just before its first occurrence, as a
+/// model's output does; the sequence itself is not part of the text.
+fn stop_at(answer: &Answer, stops: &[String]) -> (Answer, Option<String>) {
+    let Answer::Text(text) = answer else {
+        return (answer.clone(), None);
+    };
+    let first = stops
+        .iter()
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+        .min_by_key(|(at, _)| *at);
+    match first {
+        Some((at, stop)) => (Answer::Text(text[..at].to_string()), Some(stop.clone())),
+        None => (answer.clone(), None),
     }
 }
 

@@ -1069,3 +1069,60 @@ async fn responses_repeat_the_request_settings() {
     assert_eq!(r["tools"], json!([]), "the API's default when unset");
     assert_eq!(r["top_p"], 1.0);
 }
+
+#[tokio::test]
+async fn stop_sequences_end_the_text_with_each_apis_reason() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let tools: Value = json!([]);
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "stop": ["result"], "tools": tools,
+            "messages": [{"role": "tool", "tool_call_id": "c", "content": "x"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["message"]["content"], "tool ");
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+
+    let m: Value = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 99,
+            "stop_sequences": ["zzz", "to:"], "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(m["content"][0]["text"], "mock reply ");
+    assert_eq!(m["stop_reason"], "stop_sequence");
+    assert_eq!(m["stop_sequence"], "to:");
+    let res = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 99, "stream": true,
+            "stop_sequences": ["reply"], "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let events = sse(&text(res).await);
+    let delta = &events[events.len() - 2].1["delta"];
+    assert_eq!(delta["stop_reason"], "stop_sequence");
+    assert_eq!(delta["stop_sequence"], "reply");
+
+    let b: Value = post(
+        url("/model/m/converse"),
+        &[],
+        &json!({"inferenceConfig": {"stopSequences": ["reply"]},
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(b["stopReason"], "stop_sequence");
+    assert_eq!(b["output"]["message"]["content"][0]["text"], "mock ");
+}
