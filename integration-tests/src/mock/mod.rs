@@ -7,7 +7,8 @@
 //! - `POST …/model/{modelId}/converse` and `…/converse-stream`: Amazon Bedrock Converse,
 //!   the stream in AWS event-stream framing (`bedrock.rs`).
 //!
-//! Anything else gets a 404. Every request is recorded (path, query, headers, JSON body).
+//! Anything else gets a 404 unless a raw body (JSON, SSE, bytes, hang) or an error was
+//! scripted for it. Every request is recorded (path, query, headers, JSON body).
 //! The wire formats are written from the providers' API references, independently of the
 //! egress translators, so that a bug in a translator cannot be cancelled out by the same bug
 //! here.

@@ -115,79 +115,93 @@ pub(super) async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let Some(api) = Api::of(uri.path()) else {
-        return openai::error(
-            StatusCode::NOT_FOUND,
-            &format!("mock: no route for POST {}", uri.path()),
-        );
-    };
+    // Raw scripted bodies are sent on any path; the rest need to know the route's API.
+    let api = Api::of(uri.path());
     if options.strict
+        && let Some(api) = api
         && let Some((status, message)) = strict_problem(api, &headers, parsed.is_ok(), &body)
     {
         return api.error(status, &message);
     }
     let status = reply.status;
     let cache = (reply.cached_tokens, reply.cache_write_tokens);
-    let mut res = match reply.body {
-        ReplyBody::Hang => {
+    let mut res = match (reply.body, api) {
+        (ReplyBody::Hang, _) => {
             std::future::pending::<()>().await;
             StatusCode::OK.into_response()
         }
-        ReplyBody::Error => {
+        (ReplyBody::Error, api) => {
             let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            api.error(status, &format!("mock error {}", status.as_u16()))
+            let message = format!("mock error {}", status.as_u16());
+            match api {
+                Some(api) => api.error(status, &message),
+                None => openai::error(status, &message),
+            }
         }
-        ReplyBody::Json(v) => json_response(&v),
-        ReplyBody::Sse {
-            events,
-            gap,
-            then_hang,
-        } => stream(
+        (ReplyBody::Json(v), _) => json_response(&v),
+        (
+            ReplyBody::Sse {
+                events,
+                gap,
+                then_hang,
+            },
+            _,
+        ) => stream(
             &inner,
             sse_frames(events),
             "text/event-stream",
             gap,
             then_hang,
         ),
-        ReplyBody::NamedSse {
-            events,
-            gap,
-            then_hang,
-        } => stream(
+        (
+            ReplyBody::NamedSse {
+                events,
+                gap,
+                then_hang,
+            },
+            _,
+        ) => stream(
             &inner,
             named_frames(events),
             "text/event-stream",
             gap,
             then_hang,
         ),
-        ReplyBody::Bytes {
-            chunks,
-            content_type,
-            gap,
-            then_hang,
-        } => stream(
+        (
+            ReplyBody::Bytes {
+                chunks,
+                content_type,
+                gap,
+                then_hang,
+            },
+            _,
+        ) => stream(
             &inner,
             chunks.into_iter().map(Bytes::from).collect(),
             &content_type,
             gap,
             then_hang,
         ),
-        ReplyBody::Answer(answer) => {
+        (ReplyBody::Answer(_) | ReplyBody::Default, None) => openai::error(
+            StatusCode::NOT_FOUND,
+            &format!("mock: no route for POST {}", uri.path()),
+        ),
+        (ReplyBody::Answer(answer), Some(api)) => {
             let out = render(api, &uri, &body, raw.len(), &answer, cache);
             respond(&inner, out, options.chunk_delay)
         }
-        ReplyBody::Default if let Some(code) = error_model(api, uri.path(), &body) => {
-            api.error(code, &format!("mock error {}", code.as_u16()))
-        }
-        ReplyBody::Default => {
-            let conv = conversation(api, &body);
-            let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
-                openai::sized(&body, &conv.reply(), &options)
-            } else {
-                render(api, &uri, &body, raw.len(), &conv.answer(), cache)
-            };
-            respond(&inner, out, options.chunk_delay)
-        }
+        (ReplyBody::Default, Some(api)) => match error_model(api, uri.path(), &body) {
+            Some(code) => api.error(code, &format!("mock error {}", code.as_u16())),
+            None => {
+                let conv = conversation(api, &body);
+                let out = if api == Api::Chat && conv.tool.is_none() && conv.tool_result.is_none() {
+                    openai::sized(&body, &conv.reply(), &options)
+                } else {
+                    render(api, &uri, &body, raw.len(), &conv.answer(), cache)
+                };
+                respond(&inner, out, options.chunk_delay)
+            }
+        },
     };
     if let Some(status) = status {
         *res.status_mut() = status;

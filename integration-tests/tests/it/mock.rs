@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use integration_tests::mock::{
-    MockOptions, MockProvider, Reply, anthropic_error_event, anthropic_text_stream,
+    MockOptions, MockProvider, Reply, ReplyBody, anthropic_error_event, anthropic_text_stream,
     bedrock_exception_frame, bedrock_stream, responses_text_stream,
 };
 use serde_json::{Value, json};
@@ -784,6 +784,18 @@ async fn unknown_paths_are_404_and_still_recorded() {
     let res = post(format!("{}/v1/embeddings", mock.url()), &[], &json!({})).await;
     assert_eq!(res.status(), 404);
     assert_eq!(mock.requests()[0].path, "/v1/embeddings");
+
+    // A raw scripted body is sent whatever the path.
+    mock.push(Reply {
+        body: ReplyBody::Json(json!({"data": []})),
+        ..Reply::default()
+    });
+    let res = post(format!("{}/v1/embeddings", mock.url()), &[], &json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"data": []}));
+    mock.push(Reply::status(418));
+    let res = post(format!("{}/custom", mock.url()), &[], &json!({})).await;
+    assert_eq!(res.status(), 418);
 }
 
 #[tokio::test]
