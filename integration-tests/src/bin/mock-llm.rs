@@ -21,10 +21,10 @@ struct Args {
     /// Delay before each answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
-    /// Approximate size of a non-streaming answer, in bytes.
+    /// Approximate size of a non-streaming plain chat completion, in bytes.
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
-    /// Content chunks in a streaming answer.
+    /// Filler chunks (`tok0 ` …) after the reply in a streaming plain chat completion.
     #[arg(long, default_value_t = 5)]
     chunks: usize,
     /// Delay between streamed chunks, in milliseconds.
@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
                 chunks: args.chunks,
                 chunk_delay: Duration::from_millis(args.chunk_delay_ms),
                 strict: args.strict,
+                record: false,
             };
             let listen = args
                 .port

@@ -73,7 +73,9 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     let (block, stop) = match answer {
         Answer::Text(text) => (
             json!({"type": "text", "text": text}),
-            if ctx.truncated {
+            if ctx.stop_sequence.is_some() {
+                "stop_sequence"
+            } else if ctx.truncated {
                 "max_tokens"
             } else {
                 "end_turn"
@@ -87,7 +89,7 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     if !ctx.stream {
         return Out::Json(json!({
             "id": MESSAGE_ID, "type": "message", "role": "assistant", "model": ctx.model,
-            "content": [block], "stop_reason": stop, "stop_sequence": null,
+            "content": [block], "stop_reason": stop, "stop_sequence": ctx.stop_sequence,
             "usage": usage_json(&ctx.usage, ctx.usage.output)
         }));
     }
@@ -107,7 +109,13 @@ pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
                 .collect(),
         ),
     };
-    Out::Named(events(&ctx.model, start, deltas, stop, &ctx.usage))
+    Out::Named(events(
+        &ctx.model,
+        start,
+        deltas,
+        (stop, ctx.stop_sequence.as_deref()),
+        &ctx.usage,
+    ))
 }
 
 fn usage_json(u: &Usage, output: u64) -> Value {
@@ -122,7 +130,7 @@ fn events(
     model: &str,
     start: Value,
     deltas: Vec<Value>,
-    stop: &str,
+    (stop, stop_sequence): (&str, Option<&str>),
     usage: &Usage,
 ) -> Vec<(String, String)> {
     let ev = |v: Value| {
@@ -150,7 +158,7 @@ fn events(
     }
     out.push(ev(json!({"type": "content_block_stop", "index": 0})));
     out.push(ev(json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null},
+        "delta": {"stop_reason": stop, "stop_sequence": stop_sequence},
         "usage": {"output_tokens": usage.output}})));
     out.push(ev(json!({"type": "message_stop"})));
     out
@@ -168,7 +176,7 @@ pub fn anthropic_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
         model,
         json!({"type": "text", "text": ""}),
         deltas,
-        "end_turn",
+        ("end_turn", None),
         &usage,
     )
 }
@@ -185,7 +193,7 @@ pub fn anthropic_tool_stream(model: &str, name: &str, fragments: &[&str]) -> Vec
         model,
         json!({"type": "tool_use", "id": TOOL_ID, "name": name, "input": {}}),
         deltas,
-        "tool_use",
+        ("tool_use", None),
         &usage,
     )
 }

@@ -143,6 +143,7 @@ fn usage_json(u: &Usage) -> Value {
 
 pub(crate) fn render(ctx: &Ctx, answer: &Answer) -> Out {
     let stop = match answer {
+        Answer::Text(_) if ctx.stop_sequence.is_some() => "stop_sequence",
         Answer::Text(_) if ctx.truncated => "max_tokens",
         Answer::Text(_) => "end_turn",
         Answer::ToolCall { .. } => "tool_use",

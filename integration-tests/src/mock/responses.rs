@@ -79,17 +79,49 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// The `Response` object with this status, output and usage.
-fn response(ctx_model: &str, tools: &Value, status: &str, output: Value, usage: Value) -> Value {
-    json!({
+/// The request settings a Response object repeats, those the request set.
+pub(crate) fn echo(body: &Value) -> Value {
+    const ECHOED: [&str; 14] = [
+        "instructions",
+        "max_output_tokens",
+        "metadata",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "reasoning",
+        "store",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_p",
+        "truncation",
+        "user",
+    ];
+    let mut out = serde_json::Map::new();
+    for key in ECHOED {
+        if let Some(v) = body.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// The `Response` object with this status, output and usage: the API's defaults, overridden
+/// by what the request set.
+fn response(ctx: &Ctx, status: &str, output: Value, usage: Value) -> Value {
+    let mut r = json!({
         "id": RESPONSE_ID, "object": "response", "created_at": CREATED, "status": status,
         "error": null, "incomplete_details": null, "instructions": null,
-        "max_output_tokens": null, "model": ctx_model, "output": output,
+        "max_output_tokens": null, "model": ctx.model, "output": output,
         "parallel_tool_calls": true, "previous_response_id": null, "reasoning": null,
-        "store": false, "temperature": 1.0, "text": {"format": {"type": "text"}},
-        "tool_choice": "auto", "tools": tools, "top_p": 1.0, "truncation": "disabled",
+        "store": true, "temperature": 1.0, "text": {"format": {"type": "text"}},
+        "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
         "usage": usage, "user": null, "metadata": {}
-    })
+    });
+    if let (Some(r), Some(echo)) = (r.as_object_mut(), ctx.echo.as_object()) {
+        r.extend(echo.clone());
+    }
+    r
 }
 
 fn text_item(text: &str, status: &str) -> Value {
@@ -130,8 +162,7 @@ fn render_with(ctx: &Ctx, answer: &Answer, pieces: Vec<String>) -> Out {
         }
     };
     let mut completed = response(
-        &ctx.model,
-        &ctx.tools,
+        ctx,
         status,
         json!([done_item.clone()]),
         usage_json(&ctx.usage),
@@ -142,13 +173,7 @@ fn render_with(ctx: &Ctx, answer: &Answer, pieces: Vec<String>) -> Out {
     if !ctx.stream {
         return Out::Json(completed);
     }
-    let pending = response(
-        &ctx.model,
-        &ctx.tools,
-        "in_progress",
-        json!([]),
-        Value::Null,
-    );
+    let pending = response(ctx, "in_progress", json!([]), Value::Null);
     let mut ev = Events::default();
     ev.push(json!({"type": "response.created", "response": pending}));
     ev.push(json!({"type": "response.in_progress", "response": pending}));
@@ -239,8 +264,9 @@ pub fn responses_text_stream(model: &str, pieces: &[&str]) -> Vec<(String, Strin
         stream: true,
         include_usage: false,
         usage: Usage::fixed(10, pieces.len() as u64),
-        tools: json!([]),
+        echo: Value::Null,
         truncated: false,
+        stop_sequence: None,
     };
     let pieces = pieces.iter().map(|p| p.to_string()).collect();
     match render_with(&ctx, &Answer::Text(text), pieces) {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use integration_tests::mock::{
-    MockOptions, MockProvider, Reply, anthropic_error_event, anthropic_text_stream,
+    MockOptions, MockProvider, Reply, ReplyBody, anthropic_error_event, anthropic_text_stream,
     bedrock_exception_frame, bedrock_stream, responses_text_stream,
 };
 use serde_json::{Value, json};
@@ -784,6 +784,18 @@ async fn unknown_paths_are_404_and_still_recorded() {
     let res = post(format!("{}/v1/embeddings", mock.url()), &[], &json!({})).await;
     assert_eq!(res.status(), 404);
     assert_eq!(mock.requests()[0].path, "/v1/embeddings");
+
+    // A raw scripted body is sent whatever the path.
+    mock.push(Reply {
+        body: ReplyBody::Json(json!({"data": []})),
+        ..Reply::default()
+    });
+    let res = post(format!("{}/v1/embeddings", mock.url()), &[], &json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"data": []}));
+    mock.push(Reply::status(418));
+    let res = post(format!("{}/custom", mock.url()), &[], &json!({})).await;
+    assert_eq!(res.status(), 418);
 }
 
 #[tokio::test]
@@ -1047,4 +1059,82 @@ async fn plain_chat_echoes_and_keeps_the_sizes_benchmarks_ask_for() {
         .filter_map(|(_, e)| e["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(text, "mock reply to: say hello tok0 tok1 tok2 ");
+}
+
+#[tokio::test]
+async fn responses_repeat_the_request_settings() {
+    let mock = MockProvider::start().await.unwrap();
+    let r: Value = post(
+        format!("{}/v1/responses", mock.url()),
+        &[],
+        &json!({"model": "m", "input": "x", "instructions": "be brief", "previous_response_id": "resp_0",
+                "temperature": 0.2, "metadata": {"k": "v"}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["instructions"], "be brief");
+    assert_eq!(r["previous_response_id"], "resp_0");
+    assert_eq!(r["temperature"], 0.2);
+    assert_eq!(r["metadata"], json!({"k": "v"}));
+    assert_eq!(r["tools"], json!([]), "the API's default when unset");
+    assert_eq!(r["top_p"], 1.0);
+}
+
+#[tokio::test]
+async fn stop_sequences_end_the_text_with_each_apis_reason() {
+    let mock = MockProvider::start().await.unwrap();
+    let url = |p: &str| format!("{}{p}", mock.url());
+    let tools: Value = json!([]);
+    let c: Value = post(
+        url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m", "stop": ["result"], "tools": tools,
+            "messages": [{"role": "tool", "tool_call_id": "c", "content": "x"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(c["choices"][0]["message"]["content"], "tool ");
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+
+    let m: Value = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 99,
+            "stop_sequences": ["zzz", "to:"], "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(m["content"][0]["text"], "mock reply ");
+    assert_eq!(m["stop_reason"], "stop_sequence");
+    assert_eq!(m["stop_sequence"], "to:");
+    let res = post(
+        url("/v1/messages"),
+        ANTHROPIC_HEADERS,
+        &json!({"model": "m", "max_tokens": 99, "stream": true,
+            "stop_sequences": ["reply"], "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let events = sse(&text(res).await);
+    let delta = &events[events.len() - 2].1["delta"];
+    assert_eq!(delta["stop_reason"], "stop_sequence");
+    assert_eq!(delta["stop_sequence"], "reply");
+
+    let b: Value = post(
+        url("/model/m/converse"),
+        &[],
+        &json!({"inferenceConfig": {"stopSequences": ["reply"]},
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(b["stopReason"], "stop_sequence");
+    assert_eq!(b["output"]["message"]["content"][0]["text"], "mock ");
 }

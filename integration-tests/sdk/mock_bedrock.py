@@ -4,7 +4,7 @@ parser (CRC checks included) and response parsers must accept the mock's answers
 A manual check, not part of `cargo test`:
     pip install boto3
     cargo run -p integration-tests --bin mock-llm -- --port 18080 &
-    python3 integration-tests/python/mock_bedrock_check.py http://127.0.0.1:18080
+    python3 integration-tests/sdk/mock_bedrock.py http://127.0.0.1:18080
 """
 import sys
 

@@ -4,7 +4,7 @@ accept the mock's Anthropic, Responses and chat streams, tool turns included.
 A manual check, not part of `cargo test`:
     pip install anthropic openai
     cargo run -p integration-tests --bin mock-llm -- --port 18080 --strict &
-    python3 integration-tests/python/mock_sdk_check.py http://127.0.0.1:18080
+    python3 integration-tests/sdk/mock_wire.py http://127.0.0.1:18080
 """
 import json, sys
 import anthropic, openai
