@@ -409,6 +409,31 @@ fn chunks_that_are_not_chat_chunks_are_ignored() {
     assert!(a.blocks.is_empty());
 }
 
+#[test]
+fn the_model_alone_is_enough_context() {
+    let mut s = StreamFromChat::new("claude-x");
+    let mut all = s.chunk(&chunk(json!({"content": "one"}), Some("stop")));
+    all.extend(s.finish());
+    assemble(&all);
+    let start: Value = serde_json::from_str(&all[0].data).unwrap();
+    assert_eq!(start["message"]["model"], "claude-x");
+    let whole = json!({"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "one"}, "stop_reason": "END"}]});
+    let m = response_from_chat(&whole, "claude-x").unwrap();
+    assert_eq!(
+        (m["model"].as_str(), m["stop_reason"].as_str()),
+        (Some("claude-x"), Some("end_turn"))
+    );
+    // With the request's stop sequences, the one the provider names is reported.
+    let req = json!({"model": "claude-x", "stop_sequences": ["END"]});
+    let m =
+        response_from_chat(&whole, ResponseCtx::from_request(req.as_object().unwrap())).unwrap();
+    assert_eq!(
+        (m["stop_reason"].as_str(), m["stop_sequence"].as_str()),
+        (Some("stop_sequence"), Some("END"))
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // StreamToChat (Messages events → chat chunks)
 

@@ -57,9 +57,10 @@ enum Pending {
 }
 
 impl StreamFromChat {
-    pub fn new(ctx: ResponseCtx) -> Self {
+    /// `ctx`: [`ResponseCtx::from_request`] of the client's request, or just its model.
+    pub fn new(ctx: impl Into<ResponseCtx>) -> Self {
         StreamFromChat {
-            ctx,
+            ctx: ctx.into(),
             id: String::new(),
             started: false,
             closed: false,
