@@ -102,10 +102,7 @@ pub fn response_from_chat(
         .unwrap_or_default();
     let id = message_id(chat.get("id").and_then(Value::as_str));
     for (i, call) in calls.iter().enumerate() {
-        let args = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let args = call.pointer("/function/arguments");
         content.push(json!({
             "type": "tool_use",
             "id": call.get("id").and_then(Value::as_str).filter(|s| !s.is_empty())
