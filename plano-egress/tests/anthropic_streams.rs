@@ -375,6 +375,38 @@ fn several_tool_calls_in_one_chunk_each_get_a_block() {
 }
 
 #[test]
+fn calls_all_numbered_zero_are_told_apart_by_id() {
+    let mut s = StreamFromChat::new(ctx());
+    let mut all = Vec::new();
+    for (id, name, frags) in [
+        ("call_a", "f", ["{\"x\"", ":1}"]),
+        ("call_b", "g", ["{\"y\"", ":2}"]),
+    ] {
+        all.extend(s.chunk(&chunk(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
+                                   "function": {"name": name, "arguments": frags[0]}}]}),
+            None,
+        )));
+        all.extend(s.chunk(&chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": frags[1]}}]}),
+            None,
+        )));
+    }
+    all.extend(s.chunk(&chunk(json!({}), Some("tool_calls"))));
+    all.extend(s.finish());
+    let a = assemble(&all);
+    let got: Vec<_> = a
+        .blocks
+        .iter()
+        .map(|b| (b.2.as_str(), b.3.as_str(), b.1.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("call_a", "f", r#"{"x":1}"#), ("call_b", "g", r#"{"y":2}"#)]
+    );
+}
+
+#[test]
 fn a_tool_call_named_late_is_still_emitted_whole() {
     let mut s = StreamFromChat::new(ctx());
     let mut all = s.chunk(&chunk(
