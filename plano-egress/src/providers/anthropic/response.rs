@@ -133,7 +133,7 @@ pub fn response_from_chat(
 }
 
 /// Text of chat message content: a string, or the text of its parts.
-pub(super) fn chat_text(content: Option<&Value>) -> String {
+fn chat_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts
