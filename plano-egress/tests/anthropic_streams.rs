@@ -375,6 +375,38 @@ fn several_tool_calls_in_one_chunk_each_get_a_block() {
 }
 
 #[test]
+fn calls_all_numbered_zero_are_told_apart_by_id() {
+    let mut s = StreamFromChat::new(ctx());
+    let mut all = Vec::new();
+    for (id, name, frags) in [
+        ("call_a", "f", ["{\"x\"", ":1}"]),
+        ("call_b", "g", ["{\"y\"", ":2}"]),
+    ] {
+        all.extend(s.chunk(&chunk(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
+                                   "function": {"name": name, "arguments": frags[0]}}]}),
+            None,
+        )));
+        all.extend(s.chunk(&chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": frags[1]}}]}),
+            None,
+        )));
+    }
+    all.extend(s.chunk(&chunk(json!({}), Some("tool_calls"))));
+    all.extend(s.finish());
+    let a = assemble(&all);
+    let got: Vec<_> = a
+        .blocks
+        .iter()
+        .map(|b| (b.2.as_str(), b.3.as_str(), b.1.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("call_a", "f", r#"{"x":1}"#), ("call_b", "g", r#"{"y":2}"#)]
+    );
+}
+
+#[test]
 fn a_tool_call_named_late_is_still_emitted_whole() {
     let mut s = StreamFromChat::new(ctx());
     let mut all = s.chunk(&chunk(
@@ -407,6 +439,31 @@ fn chunks_that_are_not_chat_chunks_are_ignored() {
     all.extend(s.finish());
     let a = assemble(&all);
     assert!(a.blocks.is_empty());
+}
+
+#[test]
+fn the_model_alone_is_enough_context() {
+    let mut s = StreamFromChat::new("claude-x");
+    let mut all = s.chunk(&chunk(json!({"content": "one"}), Some("stop")));
+    all.extend(s.finish());
+    assemble(&all);
+    let start: Value = serde_json::from_str(&all[0].data).unwrap();
+    assert_eq!(start["message"]["model"], "claude-x");
+    let whole = json!({"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "one"}, "stop_reason": "END"}]});
+    let m = response_from_chat(&whole, "claude-x").unwrap();
+    assert_eq!(
+        (m["model"].as_str(), m["stop_reason"].as_str()),
+        (Some("claude-x"), Some("end_turn"))
+    );
+    // With the request's stop sequences, the one the provider names is reported.
+    let req = json!({"model": "claude-x", "stop_sequences": ["END"]});
+    let m =
+        response_from_chat(&whole, ResponseCtx::from_request(req.as_object().unwrap())).unwrap();
+    assert_eq!(
+        (m["stop_reason"].as_str(), m["stop_sequence"].as_str()),
+        (Some("stop_sequence"), Some("END"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -227,12 +227,17 @@ fn matched_stop_sequence(choice: &Value, asked: &[String]) -> Option<String> {
     asked.iter().find(|a| a.as_str() == s).cloned()
 }
 
-/// Tool-call arguments as an Anthropic `input` object. Anything else (a model can emit
-/// broken JSON) becomes `{}`: the client's tool then reports missing arguments to the
-/// model, which can retry, instead of the whole turn failing.
-fn tool_input(args: &str) -> Value {
-    match serde_json::from_str::<Value>(args) {
-        Ok(v @ Value::Object(_)) => v,
+/// Chat tool-call `arguments` (a JSON string, or an object from hand-written history) as
+/// an Anthropic `input` object. Anything else (a model can emit broken JSON) becomes `{}`:
+/// the client's tool then reports missing arguments to the model, which can retry, instead
+/// of the whole turn failing.
+fn tool_input(args: Option<&Value>) -> Value {
+    match args {
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => json!({}),
+        },
         _ => json!({}),
     }
 }

@@ -18,6 +18,22 @@ pub struct ResponseCtx {
     pub stop_sequences: Vec<String>,
 }
 
+/// Only the model: the matched stop sequence is then never reported.
+impl From<&str> for ResponseCtx {
+    fn from(model: &str) -> Self {
+        ResponseCtx {
+            model: model.to_owned(),
+            stop_sequences: Vec::new(),
+        }
+    }
+}
+
+impl From<&ResponseCtx> for ResponseCtx {
+    fn from(ctx: &ResponseCtx) -> Self {
+        ctx.clone()
+    }
+}
+
 impl ResponseCtx {
     /// From the client's Messages request (before translation).
     pub fn from_request(req: &Obj) -> Self {
@@ -42,7 +58,12 @@ impl ResponseCtx {
 }
 
 /// Chat completion → Message. An upstream answer without a first choice is an error.
-pub fn response_from_chat(chat: &Value, ctx: &ResponseCtx) -> Result<Value, TranslateError> {
+/// `ctx`: [`ResponseCtx::from_request`] of the client's request, or just its model.
+pub fn response_from_chat(
+    chat: &Value,
+    ctx: impl Into<ResponseCtx>,
+) -> Result<Value, TranslateError> {
+    let ctx = ctx.into();
     let choice = chat
         .get("choices")
         .and_then(Value::as_array)
@@ -81,10 +102,7 @@ pub fn response_from_chat(chat: &Value, ctx: &ResponseCtx) -> Result<Value, Tran
         .unwrap_or_default();
     let id = message_id(chat.get("id").and_then(Value::as_str));
     for (i, call) in calls.iter().enumerate() {
-        let args = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let args = call.pointer("/function/arguments");
         content.push(json!({
             "type": "tool_use",
             "id": call.get("id").and_then(Value::as_str).filter(|s| !s.is_empty())
@@ -115,7 +133,7 @@ pub fn response_from_chat(chat: &Value, ctx: &ResponseCtx) -> Result<Value, Tran
 }
 
 /// Text of chat message content: a string, or the text of its parts.
-pub(super) fn chat_text(content: Option<&Value>) -> String {
+fn chat_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts

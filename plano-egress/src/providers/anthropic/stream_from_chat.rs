@@ -57,9 +57,10 @@ enum Pending {
 }
 
 impl StreamFromChat {
-    pub fn new(ctx: ResponseCtx) -> Self {
+    /// `ctx`: [`ResponseCtx::from_request`] of the client's request, or just its model.
+    pub fn new(ctx: impl Into<ResponseCtx>) -> Self {
         StreamFromChat {
-            ctx,
+            ctx: ctx.into(),
             id: String::new(),
             started: false,
             closed: false,
@@ -145,15 +146,9 @@ impl StreamFromChat {
             .pointer("/function/arguments")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        // Some providers leave out `index`: match by id, else by position in the array.
-        let chat_index = call
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| {
-                id.and_then(|id| self.tools.iter().find(|t| t.id.as_deref() == Some(id)))
-                    .map_or(position as u64, |t| t.chat_index)
-            });
-        let known = self.tools.iter().position(|t| t.chat_index == chat_index);
+        let index = call.get("index").and_then(Value::as_u64);
+        let known = self.find_tool(id, index);
+        let chat_index = index.unwrap_or(position as u64);
         let pos = known.unwrap_or_else(|| {
             self.tools.push(ToolCall {
                 chat_index,
@@ -193,6 +188,25 @@ impl StreamFromChat {
             && !fragment.is_empty()
         {
             out.push(block_delta(index, json_delta(fragment)));
+        }
+    }
+
+    /// The call a delta continues. Providers differ: OpenAI gives `id` on a call's first
+    /// delta and `index` on all; some number every call 0 and tell them apart by `id`; some
+    /// leave out `index` (then a delta without `id` continues the latest call); some give
+    /// the `id` only after the first fragment.
+    fn find_tool(&self, id: Option<&str>, index: Option<u64>) -> Option<usize> {
+        let by_index = index.and_then(|ix| self.tools.iter().rposition(|t| t.chat_index == ix));
+        match id {
+            Some(id) => self
+                .tools
+                .iter()
+                .position(|t| t.id.as_deref() == Some(id))
+                .or_else(|| {
+                    by_index.filter(|&p| self.tools.get(p).is_some_and(|t| t.id.is_none()))
+                }),
+            None if index.is_some() => by_index,
+            None => self.tools.len().checked_sub(1),
         }
     }
 

@@ -326,10 +326,7 @@ fn assistant_blocks(msg: &Obj, at: &str) -> Result<Vec<Value>, TranslateError> {
             let f = present(o, "function")
                 .ok_or_else(|| TranslateError::at(&f_at, format!("`{f_at}` is required")))?;
             let f = as_obj(f, &f_at, "an object")?;
-            let args = match present(f, "arguments") {
-                Some(a) => as_str(a, &format!("{f_at}.arguments"))?,
-                None => "",
-            };
+            let args = present(f, "arguments");
             blocks.push(json!({
                 "type": "tool_use",
                 "id": tool_id(req_str(o, &call_at, "id")?),
