@@ -4,7 +4,8 @@
 //! 2. limits: a declared body over the listener's `max_body_bytes` is 413 at once, and the
 //!    streamed body is cut at that size;
 //! 3. auth: `auth.api_keys` (401), then the client's key is removed;
-//! 4. (filters and routing to agents / prompt targets come here: a later issue);
+//! 4. route to agents / prompt targets: on `agent` and `prompt` listeners the edge answers
+//!    chat completions itself (`route.rs`); everything else goes on to the egress;
 //! 5. egress health: when the watcher says the egress is down, 503 at once, without a try;
 //! 6. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
 //!    reached);
@@ -29,6 +30,7 @@ use crate::access_log::AccessRecord;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::forward::{self, ClientInfo};
 use crate::listener::InFlight;
+use crate::{agents, calls, prompt_targets, route};
 use crate::{auth, forward::Client};
 
 /// What every request on every listener shares.
@@ -37,6 +39,8 @@ pub struct Edge {
     pub client: Client,
     pub egress: watch::Receiver<PeerStatus>,
     pub in_flight: Arc<AtomicUsize>,
+    /// Clients for prompt-target endpoints (by connect timeout).
+    pub endpoint_clients: crate::calls::ClientCache,
 }
 
 /// A bound listener's identity; its settings are read from the current config.
@@ -110,6 +114,46 @@ pub(crate) async fn handle(
     if client_auth.is_some() {
         auth::strip(&mut parts.headers);
     }
+    // 4. agents / prompt targets
+    if let (Some(l), Some(route)) = (listener, route)
+        && let Some(owner) = route::owner(l, &config, route)
+    {
+        let deadline = tokio::time::Instant::from_std(started) + timeout;
+        let body = match calls::read_request_json(
+            body,
+            max_body,
+            timeout.saturating_sub(started.elapsed()),
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return local(e.with_shape(shape), record, &request_id, in_flight),
+        };
+        let ctx = route::RouteCtx {
+            edge: &edge,
+            config: &config,
+            listener: l,
+            request_id: &request_id,
+            headers: &parts.headers,
+            uri: &parts.uri,
+            client: &ClientInfo { peer, https },
+            deadline,
+            body,
+        };
+        let routed = match owner {
+            route::Owner::Agents => agents::handle(ctx).await,
+            route::Owner::PromptTargets => prompt_targets::handle(ctx).await,
+        };
+        record.upstream = routed.upstream;
+        return respond(
+            routed.response,
+            record,
+            &request_id,
+            in_flight,
+            timeout,
+            started,
+        );
+    }
     // 5. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
@@ -172,12 +216,32 @@ pub(crate) async fn handle(
         }
     };
     // 7. respond
+    let (parts, body) = res.into_parts();
+    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    respond(
+        Response::from_parts(parts, body),
+        record,
+        &request_id,
+        in_flight,
+        timeout,
+        started,
+    )
+}
+
+/// An upstream answer on its way to the client, its body bounded by the listener timeout.
+fn respond(
+    res: Response<Inner>,
+    mut record: AccessRecord,
+    request_id: &HeaderValue,
+    in_flight: InFlight,
+    timeout: std::time::Duration,
+    started: Instant,
+) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     record.status = parts.status.as_u16();
     parts.headers.insert("x-request-id", request_id.clone());
     let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
-    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     Response::from_parts(
         parts,
         ResponseBody::new(body, Some(deadline), record, in_flight),
