@@ -4,3 +4,4 @@
 pub mod certs;
 pub mod harness;
 pub mod mock;
+pub mod mock_http;

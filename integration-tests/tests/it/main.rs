@@ -7,9 +7,11 @@
 
 mod acme;
 mod admin;
+mod agents;
 mod cli;
 mod edge;
 mod egress;
 mod limits;
+mod prompt_targets;
 mod reload;
 mod support;

@@ -1,0 +1,1 @@
+//! Prompt listeners end to end.
