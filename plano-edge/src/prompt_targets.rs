@@ -18,7 +18,7 @@ mod endpoint;
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use plano_common::errors::ApiError;
-use plano_config::PromptTarget;
+use plano_config::{HttpMethod, PromptTarget};
 use serde_json::{Map, Value, json};
 
 use crate::body::Inner;
@@ -50,6 +50,8 @@ enum Plan<'a> {
         target: &'a PromptTarget,
         missing: Vec<String>,
     },
+    /// No tool chosen: the `default: true` target.
+    Default(&'a PromptTarget),
     OwnAnswer(Value),
 }
 
@@ -84,19 +86,33 @@ async fn run(ctx: &RouteCtx<'_>) -> Result<Routed, ApiError> {
         Plan::Clarify { target, missing } => {
             Ok(tagged(clarify(ctx, target, &missing).await, target))
         }
-        Plan::Call { target, args } => {
-            let answer = endpoint::call(ctx, target, args.clone()).await?;
-            let routed = if target.auto_llm_dispatch_on_response {
-                dispatch(ctx, target, &args, &answer).await?
-            } else {
-                Routed {
-                    response: message_response(ctx, &answer),
-                    upstream: "endpoint",
-                }
-            };
-            Ok(tagged(routed, target))
+        Plan::Default(target) => {
+            let mut args = args::defaults(target);
+            // No model filled its parameters: a POST catch-all sees the conversation.
+            if target.endpoint.method == HttpMethod::Post && !args.contains_key("messages") {
+                args.insert("messages".into(), Value::Array(ctx.messages().to_vec()));
+            }
+            call_target(ctx, target, args).await
         }
+        Plan::Call { target, args } => call_target(ctx, target, args).await,
     }
+}
+
+async fn call_target(
+    ctx: &RouteCtx<'_>,
+    target: &PromptTarget,
+    args: Map<String, Value>,
+) -> Result<Routed, ApiError> {
+    let answer = endpoint::call(ctx, target, args.clone()).await?;
+    let routed = if target.auto_llm_dispatch_on_response {
+        dispatch(ctx, target, &args, &answer).await?
+    } else {
+        Routed {
+            response: message_response(ctx, &answer),
+            upstream: "endpoint",
+        }
+    };
+    Ok(tagged(routed, target))
 }
 
 fn tagged(mut routed: Routed, target: &PromptTarget) -> Routed {
@@ -183,10 +199,7 @@ fn plan(targets: &[PromptTarget], completion: Value) -> Result<Plan<'_>, ApiErro
         .cloned();
     let Some(call) = call else {
         return Ok(match targets.iter().find(|t| t.default) {
-            Some(target) => Plan::Call {
-                target,
-                args: args::defaults(target),
-            },
+            Some(target) => Plan::Default(target),
             None => Plan::OwnAnswer(completion),
         });
     };
@@ -382,7 +395,7 @@ fn message_response(ctx: &RouteCtx<'_>, content: &str) -> Response<Inner> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plano_config::{HttpMethod, ParamType, PromptParameter, PromptTargetEndpoint};
+    use plano_config::{ParamType, PromptParameter, PromptTargetEndpoint};
 
     pub(crate) fn target(name: &str, default: bool) -> PromptTarget {
         PromptTarget {
@@ -449,7 +462,7 @@ mod tests {
         assert_eq!(e.code, "invalid_tool_call");
         let own = completion(json!({"role": "assistant", "content": "hello"}));
         assert!(
-            matches!(plan(&ts, own.clone()), Ok(Plan::Call { target, .. }) if target.name == "fallback")
+            matches!(plan(&ts, own.clone()), Ok(Plan::Default(target)) if target.name == "fallback")
         );
         assert!(matches!(plan(&ts[..1], own), Ok(Plan::OwnAnswer(_))));
     }
