@@ -4,4 +4,5 @@
 pub mod certs;
 pub mod harness;
 pub mod mock;
+pub mod mock_filter;
 pub mod mock_http;

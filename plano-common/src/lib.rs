@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cli;
 pub mod errors;
+pub mod filters;
 pub mod headers;
 pub mod health;
 pub mod logging;
@@ -13,6 +14,7 @@ pub mod peer;
 pub mod reload;
 pub mod request_id;
 pub mod runtime;
+pub mod sse;
 #[cfg(test)]
 mod test_support;
 

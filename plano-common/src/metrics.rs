@@ -20,6 +20,7 @@ pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors
 pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
 pub const FILTER_DURATION_SECONDS: &str = "plano_filter_duration_seconds";
 pub const FILTER_BLOCKS_TOTAL: &str = "plano_filter_blocks_total";
+pub const FILTER_FAILURES_TOTAL: &str = "plano_filter_failures_total";
 pub const AGENT_SELECTIONS_TOTAL: &str = "plano_agent_selections_total";
 pub const PEER_UP: &str = "plano_peer_up";
 pub const CONFIG_RELOADS_TOTAL: &str = "plano_config_reloads_total";
@@ -141,11 +142,15 @@ fn describe() {
     describe_histogram!(
         FILTER_DURATION_SECONDS,
         Unit::Seconds,
-        "Duration of each filter call, by filter id and phase (input, output)."
+        "Duration of each filter call, by filter id and direction (input, output, output_event)."
     );
     describe_counter!(
         FILTER_BLOCKS_TOTAL,
-        "Requests or responses blocked by a filter, by filter id and reason."
+        "Requests or responses blocked by a filter (4xx or MCP isError), by filter id and direction."
+    );
+    describe_counter!(
+        FILTER_FAILURES_TOTAL,
+        "Filter calls that failed (5xx, timeout, unreachable, invalid answer), by filter id, direction and outcome (closed: the client got an error; open: the body passed unchanged)."
     );
     describe_counter!(
         AGENT_SELECTIONS_TOTAL,

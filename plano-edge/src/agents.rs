@@ -11,7 +11,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use metrics::counter;
-use plano_common::errors::ApiError;
+use plano_common::errors::{ApiError, ApiShape};
+use plano_common::filters::FilterCtx;
 use plano_config::ListenerAgent;
 use serde_json::{Value, json};
 
@@ -319,28 +320,37 @@ fn agent_error(id: &str, e: &CallError) -> ApiError {
     }
 }
 
-/// Per-agent `input_filters`, in order, each seeing the previous one's output.
-///
-/// The filter runner (`plano_common::filters`) is being built on the `filters` branch;
-/// until it is merged here, an agent with input filters is refused rather than reached
-/// unguarded (a guardrail silently skipped is worse than a clear error).
+/// Per-agent `input_filters`, in order, each seeing the previous one's output (after the
+/// listener's own `input_filters`, which ran before routing).
 async fn run_agent_input_filters(
-    _ctx: &RouteCtx<'_>,
+    ctx: &RouteCtx<'_>,
     agent: &ListenerAgent,
     body: Bytes,
 ) -> Result<Bytes, ApiError> {
     if agent.input_filters.is_empty() {
         return Ok(body);
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "filters_unavailable",
-        format!(
-            "agent `{}` has input_filters ({}) but this build cannot run filters",
-            agent.id,
-            agent.input_filters.join(", ")
-        ),
-    ))
+    let filter_ctx = FilterCtx {
+        path: ctx.uri.path(),
+        headers: ctx.headers,
+        request_id: ctx.request_id,
+    };
+    let chain = ctx
+        .edge
+        .filters
+        .run_input(ctx.config, &agent.input_filters, &filter_ctx, body);
+    match tokio::time::timeout(ctx.remaining(), chain).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(e.to_api_error(ApiShape::OpenAi)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "agent `{}`: its input filters did not finish within the listener timeout",
+                agent.id
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

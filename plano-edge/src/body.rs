@@ -57,6 +57,36 @@ impl ResponseBody {
     }
 }
 
+/// Read a (size-limited) request body whole, for the input filters: over the limit is 413,
+/// a client that stops sending mid-body is 400.
+pub(crate) async fn read_request(
+    body: Inner,
+    max_body: usize,
+    shape: plano_common::errors::ApiShape,
+) -> Result<Bytes, plano_common::errors::ApiError> {
+    use plano_common::errors::ApiError;
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than the limit of {max_body} bytes"),
+            )
+            .with_shape(shape))
+        }
+        Err(e) => Err(ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the request body could not be read: {e}"),
+        )
+        .with_shape(shape)),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the response exceeded the listener's timeout and was cut off")]
 pub(crate) struct DeadlineExceeded;

@@ -129,38 +129,9 @@ pub(crate) async fn read_body(
     }
 }
 
-/// The client's request body as a JSON object (413 over `max`, 400 when it is not JSON).
-pub(crate) async fn read_request_json(
-    body: Incoming,
-    max: usize,
-    limit: Duration,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let limited = http_body_util::Limited::new(body, max);
-    let bytes = match tokio::time::timeout(limit, limited.collect()).await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than the limit of {max} bytes"),
-            ));
-        }
-        Ok(Err(e)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("the request body could not be read: {e}"),
-            ));
-        }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "the request body did not arrive within the listener timeout",
-            ));
-        }
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
+/// The client's request body as a JSON object (400 when it is not one).
+pub(crate) fn parse_request_json(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

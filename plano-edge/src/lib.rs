@@ -1,5 +1,6 @@
 //! `plano-edge`: the inbound proxy. Public listeners with TLS (static or ACME) and client
-//! auth, forwarding the chat APIs to the egress while watching its gRPC health. Read
+//! auth, filter chains, forwarding the chat APIs to the egress while watching its gRPC
+//! health. Read
 //! `proxy.rs` for the request path.
 
 pub mod access_log;
@@ -10,6 +11,7 @@ mod calls;
 mod forward;
 mod listener;
 mod llm;
+mod output_filter;
 mod prompt_targets;
 pub mod proxy;
 mod route;
@@ -59,9 +61,13 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     for l in config.inbound_listeners() {
         bound.push(bind_listener(l, ctx).await?);
     }
+    let filters = Arc::new(plano_common::filters::FilterRunner::new(
+        config.overrides.upstream_connect_timeout,
+    ));
     let edge = Arc::new(Edge {
         config: ArcSwap::new(config),
         client,
+        filters,
         egress: egress.clone(),
         in_flight: Arc::new(AtomicUsize::new(0)),
         endpoint_clients: calls::ClientCache::default(),

@@ -4,13 +4,19 @@
 //! 2. limits: a declared body over the listener's `max_body_bytes` is 413 at once, and the
 //!    streamed body is cut at that size;
 //! 3. auth: `auth.api_keys` (401), then the client's key is removed;
-//! 4. route to agents / prompt targets: on `agent` and `prompt` listeners the edge answers
-//!    chat completions itself (`route.rs`); everything else goes on to the egress;
-//! 5. egress health: when the watcher says the egress is down, 503 at once, without a try;
-//! 6. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
+//! 4. input filters: with `input_filters` on the listener, a POST body is read whole
+//!    (still within `max_body_bytes`), run through the chain (`plano_common::filters`) and
+//!    forwarded with its new length; a block or a closed failure answers here. Without
+//!    filters the body streams through untouched;
+//! 5. route to agents / prompt targets: on `agent` and `prompt` listeners the edge answers
+//!    chat completions itself (`route.rs`, `agents.rs`, `prompt_targets.rs`) and goes on at
+//!    8; everything else goes on to the egress;
+//! 6. egress health: when the watcher says the egress is down, 503 at once, without a try;
+//! 7. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
 //!    reached);
-//! 7. respond, bounded by the listener `timeout`; the access log is written when the body
-//!    ends (`body.rs`).
+//! 8. respond, bounded by the listener `timeout`; with `output_filters`, a successful answer
+//!    goes through the chain first, whole or event by event (`output_filter.rs`); the
+//!    access log is written when the body ends (`body.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use plano_common::errors::{ApiError, ApiShape};
+use plano_common::filters::{FilterCtx, FilterRunner};
 use plano_common::peer::PeerStatus;
 use plano_config::{Config, Listener};
 use tokio::sync::watch;
@@ -30,6 +37,7 @@ use crate::access_log::AccessRecord;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::forward::{self, ClientInfo};
 use crate::listener::InFlight;
+use crate::output_filter::OutputChain;
 use crate::{agents, calls, prompt_targets, route};
 use crate::{auth, forward::Client};
 
@@ -37,6 +45,8 @@ use crate::{auth, forward::Client};
 pub struct Edge {
     pub config: ArcSwap<Config>,
     pub client: Client,
+    /// Filter chains (HTTP client and MCP sessions shared by every listener and agent).
+    pub filters: Arc<FilterRunner>,
     pub egress: watch::Receiver<PeerStatus>,
     pub in_flight: Arc<AtomicUsize>,
     /// Clients for prompt-target endpoints (by connect timeout).
@@ -75,11 +85,12 @@ pub(crate) async fn handle(
         upstream: "-",
         completed: false,
     };
-    let listener: Option<&Listener> = config.inbound_listeners().find(|l| l.name == info.name);
-    let (timeout, max_body, client_auth) = listener.map_or(
-        (std::time::Duration::from_secs(30), 10 * 1024 * 1024, None),
-        |l| (l.timeout, l.max_body_bytes, l.auth.as_ref()),
-    );
+    let Settings {
+        timeout,
+        max_body,
+        input_filters,
+        output_filters,
+    } = Settings::of(listener(&config, &info.name), req.method());
 
     // 1. route
     if route.is_none() {
@@ -107,27 +118,79 @@ pub(crate) async fn handle(
         return local(e, record, &request_id, in_flight);
     }
     // 3. auth
-    if let Err(e) = auth::check(client_auth, req.headers(), shape) {
+    let client_auth = || listener(&config, &info.name).and_then(|l| l.auth.as_ref());
+    if let Err(e) = auth::check(client_auth(), req.headers(), shape) {
         return local(e, record, &request_id, in_flight);
     }
     let (mut parts, body) = req.into_parts();
-    if client_auth.is_some() {
+    if client_auth().is_some() {
         auth::strip(&mut parts.headers);
     }
-    // 4. agents / prompt targets
-    if let (Some(l), Some(route)) = (listener, route)
-        && let Some(owner) = route::owner(l, &config, route)
-    {
-        let deadline = tokio::time::Instant::from_std(started) + timeout;
-        let body = match calls::read_request_json(
-            body,
-            max_body,
-            timeout.saturating_sub(started.elapsed()),
-        )
-        .await
-        {
+    let body: Inner = http_body_util::Limited::new(body, max_body)
+        .map_err(|e| -> BoxError { e })
+        .boxed_unsync();
+    // 4. input filters
+    let body = if input_filters.is_empty() {
+        body
+    } else {
+        let bytes = match crate::body::read_request(body, max_body, shape).await {
+            Ok(b) => b,
+            Err(e) => return local(e, record, &request_id, in_flight),
+        };
+        let ctx = FilterCtx {
+            path: &path,
+            headers: &parts.headers,
+            request_id: &request_id,
+        };
+        let chain = edge.filters.run_input(&config, &input_filters, &ctx, bytes);
+        let remaining = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, chain).await {
+            Ok(Ok(new)) => {
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+                ResponseBody::full(new)
+            }
+            Ok(Err(e)) => {
+                record.upstream = "filter";
+                return local(e.to_api_error(shape), record, &request_id, in_flight);
+            }
+            Err(_) => {
+                let e = listener_timeout(timeout, "the input filters").with_shape(shape);
+                return local(e, record, &request_id, in_flight);
+            }
+        }
+    };
+    // Only a listener with output filters keeps the request headers past forwarding.
+    let output = (!output_filters.is_empty()).then(|| OutputChain {
+        runner: edge.filters.clone(),
+        config: config.clone(),
+        ids: output_filters,
+        path: path.clone(),
+        request_headers: parts.headers.clone(),
+        request_id: request_id.clone(),
+        shape,
+    });
+    // 5. agents / prompt targets
+    let owner = listener(&config, &info.name)
+        .zip(route)
+        .and_then(|(l, route)| route::owner(l, &config, route));
+    if let Some(owner) = owner {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let read =
+            tokio::time::timeout(remaining, crate::body::read_request(body, max_body, shape));
+        let parsed = match read.await {
+            Ok(Ok(bytes)) => calls::parse_request_json(&bytes),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(listener_timeout(timeout, "the request body")),
+        };
+        let body = match parsed {
             Ok(b) => b,
             Err(e) => return local(e.with_shape(shape), record, &request_id, in_flight),
+        };
+        let Some(l) = listener(&config, &info.name) else {
+            return local(listener_gone(), record, &request_id, in_flight);
         };
         let ctx = route::RouteCtx {
             edge: &edge,
@@ -137,7 +200,7 @@ pub(crate) async fn handle(
             headers: &parts.headers,
             uri: &parts.uri,
             client: &ClientInfo { peer, https },
-            deadline,
+            deadline: tokio::time::Instant::from_std(started) + timeout,
             body,
         };
         let routed = match owner {
@@ -145,16 +208,18 @@ pub(crate) async fn handle(
             route::Owner::PromptTargets => prompt_targets::handle(ctx).await,
         };
         record.upstream = routed.upstream;
-        return respond(
-            routed.response,
+        let finish = Finish {
             record,
-            &request_id,
             in_flight,
+            request_id,
+            shape,
             timeout,
             started,
-        );
+            output,
+        };
+        return finish.respond(routed.response).await;
     }
-    // 5. egress health
+    // 6. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
         let e = ApiError::new(
@@ -168,10 +233,7 @@ pub(crate) async fn handle(
         .with_shape(shape);
         return local(e, record, &request_id, in_flight);
     }
-    // 6. forward
-    let body: Inner = http_body_util::Limited::new(body, max_body)
-        .map_err(|e| -> BoxError { e })
-        .boxed_unsync();
+    // 7. forward
     let upstream = match forward::upstream_request(
         Request::from_parts(parts, body),
         &config.egress.url,
@@ -204,47 +266,133 @@ pub(crate) async fn handle(
             return local(e, record, &request_id, in_flight);
         }
         Err(_) => {
-            let e = ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "no answer from the model egress within the listener timeout of {timeout:?}"
-                ),
-            )
-            .with_shape(shape);
+            let e = listener_timeout(timeout, "the model egress").with_shape(shape);
             return local(e, record, &request_id, in_flight);
         }
     };
-    // 7. respond
+    // 8. respond
     let (parts, body) = res.into_parts();
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-    respond(
-        Response::from_parts(parts, body),
+    let finish = Finish {
         record,
-        &request_id,
         in_flight,
+        request_id,
+        shape,
         timeout,
         started,
+        output,
+    };
+    finish.respond(Response::from_parts(parts, body)).await
+}
+
+/// What the last phase needs to send an upstream answer (egress, agent, or the edge's own
+/// answer on a routed listener) to the client.
+struct Finish {
+    record: AccessRecord,
+    in_flight: InFlight,
+    request_id: HeaderValue,
+    shape: ApiShape,
+    timeout: std::time::Duration,
+    started: Instant,
+    output: Option<OutputChain>,
+}
+
+impl Finish {
+    /// Output filters on a successful answer, then the body bounded by the listener timeout.
+    async fn respond(self, res: Response<Inner>) -> Response<ResponseBody> {
+        let Finish {
+            mut record,
+            in_flight,
+            request_id,
+            shape,
+            timeout,
+            started,
+            output,
+        } = self;
+        let (mut parts, mut body) = res.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        record.status = parts.status.as_u16();
+        parts.headers.insert("x-request-id", request_id.clone());
+        if let Some(chain) = output
+            && parts.status.is_success()
+        {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            body = match tokio::time::timeout(remaining, chain.apply(&mut parts.headers, body))
+                .await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return local(e, record, &request_id, in_flight),
+                Err(_) => {
+                    let e = listener_timeout(timeout, "the output filters").with_shape(shape);
+                    return local(e, record, &request_id, in_flight);
+                }
+            };
+        }
+        let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
+        Response::from_parts(
+            parts,
+            ResponseBody::new(body, Some(deadline), record, in_flight),
+        )
+    }
+}
+
+/// A reload removed the listener while its request was being read.
+fn listener_gone() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "listener_removed",
+        "this listener was removed by a configuration reload",
     )
 }
 
-/// An upstream answer on its way to the client, its body bounded by the listener timeout.
-fn respond(
-    res: Response<Inner>,
-    mut record: AccessRecord,
-    request_id: &HeaderValue,
-    in_flight: InFlight,
+fn listener<'c>(config: &'c Config, name: &str) -> Option<&'c Listener> {
+    config.inbound_listeners().find(|l| l.name == name)
+}
+
+/// The listener settings a request uses, owned: a `&Listener` held across the filter
+/// awaits trips rustc's `Send` inference for the connection future ("not general
+/// enough"). Empty filter lists do not allocate.
+struct Settings {
     timeout: std::time::Duration,
-    started: Instant,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = res.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
-    record.status = parts.status.as_u16();
-    parts.headers.insert("x-request-id", request_id.clone());
-    let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
-    Response::from_parts(
-        parts,
-        ResponseBody::new(body, Some(deadline), record, in_flight),
+    max_body: usize,
+    input_filters: Vec<String>,
+    output_filters: Vec<String>,
+}
+
+impl Settings {
+    fn of(listener: Option<&Listener>, method: &http::Method) -> Self {
+        let Some(l) = listener else {
+            return Settings {
+                timeout: std::time::Duration::from_secs(30),
+                max_body: 10 * 1024 * 1024,
+                input_filters: Vec::new(),
+                output_filters: Vec::new(),
+            };
+        };
+        // Filters apply to the chat APIs (POST); `GET /v1/models` has no body to guard.
+        let filtered = method == http::Method::POST;
+        Settings {
+            timeout: l.timeout,
+            max_body: l.max_body_bytes,
+            input_filters: if filtered {
+                l.input_filters.clone()
+            } else {
+                Vec::new()
+            },
+            output_filters: if filtered {
+                l.output_filters.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+fn listener_timeout(timeout: std::time::Duration, waiting_on: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        format!("no answer from {waiting_on} within the listener timeout of {timeout:?}"),
     )
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use integration_tests::harness::{Edge, Egress};
 use integration_tests::mock::{MockProvider, Reply, ReplyBody};
+use integration_tests::mock_filter::{FilterReply, MockFilter};
 use integration_tests::mock_http::{Canned, MockHttp, agent_stream};
 use serde_json::{Value, json};
 
@@ -32,6 +33,10 @@ agents:
     url: FLIGHTS/agents/flights
   - id: gone_agent
     url: http://127.0.0.1:DEAD_PORT
+filters:
+  - id: scrub
+    url: FILTER
+    type: http
 listeners:
   - type: agent
     name: travel
@@ -61,6 +66,12 @@ listeners:
     port: 10003
     agents:
       - id: gone_agent
+  - type: agent
+    name: guarded
+    port: 10004
+    agents:
+      - id: weather_agent
+        input_filters: [scrub]
 overrides:
   agent_orchestration_model: openai/gpt-4o
 "#;
@@ -69,6 +80,7 @@ struct Stack {
     llm: MockProvider,
     weather: MockHttp,
     flights: MockHttp,
+    filter: MockFilter,
     _egress: Egress,
     edge: Edge,
 }
@@ -82,13 +94,15 @@ async fn stack() -> Stack {
     let flights = MockHttp::agent("flight_agent", Duration::ZERO)
         .await
         .unwrap();
+    let filter = MockFilter::start("secret", "[redacted]").await.unwrap();
     let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &llm.url()), &[])
         .await
         .unwrap();
     let yaml = EDGE_YAML
         .replace("WEATHER", &weather.url())
         .replace("FLIGHTS", &flights.url())
-        .replace("DEAD_PORT", &free_port().to_string());
+        .replace("DEAD_PORT", &free_port().to_string())
+        .replace("FILTER", &filter.url());
     let edge = Edge::start(&yaml, &[], (egress.addr, egress.admin))
         .await
         .unwrap();
@@ -102,6 +116,7 @@ async fn stack() -> Stack {
         llm,
         weather,
         flights,
+        filter,
         _egress: egress,
         edge,
     }
@@ -379,4 +394,41 @@ async fn an_agent_stream_reaches_the_client_event_by_event() {
         rest.contains("weather_agent") && rest.contains("[DONE]"),
         "{rest}"
     );
+}
+
+#[tokio::test]
+async fn an_agents_input_filters_run_before_it_is_called() {
+    let s = stack().await;
+    let c = http_client();
+    let r = c
+        .post(s.url("guarded"))
+        .json(&chat("my secret plan", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, agent, _, _) = answer(r).await;
+    assert_eq!((status, agent.as_str()), (200, "weather_agent"));
+    assert_eq!(s.filter.requests()[0].path, "/v1/chat/completions");
+    let seen = s.weather.seen()[0].json();
+    assert_eq!(seen["messages"][0]["content"], "my [redacted] plan");
+
+    // A block answers the client with the filter's status; the agent is not called.
+    s.filter.push(FilterReply::Status(
+        403,
+        r#"{"error": "not allowed"}"#.into(),
+    ));
+    let r = c
+        .post(s.url("guarded"))
+        .json(&chat("another secret", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, agent, _, body) = answer(r).await;
+    assert_eq!((status, agent.as_str()), (403, "weather_agent"));
+    assert_eq!(body["error"]["code"], "filter_blocked");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("scrub"),
+        "{body}"
+    );
+    assert_eq!(s.weather.seen().len(), 1);
 }

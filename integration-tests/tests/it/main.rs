@@ -11,6 +11,7 @@ mod agents;
 mod cli;
 mod edge;
 mod egress;
+mod filters;
 mod limits;
 mod prompt_targets;
 mod reload;
