@@ -432,3 +432,18 @@ async fn an_agents_input_filters_run_before_it_is_called() {
     );
     assert_eq!(s.weather.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn other_routes_on_an_agent_listener_go_to_the_egress() {
+    let s = stack().await;
+    let r = http_client()
+        .get(format!("http://{}/v1/models", s.edge.addr("travel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-plano-agent").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert!(s.weather.seen().is_empty() && s.flights.seen().is_empty());
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use integration_tests::harness::{Edge, Egress};
 use integration_tests::mock::{MockProvider, Reply, ReplyBody, chunk};
+use integration_tests::mock_filter::MockFilter;
 use integration_tests::mock_http::{Canned, MockHttp, Seen};
 use serde_json::{Value, json};
 
@@ -28,6 +29,11 @@ listeners:
   - type: prompt
     name: prompts
     port: 10000
+    output_filters: [scrub]
+filters:
+  - id: scrub
+    url: FILTER
+    type: http
 endpoints:
   app:
     endpoint: APP
@@ -85,6 +91,7 @@ const DEFAULT_TARGET: &str = r#"
 "#;
 
 struct Stack {
+    filter: MockFilter,
     llm: MockProvider,
     app: MockHttp,
     _egress: Egress,
@@ -104,10 +111,13 @@ async fn stack(with_default_target: bool) -> Stack {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let llm = MockProvider::start().await.unwrap();
     let app = MockHttp::start(app_default).await.unwrap();
+    let filter = MockFilter::start("secret", "[redacted]").await.unwrap();
     let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &llm.url()), &[])
         .await
         .unwrap();
-    let mut yaml = EDGE_YAML.replace("APP", app.url().trim_start_matches("http://"));
+    let mut yaml = EDGE_YAML
+        .replace("APP", app.url().trim_start_matches("http://"))
+        .replace("FILTER", &filter.url());
     if with_default_target {
         yaml.push_str(DEFAULT_TARGET);
     }
@@ -121,6 +131,7 @@ async fn stack(with_default_target: bool) -> Stack {
     })
     .await;
     Stack {
+        filter,
         llm,
         app,
         _egress: egress,
@@ -400,4 +411,30 @@ async fn no_tool_goes_to_the_default_target_or_else_the_models_own_answer() {
     let ev = events(s.ask("hello", true).await).await;
     assert_eq!(streamed_text(&ev), "Hi again!");
     assert!(s.app.seen().is_empty());
+}
+
+#[tokio::test]
+async fn the_listeners_output_filters_see_the_answer_and_bad_bodies_are_400() {
+    let s = stack(false).await;
+    s.app
+        .push(Canned::Json(200, json!("the secret code is 42")));
+    s.llm.push(tool_call("book_flight", r#"{"to": "Rome"}"#));
+    let r = s.ask("book it", false).await;
+    assert_eq!(content_of(r).await, "the [redacted] code is 42");
+    assert!(!s.filter.requests().is_empty());
+
+    let r = http_client()
+        .post(format!(
+            "http://{}/v1/chat/completions",
+            s.edge.addr("prompts")
+        ))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_json");
+    assert_eq!(s.llm.requests().len(), 1, "no LLM call for a bad body");
 }
