@@ -259,7 +259,7 @@ impl FilterRunner {
                         "direction" => direction.as_str(),
                     )
                     .increment(1);
-                    tracing::info!(filter = %filter.id, direction = direction.as_str(), request_id = ?ctx.request_id, status = status.as_u16(), "filter blocked");
+                    tracing::info!(filter = %filter.id, direction = direction.as_str(), request_id = ctx.request_id.to_str().unwrap_or("-"), status = status.as_u16(), "filter blocked");
                     return Err(FilterError::Blocked {
                         filter: filter.id.clone(),
                         status,
@@ -280,7 +280,7 @@ impl FilterRunner {
                 "outcome" => outcome,
             )
             .increment(1);
-            tracing::warn!(filter = %filter.id, direction = direction.as_str(), request_id = ?ctx.request_id, %reason, fail_open = filter.fail_open, "filter failed");
+            tracing::warn!(filter = %filter.id, direction = direction.as_str(), request_id = ctx.request_id.to_str().unwrap_or("-"), %reason, fail_open = filter.fail_open, "filter failed");
             if !filter.fail_open {
                 return Err(FilterError::Failed {
                     filter: filter.id.clone(),
@@ -303,7 +303,7 @@ impl FilterRunner {
             FilterKind::Http => http::call(&self.client, filter, direction, ctx, body).await,
             FilterKind::Mcp => {
                 let session = self.session(filter);
-                mcp::call(self, &session, filter, direction, ctx, body).await
+                mcp::call(self, &session, filter, ctx, body).await
             }
         }
     }

@@ -215,6 +215,49 @@ fn error_event(path: &str, err: &ApiError) -> Bytes {
 mod tests {
     use super::*;
 
+    fn chain(path: &str) -> OutputChain {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    access_key: k\n    default: true\n";
+        OutputChain {
+            runner: Arc::new(FilterRunner::new(std::time::Duration::from_secs(1))),
+            config: Arc::new(plano_config::load_str(yaml, None, &|_| None).unwrap()),
+            ids: Vec::new(),
+            path: path.into(),
+            request_headers: HeaderMap::new(),
+            request_id: HeaderValue::from_static("r"),
+            shape: ApiShape::for_path(path),
+        }
+    }
+
+    /// Upstream chunks split anywhere (inside a line, inside `\r\n`) come out as whole
+    /// events, names and ids kept, a last event without its blank line included.
+    #[tokio::test]
+    async fn events_are_reassembled_and_reencoded() {
+        let wire = "event: message_start\r\nid: 7\r\ndata: {\"a\":1}\r\n\r\ndata: {\"b\":\r\ndata: 2}\n\n: keep-alive\n\ndata: [DONE]";
+        let bytes = wire.as_bytes();
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
+            [0..5, 5..23, 23..24, 24..50, 50..bytes.len()]
+                .into_iter()
+                .map(|r| Ok(Frame::data(Bytes::copy_from_slice(&bytes[r]))))
+                .collect();
+        let upstream = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let out = chain("/v1/chat/completions")
+            .apply(&mut headers, upstream)
+            .await
+            .unwrap();
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
+        let text = out.collect().await.unwrap().to_bytes();
+        assert_eq!(
+            std::str::from_utf8(&text).unwrap(),
+            "event: message_start\nid: 7\ndata: {\"a\":1}\n\ndata: {\"b\":\ndata: 2}\n\ndata: [DONE]\n\n"
+        );
+    }
+
     #[test]
     fn error_events_per_api() {
         let e = ApiError::new(http::StatusCode::FORBIDDEN, "filter_blocked", "no");

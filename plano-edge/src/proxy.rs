@@ -162,15 +162,19 @@ pub(crate) async fn handle(
             }
         }
     };
-    // Only a listener with output filters keeps the request headers past forwarding.
-    let output = (!output_filters.is_empty()).then(|| OutputChain {
-        runner: edge.filters.clone(),
-        config: config.clone(),
-        ids: output_filters,
-        path: path.clone(),
-        request_headers: parts.headers.clone(),
-        request_id: request_id.clone(),
-        shape,
+    // Only a listener with output filters keeps the request headers past forwarding; it
+    // also asks for an identity-encoded answer, since filters read the JSON.
+    let output = (!output_filters.is_empty()).then(|| {
+        parts.headers.remove(header::ACCEPT_ENCODING);
+        OutputChain {
+            runner: edge.filters.clone(),
+            config: config.clone(),
+            ids: output_filters,
+            path: path.clone(),
+            request_headers: parts.headers.clone(),
+            request_id: request_id.clone(),
+            shape,
+        }
     });
     // 5. agents / prompt targets
     let owner = listener(&config, &info.name)

@@ -8,7 +8,8 @@
 //! id means the server dropped the session: we initialise again, once, and retry.
 //!
 //! Each filter call is `tools/call` with `name` = the filter's `tool` and `arguments:
-//! {"body": <the JSON>, "path": <request path>}`. The server may answer with one JSON
+//! {"body": <the JSON>, "path": <request path>}` (nothing else: tools may validate their
+//! arguments strictly, so the direction is not sent; give each direction its own tool). The server may answer with one JSON
 //! message or an SSE stream; in a stream we read until the response with our id.
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use plano_config::Filter;
 use serde_json::{Value, json};
 
 use super::http::error_chain;
-use super::{Direction, FilterCtx, FilterRunner, MAX_FILTER_BODY_BYTES, Outcome, bounded};
+use super::{FilterCtx, FilterRunner, MAX_FILTER_BODY_BYTES, Outcome, bounded};
 use crate::sse::SseDecoder;
 
 /// The revision we ask for; servers may answer with an older one they support.
@@ -86,7 +87,6 @@ pub(super) async fn call(
     runner: &FilterRunner,
     session: &Session,
     filter: &Filter,
-    _direction: Direction,
     ctx: &FilterCtx<'_>,
     body: &Bytes,
 ) -> Outcome {
