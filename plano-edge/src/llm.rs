@@ -101,3 +101,27 @@ pub(crate) fn first_message(completion: &Value) -> &Value {
         .pointer("/choices/0/message")
         .unwrap_or(&Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_status_keeps_egress_client_errors_only() {
+        let status = |s: u16| LlmError::Status {
+            status: StatusCode::from_u16(s).unwrap(),
+            message: String::new(),
+        };
+        assert_eq!(status(429).client_status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status(404).client_status(), StatusCode::NOT_FOUND);
+        assert_eq!(status(500).client_status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            LlmError::Call(CallError::Timeout(Duration::from_secs(1))).client_status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            LlmError::Invalid("x".into()).client_status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+}

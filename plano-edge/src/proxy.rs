@@ -204,7 +204,7 @@ pub(crate) async fn handle(
             headers: &parts.headers,
             uri: &parts.uri,
             client: &ClientInfo { peer, https },
-            deadline: tokio::time::Instant::from_std(started) + timeout,
+            deadline: route::deadline(started, timeout),
             body,
         };
         let routed = match owner {

@@ -1,4 +1,4 @@
-//! Phase 4 of the request path: on `agent` and `prompt` listeners the edge answers chat
+//! Phase 5 of the request path: on `agent` and `prompt` listeners the edge answers chat
 //! completions itself, by routing to an agent (`agents.rs`) or through prompt targets
 //! (`prompt_targets.rs`). Every other request, and every request on an `edge` listener,
 //! goes on to the egress unchanged.
@@ -47,7 +47,17 @@ pub(crate) struct RouteCtx<'a> {
     pub body: Map<String, Value>,
 }
 
-/// What phase 4 answered, and where it went (the access log's `upstream`).
+/// When the listener timeout ends; a timeout too large for the clock means no deadline
+/// in practice (a year), never a panic.
+pub(crate) fn deadline(started: std::time::Instant, timeout: Duration) -> tokio::time::Instant {
+    let started = tokio::time::Instant::from_std(started);
+    started
+        .checked_add(timeout)
+        .or_else(|| started.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(started)
+}
+
+/// What phase 5 answered, and where it went (the access log's `upstream`).
 pub(crate) struct Routed {
     pub response: Response<Inner>,
     pub upstream: &'static str,
@@ -80,5 +90,20 @@ impl RouteCtx<'_> {
             .get("messages")
             .and_then(Value::as_array)
             .map_or(&[], Vec::as_slice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absurd_timeout_is_not_a_panic() {
+        let now = std::time::Instant::now();
+        assert!(deadline(now, Duration::MAX) > tokio::time::Instant::from_std(now));
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            tokio::time::Instant::from_std(now) + Duration::from_secs(5)
+        );
     }
 }
