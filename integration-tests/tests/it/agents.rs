@@ -447,3 +447,29 @@ async fn other_routes_on_an_agent_listener_go_to_the_egress() {
     assert_eq!(body["object"], "list");
     assert!(s.weather.seen().is_empty() && s.flights.seen().is_empty());
 }
+
+#[tokio::test]
+async fn with_the_egress_down_agents_still_answer_through_the_default() {
+    let Stack {
+        weather,
+        _egress: egress,
+        edge,
+        ..
+    } = stack().await;
+    egress.stop().await.unwrap();
+    let r = http_client()
+        .post(format!(
+            "http://{}/v1/chat/completions",
+            edge.addr("travel")
+        ))
+        .json(&chat("anything", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, agent, reason, _) = answer(r).await;
+    assert_eq!(
+        (status, agent.as_str(), reason.as_str()),
+        (200, "weather_agent", "default")
+    );
+    assert_eq!(weather.seen().len(), 1);
+}

@@ -438,3 +438,34 @@ async fn the_listeners_output_filters_see_the_answer_and_bad_bodies_are_400() {
     assert_eq!(body["error"]["code"], "invalid_json");
     assert_eq!(s.llm.requests().len(), 1, "no LLM call for a bad body");
 }
+
+#[tokio::test]
+async fn with_the_egress_down_prompt_targets_fail_fast() {
+    let s = stack(false).await;
+    let Stack {
+        _egress: egress,
+        edge,
+        app,
+        ..
+    } = s;
+    egress.stop().await.unwrap();
+    let health = edge.ctx.health.clone();
+    eventually(Duration::from_secs(15), || {
+        let h = health.clone();
+        async move { !h.is_ready() }
+    })
+    .await;
+    let r = http_client()
+        .post(format!(
+            "http://{}/v1/chat/completions",
+            edge.addr("prompts")
+        ))
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "egress_unavailable");
+    assert!(app.seen().is_empty());
+}
