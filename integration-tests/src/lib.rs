@@ -5,3 +5,4 @@ pub mod certs;
 pub mod harness;
 pub mod mock;
 pub mod mock_filter;
+pub mod mock_http;

@@ -21,7 +21,7 @@ pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
 pub const FILTER_DURATION_SECONDS: &str = "plano_filter_duration_seconds";
 pub const FILTER_BLOCKS_TOTAL: &str = "plano_filter_blocks_total";
 pub const FILTER_FAILURES_TOTAL: &str = "plano_filter_failures_total";
-pub const AGENT_ROUTING_DECISIONS_TOTAL: &str = "plano_agent_routing_decisions_total";
+pub const AGENT_SELECTIONS_TOTAL: &str = "plano_agent_selections_total";
 pub const PEER_UP: &str = "plano_peer_up";
 pub const CONFIG_RELOADS_TOTAL: &str = "plano_config_reloads_total";
 pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
@@ -167,8 +167,8 @@ fn describe() {
         "Filter calls that failed (5xx, timeout, unreachable, invalid answer), by filter id, direction and outcome (closed: the client got an error; open: the body passed unchanged)."
     );
     describe_counter!(
-        AGENT_ROUTING_DECISIONS_TOTAL,
-        "Agent routing decisions, by listener, agent and how it was chosen (single, header, llm, default)."
+        AGENT_SELECTIONS_TOTAL,
+        "Requests routed to an agent, by listener, agent and how it was chosen (header, single, llm, default)."
     );
     describe_gauge!(
         PEER_UP,

@@ -77,7 +77,17 @@ pub(crate) fn upstream_request(
     // The egress speaks HTTP/1.1 or h2 as its connection decides, not as the client did.
     *req.version_mut() = http::Version::HTTP_11;
 
-    let headers = req.headers_mut();
+    forwarding_headers(req.headers_mut(), request_id, client);
+    Ok(req)
+}
+
+/// The client's headers made ready for the next hop (egress or agent): hop-by-hop and
+/// `Host` removed, request id and forwarding headers set.
+pub(crate) fn forwarding_headers(
+    headers: &mut HeaderMap,
+    request_id: &HeaderValue,
+    client: &ClientInfo,
+) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.insert(plano_common::request_id::X_REQUEST_ID, request_id.clone());
@@ -86,7 +96,6 @@ pub(crate) fn upstream_request(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if client.https { "https" } else { "http" }),
     );
-    Ok(req)
 }
 
 pub(crate) use plano_common::headers::strip_hop_by_hop;

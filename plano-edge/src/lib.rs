@@ -4,11 +4,16 @@
 //! `proxy.rs` for the request path.
 
 pub mod access_log;
+mod agents;
 mod auth;
 mod body;
+mod calls;
 mod forward;
 mod listener;
+mod llm;
+mod prompt_targets;
 pub mod proxy;
+mod route;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -64,6 +69,7 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
         filters,
         egress: egress.clone(),
         in_flight: Arc::new(AtomicUsize::new(0)),
+        endpoint_clients: calls::ClientCache::default(),
     });
     Ok(EdgeServer {
         bound,

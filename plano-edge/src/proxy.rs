@@ -7,12 +7,14 @@
 //! 4. input filters: with `input_filters` on the listener, a POST body is read whole
 //!    (still within `max_body_bytes`), run through the chain (`plano_common::filters`) and
 //!    forwarded with its new length; a block or a closed failure answers here. Without
-//!    filters the body streams through untouched. (Routing to agents / prompt targets
-//!    follows the filters: a later issue.)
-//! 5. egress health: when the watcher says the egress is down, 503 at once, without a try;
-//! 6. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
+//!    filters the body streams through untouched;
+//! 5. route to agents / prompt targets: on `agent` and `prompt` listeners the edge answers
+//!    chat completions itself (`route.rs`, `agents.rs`, `prompt_targets.rs`) and goes on at
+//!    8; everything else goes on to the egress;
+//! 6. egress health: when the watcher says the egress is down, 503 at once, without a try;
+//! 7. forward to `egress.url`, bodies streamed both ways (502 when the egress cannot be
 //!    reached);
-//! 7. respond, bounded by the listener `timeout`; with `output_filters`, a successful answer
+//! 8. respond, bounded by the listener `timeout`; with `output_filters`, a successful answer
 //!    goes through the chain first, whole or event by event (`plano_common::filters::output`); the
 //!    access log is written when the body ends (`body.rs`).
 
@@ -35,6 +37,7 @@ use crate::access_log::AccessRecord;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::forward::{self, ClientInfo};
 use crate::listener::InFlight;
+use crate::{agents, calls, prompt_targets, route};
 use crate::{auth, forward::Client};
 use plano_common::filters::output::OutputChain;
 
@@ -46,6 +49,8 @@ pub struct Edge {
     pub filters: Arc<FilterRunner>,
     pub egress: watch::Receiver<PeerStatus>,
     pub in_flight: Arc<AtomicUsize>,
+    /// Clients for prompt-target endpoints (by connect timeout).
+    pub endpoint_clients: crate::calls::ClientCache,
 }
 
 /// A bound listener's identity; its settings are read from the current config.
@@ -159,11 +164,66 @@ pub(crate) async fn handle(
     };
     // Only a listener with output filters keeps the request headers past forwarding; it
     // also asks for an identity-encoded answer, since filters read the JSON.
-    let output_headers = (!output_filters.is_empty()).then(|| {
+    let output = (!output_filters.is_empty()).then(|| {
         parts.headers.remove(header::ACCEPT_ENCODING);
-        parts.headers.clone()
+        OutputChain {
+            runner: edge.filters.clone(),
+            config: config.clone(),
+            ids: output_filters,
+            path: path.clone(),
+            request_headers: parts.headers.clone(),
+            request_id: request_id.clone(),
+            shape,
+        }
     });
-    // 5. egress health
+    // 5. agents / prompt targets
+    let owner = listener(&config, &info.name)
+        .zip(route)
+        .and_then(|(l, route)| route::owner(l, &config, route));
+    if let Some(owner) = owner {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let read =
+            tokio::time::timeout(remaining, crate::body::read_request(body, max_body, shape));
+        let parsed = match read.await {
+            Ok(Ok(bytes)) => calls::parse_request_json(&bytes),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(listener_timeout(timeout, "the request body")),
+        };
+        let body = match parsed {
+            Ok(b) => b,
+            Err(e) => return local(e.with_shape(shape), record, &request_id, in_flight),
+        };
+        let Some(l) = listener(&config, &info.name) else {
+            return local(listener_gone(), record, &request_id, in_flight);
+        };
+        let ctx = route::RouteCtx {
+            edge: &edge,
+            config: &config,
+            listener: l,
+            request_id: &request_id,
+            headers: &parts.headers,
+            uri: &parts.uri,
+            client: &ClientInfo { peer, https },
+            deadline: route::deadline(started, timeout),
+            body,
+        };
+        let routed = match owner {
+            route::Owner::Agents => agents::handle(ctx).await,
+            route::Owner::PromptTargets => prompt_targets::handle(ctx).await,
+        };
+        record.upstream = routed.upstream;
+        let finish = Finish {
+            record,
+            in_flight,
+            request_id,
+            shape,
+            timeout,
+            started,
+            output,
+        };
+        return finish.respond(routed.response).await;
+    }
+    // 6. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
         let e = ApiError::new(
@@ -177,7 +237,7 @@ pub(crate) async fn handle(
         .with_shape(shape);
         return local(e, record, &request_id, in_flight);
     }
-    // 6. forward
+    // 7. forward
     let upstream = match forward::upstream_request(
         Request::from_parts(parts, body),
         &config.egress.url,
@@ -214,38 +274,78 @@ pub(crate) async fn handle(
             return local(e, record, &request_id, in_flight);
         }
     };
-    // 7. respond
-    let (mut parts, body) = res.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
-    record.status = parts.status.as_u16();
-    parts.headers.insert("x-request-id", request_id.clone());
-    let mut body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-    if let Some(request_headers) = output_headers
-        && parts.status.is_success()
-    {
-        let chain = OutputChain {
-            runner: edge.filters.clone(),
-            config: config.clone(),
-            ids: output_filters,
-            path: path.clone(),
-            request_headers,
-            request_id: request_id.clone(),
+    // 8. respond
+    let (parts, body) = res.into_parts();
+    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    let finish = Finish {
+        record,
+        in_flight,
+        request_id,
+        shape,
+        timeout,
+        started,
+        output,
+    };
+    finish.respond(Response::from_parts(parts, body)).await
+}
+
+/// What the last phase needs to send an upstream answer (egress, agent, or the edge's own
+/// answer on a routed listener) to the client.
+struct Finish {
+    record: AccessRecord,
+    in_flight: InFlight,
+    request_id: HeaderValue,
+    shape: ApiShape,
+    timeout: std::time::Duration,
+    started: Instant,
+    output: Option<OutputChain>,
+}
+
+impl Finish {
+    /// Output filters on a successful answer, then the body bounded by the listener timeout.
+    async fn respond(self, res: Response<Inner>) -> Response<ResponseBody> {
+        let Finish {
+            mut record,
+            in_flight,
+            request_id,
             shape,
-        };
-        let remaining = timeout.saturating_sub(started.elapsed());
-        body = match tokio::time::timeout(remaining, chain.apply(&mut parts.headers, body)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return local(e, record, &request_id, in_flight),
-            Err(_) => {
-                let e = listener_timeout(timeout, "the output filters").with_shape(shape);
-                return local(e, record, &request_id, in_flight);
-            }
-        };
+            timeout,
+            started,
+            output,
+        } = self;
+        let (mut parts, mut body) = res.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        record.status = parts.status.as_u16();
+        parts.headers.insert("x-request-id", request_id.clone());
+        if let Some(chain) = output
+            && parts.status.is_success()
+        {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            body = match tokio::time::timeout(remaining, chain.apply(&mut parts.headers, body))
+                .await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return local(e, record, &request_id, in_flight),
+                Err(_) => {
+                    let e = listener_timeout(timeout, "the output filters").with_shape(shape);
+                    return local(e, record, &request_id, in_flight);
+                }
+            };
+        }
+        let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
+        Response::from_parts(
+            parts,
+            ResponseBody::new(body, Some(deadline), record, in_flight),
+        )
     }
-    let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
-    Response::from_parts(
-        parts,
-        ResponseBody::new(body, Some(deadline), record, in_flight),
+}
+
+/// A reload removed the listener while its request was being read.
+fn listener_gone() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "listener_removed",
+        "this listener was removed by a configuration reload",
     )
 }
 

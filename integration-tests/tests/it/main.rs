@@ -8,6 +8,7 @@
 mod acme;
 mod admin;
 mod apis;
+mod agents;
 mod cli;
 mod edge;
 mod egress;
@@ -15,6 +16,7 @@ mod filters;
 mod limits;
 mod mock;
 mod prometheus;
+mod prompt_targets;
 mod reload;
 mod sdk;
 mod support;

@@ -1,0 +1,234 @@
+//! Calls the edge makes on its own behalf (to the egress, agents and prompt-target
+//! endpoints): JSON requests with the forwarding headers, bounded reads of answers, and the
+//! client's request body read as JSON. Each caller maps [`CallError`] to its own status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use plano_common::errors::ApiError;
+use serde_json::Value;
+
+use crate::body::{BoxError, Inner, ResponseBody};
+use crate::forward::Client;
+
+/// Largest answer the edge reads whole from an LLM, an agent error or an endpoint.
+pub(crate) const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Client headers carried on the edge's own calls: tracing, and the client's credentials
+/// (a `passthrough_auth` provider needs them; listeners with `auth` have already removed
+/// the edge key).
+const CARRIED: &[&str] = &["authorization", "x-api-key", "traceparent", "tracestate"];
+
+/// Clients for calls with their own connect timeout (prompt-target endpoints), one per
+/// distinct timeout, each pooling its connections.
+#[derive(Default)]
+pub struct ClientCache(std::sync::Mutex<std::collections::HashMap<Duration, Client>>);
+
+impl ClientCache {
+    pub(crate) fn get(&self, connect_timeout: Duration) -> Result<Client, rustls::Error> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&connect_timeout) {
+            return Ok(c.clone());
+        }
+        let c = crate::forward::client(connect_timeout)?;
+        map.insert(connect_timeout, c.clone());
+        Ok(c)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the answer could not be read: {0}")]
+    Body(String),
+    #[error("the answer is larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
+    #[error("the request could not be built: {0}")]
+    Build(String),
+}
+
+/// Headers for a call made for the client: the carried ones (without the client's
+/// credentials unless `credentials`), the request id, JSON.
+pub(crate) fn call_headers(
+    client: &HeaderMap,
+    request_id: &HeaderValue,
+    credentials: bool,
+) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in CARRIED {
+        if !credentials && matches!(*name, "authorization" | "x-api-key") {
+            continue;
+        }
+        for v in client.get_all(*name) {
+            out.append(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out.insert(plano_common::request_id::X_REQUEST_ID, request_id.clone());
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// A POST of `body` to `uri` with `headers`.
+pub(crate) fn post(
+    uri: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Request<Inner>, CallError> {
+    build(http::Method::POST, uri, headers, body)
+}
+
+pub(crate) fn build(
+    method: http::Method,
+    uri: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Request<Inner>, CallError> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(ResponseBody::full(body))
+        .map_err(|e| CallError::Build(e.to_string()))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Send and wait for the response head, at most `limit`.
+pub(crate) async fn send(
+    client: &Client,
+    req: Request<Inner>,
+    limit: Duration,
+) -> Result<Response<Incoming>, CallError> {
+    match tokio::time::timeout(limit, client.request(req)).await {
+        Ok(Ok(res)) => Ok(res),
+        Ok(Err(e)) => Err(CallError::Unreachable(error_chain(&e))),
+        Err(_) => Err(CallError::Timeout(limit)),
+    }
+}
+
+/// Read a whole answer body, at most [`MAX_ANSWER_BYTES`] and `limit` long.
+pub(crate) async fn read_body(
+    res: Response<Incoming>,
+    limit: Duration,
+) -> Result<Bytes, CallError> {
+    let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER_BYTES);
+    match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(CallError::TooLarge),
+        Ok(Err(e)) => Err(CallError::Body(e.to_string())),
+        Err(_) => Err(CallError::Timeout(limit)),
+    }
+}
+
+/// The client's request body as a JSON object (400 when it is not one).
+pub(crate) fn parse_request_json(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// A streamed upstream body as the edge's response body type.
+pub(crate) fn stream_body(res: Response<Incoming>) -> Response<Inner> {
+    let (mut parts, body) = res.into_parts();
+    crate::forward::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+    )
+}
+
+/// A JSON answer the edge builds itself.
+pub(crate) fn json_response(
+    status: StatusCode,
+    body: Bytes,
+    content_type: &'static str,
+) -> Response<Inner> {
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// An error answer in the client's shape.
+pub(crate) fn error_response(e: &ApiError) -> Response<Inner> {
+    json_response(e.status, e.body(), "application/json")
+}
+
+/// `e` and its sources, so "connection refused" is not lost behind "client error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The text of a chat message's `content` (a string, or the text parts of an array).
+pub(crate) fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn carried_headers_only() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer k"));
+        h.insert("cookie", HeaderValue::from_static("s=1"));
+        h.insert("traceparent", HeaderValue::from_static("00-a-b-01"));
+        let out = call_headers(&h, &HeaderValue::from_static("rid"), true);
+        assert_eq!(out["authorization"], "Bearer k");
+        let bare = call_headers(&h, &HeaderValue::from_static("rid"), false);
+        assert!(bare.get("authorization").is_none());
+        assert_eq!(bare["traceparent"], "00-a-b-01");
+        assert_eq!(out["traceparent"], "00-a-b-01");
+        assert_eq!(out["x-request-id"], "rid");
+        assert!(out.get("cookie").is_none());
+    }
+
+    #[test]
+    fn content_text_of_parts() {
+        assert_eq!(content_text(&json!("hi")), "hi");
+        assert_eq!(
+            content_text(
+                &json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
+            ),
+            "a\nb"
+        );
+        assert_eq!(content_text(&Value::Null), "");
+    }
+}
