@@ -7,8 +7,8 @@
 
 mod acme;
 mod admin;
-mod apis;
 mod agents;
+mod apis;
 mod cli;
 mod edge;
 mod egress;

@@ -85,6 +85,9 @@ fn encode_path_segment(s: &str) -> String {
 pub struct Route {
     pub client: Api,
     pub upstream: Api,
+    /// OpenAI's own API (and Azure's) wants `max_completion_tokens`: its reasoning models
+    /// refuse `max_tokens`, which the translations produce.
+    completion_tokens_name: bool,
 }
 
 /// What the client asked, as the translations need it.
@@ -104,6 +107,7 @@ impl Route {
         Route {
             client,
             upstream: upstream_api(provider, client),
+            completion_tokens_name: matches!(provider.prefix.as_str(), "openai" | "azure_openai"),
         }
     }
 
@@ -131,7 +135,16 @@ impl Route {
             };
             chat.insert("model".into(), Value::String(model_id.to_string()));
             match self.upstream {
-                Api::Chat => chat,
+                Api::Chat => {
+                    if self.completion_tokens_name
+                        && self.client != Api::Chat
+                        && !chat.contains_key("max_completion_tokens")
+                        && let Some(n) = chat.remove("max_tokens")
+                    {
+                        chat.insert("max_completion_tokens".into(), n);
+                    }
+                    chat
+                }
                 Api::Messages => anthropic::request_from_chat(&chat)?,
                 Api::Converse => bedrock::request_from_chat(&chat)?,
                 Api::Responses => {
@@ -264,6 +277,45 @@ pub enum StreamShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn providers() -> plano_config::Config {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n  - model: groq/llama\n    access_key: k\n";
+        plano_config::load_str(yaml, None, &|_| None).unwrap()
+    }
+
+    fn upstream_of(provider: &Provider, client: Api, body: serde_json::Value) -> Value {
+        let route = Route::new(provider, client);
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let req = ClientRequest {
+            api: client,
+            body: &body,
+            model: "m",
+            stream: false,
+            response_id: "resp_1",
+        };
+        serde_json::from_slice(&route.request_body(&req, &provider.model_id).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn openai_gets_max_completion_tokens_from_translated_requests() {
+        let config = providers();
+        let msg = serde_json::json!({"model": "m", "max_tokens": 77, "messages": [{"role": "user", "content": "hi"}]});
+        let openai = upstream_of(&config.providers[0], Api::Messages, msg.clone());
+        assert_eq!(openai["max_completion_tokens"], 77);
+        assert!(openai.get("max_tokens").is_none());
+        assert_eq!(openai["model"], "gpt-5");
+        // Other OpenAI-style providers keep the widely understood `max_tokens`.
+        let groq = upstream_of(&config.providers[1], Api::Messages, msg);
+        assert_eq!(groq["max_tokens"], 77);
+        // A chat client's own choice passes through untouched.
+        let chat = serde_json::json!({"model": "m", "max_tokens": 5, "messages": []});
+        assert_eq!(
+            upstream_of(&config.providers[0], Api::Chat, chat)["max_tokens"],
+            5
+        );
+    }
 
     #[test]
     fn bedrock_model_ids_are_one_path_segment() {
