@@ -199,7 +199,7 @@ impl Route {
         let usage = Usage::of(Api::Chat, &chat);
         let out = match self.client {
             Api::Chat => chat,
-            Api::Messages => anthropic::response_from_chat(&chat, &anthropic_ctx(req))?,
+            Api::Messages => anthropic::response_from_chat(&chat, anthropic_ctx(req))?,
             Api::Responses => responses::response_from_chat(&chat, &responses_ctx(req))?,
             Api::Converse => return Err(TranslateError::new("Converse is not a client API")),
         };
