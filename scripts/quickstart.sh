@@ -30,6 +30,17 @@ curl -sS -N http://127.0.0.1:12000/v1/chat/completions \
   -H 'content-type: application/json' \
   -d '{"model": "smart", "stream": true, "messages": [{"role": "user", "content": "Hello!"}]}'
 echo
+echo "== Anthropic Messages API, translated to chat completions (model: fast)"
+curl -sS http://127.0.0.1:12000/v1/messages \
+  -H 'content-type: application/json' \
+  -d '{"model": "fast", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello!"}]}'
+echo
+echo
+echo "== chat completions, translated to Anthropic Messages (model: claude-sonnet-4-5)"
+curl -sS http://127.0.0.1:12000/v1/chat/completions \
+  -H 'content-type: application/json' \
+  -d '{"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hello!"}]}'
+echo
 if [ "${1:-}" = "--smoke" ]; then
   exit 0
 fi

@@ -364,3 +364,109 @@ listeners:
     assert_eq!(sent[2].body["model"], "llama3.2");
     egress.stop().await.unwrap();
 }
+
+/// `previous_response_id` through a translated provider: the stored conversation (earlier
+/// input and output) is sent ahead of the new input; `store: false` stores nothing.
+#[tokio::test]
+async fn responses_conversations_continue_across_translation() {
+    let (anthropic, _, _, egress) = setup().await;
+    let client = http_client();
+    let first: Value = client
+        .post(egress.url("/v1/responses"))
+        .json(&json!({"model": "anthropic/claude-sonnet-4-5", "input": "first question"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("resp_"), "{first}");
+    let res = client
+        .post(egress.url("/v1/responses"))
+        .json(
+            &json!({"model": "anthropic/claude-sonnet-4-5", "input": "second question",
+                      "previous_response_id": id}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = anthropic.requests();
+    let messages = sent[1].body["messages"].as_array().unwrap();
+    let texts: Vec<String> = messages
+        .iter()
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            blocks => blocks[0]["text"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    assert_eq!(texts.len(), 3, "{messages:?}");
+    assert_eq!(texts[0], "first question");
+    assert!(
+        texts[1].contains("mock reply to: first question"),
+        "{texts:?}"
+    );
+    assert_eq!(texts[2], "second question");
+    assert_eq!(messages[1]["role"], "assistant");
+
+    // Not stored: a follow-up to it is a conflict.
+    let unstored: Value = client
+        .post(egress.url("/v1/responses"))
+        .json(&json!({"model": "anthropic/claude-sonnet-4-5", "input": "x", "store": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = client
+        .post(egress.url("/v1/responses"))
+        .json(
+            &json!({"model": "anthropic/claude-sonnet-4-5", "input": "y",
+                      "previous_response_id": unstored["id"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    egress.stop().await.unwrap();
+}
+
+/// A streamed Responses answer is stored too (at `response.completed`).
+#[tokio::test]
+async fn streamed_responses_are_stored_for_follow_ups() {
+    let (anthropic, _, _, egress) = setup().await;
+    let client = http_client();
+    let text = client
+        .post(egress.url("/v1/responses"))
+        .json(&json!({"model": "anthropic/claude-sonnet-4-5", "input": "streamed question", "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let completed: Value = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: response.completed"))
+        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .unwrap_or_else(|| panic!("no response.completed in {text}"));
+    let id = completed["response"]["id"].as_str().unwrap();
+    let res = client
+        .post(egress.url("/v1/responses"))
+        .json(&json!({"model": "anthropic/claude-sonnet-4-5", "input": "next", "previous_response_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        anthropic.requests()[1].body["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    egress.stop().await.unwrap();
+}
