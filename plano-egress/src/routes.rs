@@ -26,6 +26,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
@@ -45,6 +46,24 @@ async fn chat_completions(
 
 async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     serve(state, Api::Messages, headers, body).await
+}
+
+async fn count_tokens(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let limit = state
+        .runtime()
+        .config
+        .model_listener()
+        .map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
+    match dispatch::read_request_body(body, limit).await {
+        Ok(bytes) => dispatch::count_tokens(state, headers, bytes).await,
+        Err(e) => e
+            .into_api_error(dispatch::shape_of(Api::Messages))
+            .into_response(),
+    }
 }
 
 async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {

@@ -470,3 +470,39 @@ async fn streamed_responses_are_stored_for_follow_ups() {
     );
     egress.stop().await.unwrap();
 }
+
+/// `/v1/messages/count_tokens`: asked natively of an Anthropic provider, estimated for others.
+#[tokio::test]
+async fn count_tokens_native_or_estimated() {
+    let (anthropic, _, _, egress) = setup().await;
+    anthropic.push(Reply {
+        body: ReplyBody::Json(json!({"input_tokens": 42})),
+        ..Reply::default()
+    });
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "how many tokens is this?"}]});
+    let res = http_client()
+        .post(egress.url("/v1/messages/count_tokens"))
+        .json(&ask("claude-sonnet-4-5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["input_tokens"], 42);
+    let sent = &anthropic.requests()[0];
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.headers["x-api-key"], ANTHROPIC_KEY);
+
+    let res = http_client()
+        .post(egress.url("/v1/messages/count_tokens"))
+        .json(&ask("openai/gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-plano-estimate"], "true");
+    let n = res.json::<Value>().await.unwrap()["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!((5..40).contains(&n), "{n}");
+    egress.stop().await.unwrap();
+}

@@ -638,3 +638,73 @@ pub fn models(config: &Config) -> Value {
     }
     serde_json::json!({"object": "list", "data": data})
 }
+
+/// `POST /v1/messages/count_tokens` (Claude Code asks it before long requests). An
+/// Anthropic provider is asked natively, once (no retries: it is a hint, not a call the
+/// client pays for); for any other provider the input is estimated the way rate limits
+/// estimate it (tiktoken for OpenAI models, bytes / 4 otherwise) and the answer says so in
+/// `x-plano-estimate: true`.
+pub async fn count_tokens(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = plano_common::request_id::ensure(&headers);
+    let rt = state.runtime();
+    let result =
+        async {
+            let ask = parse(Api::Messages, &body)?;
+            let selection = select::select(&rt.config, &headers, ask.model.as_deref())?;
+            let Some(candidate) = selection.candidates.first() else {
+                return Err(EgressError::ModelNotFound(ask.model.unwrap_or_default()));
+            };
+            let provider = &rt.config.providers[candidate.provider];
+            let mut counted = ask.body.clone();
+            if provider.api == plano_config::ProviderApi::Anthropic {
+                counted.insert("model".into(), Value::String(candidate.model_id.clone()));
+                counted.remove("max_tokens");
+                counted.remove("stream");
+                let bytes = serde_json::to_vec(&counted)
+                    .map(Bytes::from)
+                    .map_err(|e| bad("invalid_request", e.to_string()))?;
+                let uri = openai::uri(
+                    provider,
+                    &format!("{}/messages/count_tokens", provider.path_prefix),
+                )
+                .map_err(EgressError::Unsupported)?;
+                let req = openai::build_request(provider, uri, &headers, &request_id, bytes)
+                    .map_err(EgressError::Unsupported)?;
+                let wait = rt
+                    .config
+                    .model_listener()
+                    .map_or(Duration::from_secs(30), |l| l.timeout);
+                return match attempt_once(&rt, req, false, wait).await {
+                    Ok(Success::Whole { status, body }) => {
+                        Ok((status, [(header::CONTENT_TYPE, "application/json")], body)
+                            .into_response())
+                    }
+                    Ok(Success::Stream { .. }) => Err(EgressError::AllFailed(vec![(
+                        provider.name.clone(),
+                        AttemptError::Protocol("unexpected stream".into()),
+                    )])),
+                    Err(e) => Err(EgressError::AllFailed(vec![(provider.name.clone(), e)])),
+                };
+            }
+            // Only what the model reads: system, messages, tools.
+            let mut input = Map::new();
+            for key in ["system", "messages", "tools"] {
+                if let Some(v) = counted.remove(key) {
+                    input.insert(key.into(), v);
+                }
+            }
+            let text = serde_json::to_vec(&input).unwrap_or_default();
+            let n = crate::ratelimit::tokens::estimate(&candidate.model_id, &text);
+            let mut res = axum::Json(serde_json::json!({ "input_tokens": n })).into_response();
+            res.headers_mut()
+                .insert("x-plano-estimate", HeaderValue::from_static("true"));
+            Ok(res)
+        }
+        .await;
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => error_response(&rt.config, Api::Messages, e, &request_id),
+    };
+    response.headers_mut().insert("x-request-id", request_id);
+    response
+}
