@@ -50,9 +50,17 @@ impl Usage {
     /// Anthropic and Bedrock count cache reads and writes apart from `input_tokens`; here
     /// `input` is every prompt token and `cached_input` the cache reads among them.
     pub fn of(api: Api, v: &Value) -> Self {
-        let Some(u) = v.get("usage").filter(|u| u.is_object()) else {
+        match v.get("usage") {
+            Some(u) => Self::of_usage(api, u),
+            None => Usage::default(),
+        }
+    }
+
+    /// From the `usage` object itself.
+    pub fn of_usage(api: Api, u: &Value) -> Self {
+        if !u.is_object() {
             return Usage::default();
-        };
+        }
         let n = |key: &str| u.pointer(key).and_then(Value::as_u64).unwrap_or(0);
         match api {
             Api::Chat => Self::from_value(u),

@@ -152,29 +152,37 @@ fn expand_history(state: &AppState, ask: &mut Ask) -> Result<(), EgressError> {
 /// `previous_response_id` is replaced by the stored conversation prepended to the input
 /// (so any provider, native or translated, sees the whole conversation); an unknown one is
 /// passed through to a native provider (OpenAI keeps its own state) and is a 409 otherwise.
-fn body_for(ask: &Ask, route: &Route) -> Result<Map<String, Value>, EgressError> {
-    let mut body = ask.body.clone();
+fn body_for<'a>(
+    ask: &'a Ask,
+    route: &Route,
+) -> Result<std::borrow::Cow<'a, Map<String, Value>>, EgressError> {
+    use std::borrow::Cow;
     if ask.api != Api::Responses {
-        return Ok(body);
+        return Ok(Cow::Borrowed(&ask.body));
     }
-    let Some(prev) = body.get("previous_response_id").filter(|v| !v.is_null()) else {
-        return Ok(body);
+    let Some(prev) = ask
+        .body
+        .get("previous_response_id")
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(Cow::Borrowed(&ask.body));
     };
     let Some(history) = &ask.history else {
         if route.native() {
-            return Ok(body);
+            return Ok(Cow::Borrowed(&ask.body));
         }
         return Err(EgressError::Conflict(format!(
             "previous_response_id `{}` is not known here: it expired, was stored with `store: false`, or was issued by another replica or by the provider directly",
             prev.as_str().unwrap_or_default()
         )));
     };
+    let mut body = ask.body.clone();
     body.remove("previous_response_id");
     let new_items = responses::conversation_items(&ask.body).map_err(translate_error)?;
     let mut input: Vec<Value> = history.as_ref().clone();
     input.extend(new_items);
     body.insert("input".into(), Value::Array(input));
-    Ok(body)
+    Ok(Cow::Owned(body))
 }
 
 fn translate_error(e: crate::providers::TranslateError) -> EgressError {
@@ -400,7 +408,7 @@ async fn handle(
                                 .record(clock.start.elapsed().as_secs_f64());
                             let remember_in = (api == Api::Responses).then(|| stream::Remember {
                                 conversations: state.conversations.clone(),
-                                request: client_body.clone(),
+                                request: client_body.clone().into_owned(),
                             });
                             let plan = StreamPlan {
                                 provider: provider.clone(),

@@ -178,8 +178,16 @@ impl Route {
         upstream: &Bytes,
     ) -> Result<(Bytes, Usage), TranslateError> {
         if self.native() {
-            let usage = serde_json::from_slice::<Value>(upstream)
-                .map(|v| Usage::of(self.upstream, &v))
+            // Only `usage` is read: the rest of the answer is skipped, not built as a tree.
+            #[derive(serde::Deserialize)]
+            struct UsageOnly {
+                #[serde(default)]
+                usage: Option<Value>,
+            }
+            let usage = serde_json::from_slice::<UsageOnly>(upstream)
+                .ok()
+                .and_then(|u| u.usage)
+                .map(|u| Usage::of_usage(self.upstream, &u))
                 .unwrap_or_default();
             return Ok((upstream.clone(), usage));
         }
