@@ -96,9 +96,13 @@ fn main() {
     per_op("pass-through: chat request → chat body", 20_000, || {
         black_box(native.request_body(&chat_req, "llama-3.3-70b").unwrap());
     });
-    per_op("pass-through: ~1 KB chat answer, usage read", 20_000, || {
-        black_box(native.response_body(&chat_req, &chat_bytes).unwrap());
-    });
+    per_op(
+        "pass-through: ~1 KB chat answer, usage read",
+        20_000,
+        || {
+            black_box(native.response_body(&chat_req, &chat_bytes).unwrap());
+        },
+    );
 
     let chunks: Vec<Value> = (0..20)
         .map(|i| {
