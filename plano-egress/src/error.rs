@@ -202,3 +202,34 @@ impl EgressError {
         ApiError::new(status, self.reason(), message).with_shape(shape)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_message;
+
+    #[test]
+    fn provider_messages_of_every_api() {
+        let openai = br#"{"error": {"message": "bad model", "type": "invalid_request_error"}}"#;
+        assert_eq!(upstream_message(openai).as_deref(), Some("bad model"));
+        let anthropic = br#"{"type": "error", "error": {"type": "x", "message": "too long"}}"#;
+        assert_eq!(upstream_message(anthropic).as_deref(), Some("too long"));
+        // Bedrock: `{"message"}`, or `{"Message"}` from some of its front ends.
+        assert_eq!(
+            upstream_message(br#"{"message":"The provided model identifier is invalid."}"#)
+                .as_deref(),
+            Some("The provided model identifier is invalid.")
+        );
+        assert_eq!(
+            upstream_message(br#"{"Message":"x"}"#).as_deref(),
+            Some("x")
+        );
+        assert_eq!(upstream_message(br#"{"message":3}"#), None);
+        assert_eq!(
+            upstream_message(b"  upstream down \n").as_deref(),
+            Some("upstream down")
+        );
+        assert_eq!(upstream_message(b""), None);
+        let long = "é".repeat(400);
+        assert!(upstream_message(long.as_bytes()).unwrap().len() <= 500);
+    }
+}

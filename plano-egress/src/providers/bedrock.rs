@@ -48,18 +48,6 @@ use super::TranslateError;
 pub use request::request_from_chat;
 pub use stream::StreamToChat;
 
-/// The human message of a Bedrock error body (`{"message": "..."}`, for every error status,
-/// with the error kind in the `x-amzn-errortype` header), to re-wrap in the client's shape.
-pub fn error_message(body: &[u8]) -> Option<String> {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    ["message", "Message"]
-        .into_iter()
-        .find_map(|k| map.get(k).and_then(Value::as_str))
-        .map(str::to_string)
-}
-
 /// What a chat response needs that a Converse response does not carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseCtx {
@@ -215,17 +203,6 @@ mod tests {
         );
         let u = usage_to_chat(&json!({"inputTokens": u64::MAX, "cacheReadInputTokens": 1}));
         assert_eq!(u["prompt_tokens"], json!(u64::MAX));
-    }
-
-    #[test]
-    fn error_bodies() {
-        assert_eq!(
-            error_message(br#"{"message":"The provided model identifier is invalid."}"#).as_deref(),
-            Some("The provided model identifier is invalid.")
-        );
-        assert_eq!(error_message(br#"{"Message":"x"}"#).as_deref(), Some("x"));
-        assert_eq!(error_message(b"<html>"), None);
-        assert_eq!(error_message(br#"{"message":3}"#), None);
     }
 
     #[test]
