@@ -18,6 +18,9 @@ use http_body_util::BodyExt;
 use plano_common::filters::FilterCtx;
 use plano_common::filters::output::{BoxError, Inner, OutputChain};
 
+use bytes::Bytes;
+use plano_config::Config;
+
 use crate::dispatch;
 use crate::providers::plan::Api;
 use crate::state::AppState;
@@ -53,17 +56,21 @@ async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let limit = state
-        .runtime()
-        .config
+    match read_body(&state.runtime().config, Api::Messages, body).await {
+        Ok(bytes) => dispatch::count_tokens(state, headers, bytes).await,
+        Err(res) => res,
+    }
+}
+
+/// The request body, up to the model listener's `max_body_bytes` (413 in the client's
+/// API shape beyond it).
+async fn read_body(config: &Config, api: Api, body: Body) -> Result<Bytes, Response> {
+    let limit = config
         .model_listener()
         .map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
-    match dispatch::read_request_body(body, limit).await {
-        Ok(bytes) => dispatch::count_tokens(state, headers, bytes).await,
-        Err(e) => e
-            .into_api_error(dispatch::shape_of(Api::Messages))
-            .into_response(),
-    }
+    dispatch::read_request_body(body, limit)
+        .await
+        .map_err(|e| e.into_api_error(dispatch::shape_of(api)).into_response())
 }
 
 async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -75,13 +82,12 @@ async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body: Bod
     let rt = state.runtime();
     let shape = dispatch::shape_of(api);
     let listener = rt.config.model_listener();
-    let limit = listener.map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
     // One id for the filters, the providers and the answer.
     let request_id = plano_common::request_id::ensure(&headers);
     headers.insert("x-request-id", request_id.clone());
-    let mut bytes = match dispatch::read_request_body(body, limit).await {
+    let mut bytes = match read_body(&rt.config, api, body).await {
         Ok(b) => b,
-        Err(e) => return e.into_api_error(shape).into_response(),
+        Err(res) => return res,
     };
     let (input_filters, output_filters) = listener.map_or((&[][..], &[][..]), |l| {
         (&l.input_filters[..], &l.output_filters[..])
@@ -102,11 +108,17 @@ async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body: Bod
             Err(e) => return with_id(e.to_api_error(shape).into_response(), &request_id),
         }
     }
+    if output_filters.is_empty() {
+        drop(rt);
+        return dispatch::serve(state, api, headers, bytes).await;
+    }
+    // The output chain outlives the handler (streams): it owns what it needs.
     let output_filters = output_filters.to_vec();
     let config = rt.config.clone();
     drop(rt);
-    let response = dispatch::serve(state.clone(), api, headers.clone(), bytes).await;
-    if output_filters.is_empty() || !response.status().is_success() {
+    let request_headers = headers.clone();
+    let response = dispatch::serve(state.clone(), api, headers, bytes).await;
+    if !response.status().is_success() {
         return response;
     }
     let chain = OutputChain {
@@ -114,7 +126,7 @@ async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body: Bod
         config,
         ids: output_filters,
         path: path.to_string(),
-        request_headers: headers,
+        request_headers,
         request_id: request_id.clone(),
         shape,
     };

@@ -245,12 +245,7 @@ impl Flow {
         if let StreamShape::Translate { client, .. } = &mut self.shape {
             match client {
                 ClientSide::Chat { client_wants_usage } => {
-                    let usage_only = chunk
-                        .get("choices")
-                        .and_then(Value::as_array)
-                        .is_some_and(Vec::is_empty)
-                        && chunk.get("usage").is_some_and(Value::is_object);
-                    if *client_wants_usage || !usage_only {
+                    if *client_wants_usage || !is_usage_only(chunk) {
                         SseEvent::data(chunk.to_string()).encode_into(out);
                         self.sent += 1;
                     }
@@ -354,6 +349,16 @@ fn chat_chunk(ev: &SseEvent) -> Result<Option<Value>, String> {
     Ok(Some(v))
 }
 
+/// The chunk we asked for with `include_usage`: usage and no choices (hidden from a
+/// client that did not ask for it).
+fn is_usage_only(chunk: &Value) -> bool {
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && chunk.get("usage").is_some_and(Value::is_object)
+}
+
 /// Relaying: reads usage from the events that carry it, and says whether to relay `ev`
 /// (only a chat usage chunk the client did not ask for is held back).
 fn relay_keeps(api: Api, ev: &SseEvent, wants_usage: bool, usage: &mut Usage) -> bool {
@@ -367,11 +372,7 @@ fn relay_keeps(api: Api, ev: &SseEvent, wants_usage: bool, usage: &mut Usage) ->
         Api::Chat => {
             if v.get("usage").is_some_and(Value::is_object) {
                 *usage = Usage::of(Api::Chat, &v);
-                let usage_only = v
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty);
-                return wants_usage || !usage_only;
+                return wants_usage || !is_usage_only(&v);
             }
         }
         // `message_start` carries `message.usage`, `message_delta` carries `usage`.

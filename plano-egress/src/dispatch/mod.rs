@@ -125,7 +125,12 @@ fn parse(api: Api, body: &Bytes) -> Result<Ask, EgressError> {
         stream,
         client_wants_usage,
         history: None,
-        response_id: format!("resp_{}", uuid::Uuid::new_v4().simple()),
+        // Only Responses answers carry an id of ours; chat requests skip the UUID.
+        response_id: if api == Api::Responses {
+            format!("resp_{}", uuid::Uuid::new_v4().simple())
+        } else {
+            String::new()
+        },
     })
 }
 
