@@ -191,6 +191,7 @@ fn predefined_model_listener() -> Listener {
         router: None,
         tls: None,
         auth: None,
+        connections: crate::ConnectionLimits::default(),
     }
 }
 
@@ -389,6 +390,11 @@ fn list_listener(l: ListListener, path: &str, p: &mut Problems) -> Option<Listen
             api_keys: a.api_keys.into_iter().map(Secret::new).collect(),
         })
     });
+    let (connections, problems) =
+        crate::connections::connections(l.connections, &join(path, "connections"));
+    for (key, message) in problems {
+        p.error(key, message);
+    }
     Some(Listener {
         name: l.name.unwrap_or_else(|| format!("{}_listener", l.kind)),
         kind,
@@ -404,6 +410,7 @@ fn list_listener(l: ListListener, path: &str, p: &mut Problems) -> Option<Listen
         router: l.router,
         tls,
         auth,
+        connections,
     })
 }
 
