@@ -16,6 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::errors::error_chain;
 use crate::metrics::PEER_UP;
 use crate::runtime::Shutdown;
 
@@ -196,22 +197,9 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-/// tonic's transport errors hide the useful part ("connection refused") in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
 
     #[test]
     fn jitter_stays_near_the_base() {
@@ -222,12 +210,5 @@ mod tests {
                 "{d:?}"
             );
         }
-    }
-
-    #[test]
-    fn error_chain_includes_sources() {
-        let inner = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
-        let outer = io::Error::other(inner);
-        assert!(error_chain(&outer).contains("connection refused"));
     }
 }

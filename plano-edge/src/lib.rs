@@ -8,6 +8,7 @@ mod agents;
 mod auth;
 mod body;
 mod calls;
+mod error;
 mod forward;
 mod listener;
 mod llm;
@@ -48,8 +49,10 @@ pub struct EdgeServer {
 pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ctx.current_config();
-    let client = forward::client(config.overrides.upstream_connect_timeout)
-        .context("egress client TLS setup")?;
+    // One builder for the edge's outbound calls (egress, agents, filters; endpoints use
+    // it with their own connect timeout): `overrides.upstream_tls_ca_path` applies to all.
+    let builder = plano_common::http_client::HttpClientBuilder::from_config(&config);
+    let client = forward::client(&builder).context("outbound HTTP client")?;
     let egress = watch_peer(
         "egress",
         config.egress.health.as_str(),
@@ -60,9 +63,8 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     for l in config.inbound_listeners() {
         bound.push(bind_listener(l, ctx).await?);
     }
-    let filters = Arc::new(plano_common::filters::FilterRunner::new(
-        config.overrides.upstream_connect_timeout,
-    ));
+    let filters =
+        Arc::new(plano_common::filters::FilterRunner::new(&builder).context("filter HTTP client")?);
     let edge = Arc::new(Edge {
         config: ArcSwap::new(config),
         client,
