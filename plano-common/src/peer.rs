@@ -191,6 +191,27 @@ impl Watcher {
     }
 }
 
+/// One `grpc.health.v1.Health/Check` of `service` at `url`: `Ok(true)` when SERVING,
+/// `Ok(false)` when it is not (or not registered), `Err` when the peer gave no answer.
+pub async fn check_service(url: &str, service: &str) -> Result<bool, String> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("invalid health URL {url}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(FIRST_ANSWER_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {}", error_chain(&e)))?;
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    match HealthClient::new(channel).check(request).await {
+        Ok(r) => Ok(r.into_inner().status == ServingStatus::Serving as i32),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+        Err(status) => Err(format!("health Check failed: {}", status.message())),
+    }
+}
+
 /// ±25% so many edge replicas do not reconnect to a restarted egress in lockstep.
 fn jitter(d: Duration) -> Duration {
     let factor = rand::rng().random_range(0.75..1.25);

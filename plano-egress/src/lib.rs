@@ -108,6 +108,10 @@ fn spawn_listener(
     let addr = listener.local_addr()?;
     let stop = ctx.shutdown.token().child_token();
     let until = stop.clone();
+    // The edge follows a moved listener only once this says the port is served.
+    let listener_service = plano_common::health::model_listener_service(addr.port());
+    let health = ctx.health.clone();
+    health.set(&listener_service, true);
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -119,6 +123,7 @@ fn spawn_listener(
         if let Err(e) = served {
             tracing::error!(%addr, error = %e, "model listener failed");
         }
+        health.set(&listener_service, false);
         tracing::info!(%addr, "model listener closed");
     });
     Ok((addr, stop))

@@ -310,3 +310,238 @@ async fn a_stream_cut_by_the_listener_timeout_ends_with_an_error_event() {
         assert!(text.contains("partial"), "{text}");
     }
 }
+
+/// An HTTPS service (prompt-target endpoint and filter) whose certificate is issued by a
+/// private CA: `/filter…` answers 204 (keep the body), anything else a JSON string.
+async fn tls_service(ca: &integration_tests::certs::TestCa) -> (u16, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    let leaf = ca.issue(&["127.0.0.1"]).unwrap();
+    let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        if req.uri().path().starts_with("/filter") {
+                            http::Response::builder()
+                                .status(204)
+                                .body(http_body_util::Full::new(Bytes::new()))
+                        } else {
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(Bytes::from_static(
+                                    b"\"Booked over TLS\"",
+                                )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn endpoints_and_filters_behind_a_private_ca_work_with_upstream_tls_ca_path() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = integration_tests::certs::TestCa::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let (port, server) = tls_service(&ca).await;
+    let mock = MockProvider::start().await.unwrap();
+    let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &mock.url()), &[])
+        .await
+        .unwrap();
+    let yaml = |with_ca: bool| {
+        let overrides = if with_ca {
+            format!(
+                "overrides:\n  upstream_tls_ca_path: {}\n",
+                ca_path.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    default: true
+listeners:
+  - type: prompt
+    name: prompts
+    port: 10000
+    input_filters: [guard]
+filters:
+  - id: guard
+    url: https://127.0.0.1:{port}/filter
+    type: http
+endpoints:
+  app:
+    endpoint: 127.0.0.1:{port}
+    protocol: https
+    connect_timeout: 2s
+    timeout: 5s
+prompt_targets:
+  - name: book_flight
+    description: Book a flight.
+    parameters:
+      - name: to
+        type: str
+        required: true
+    endpoint:
+      name: app
+      path: /flights
+      http_method: POST
+    auto_llm_dispatch_on_response: false
+{overrides}"#
+        )
+    };
+    let tool_call = || Reply {
+        body: integration_tests::mock::ReplyBody::Json(json!({
+            "id": "chatcmpl-x", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "book_flight", "arguments": "{\"to\": \"Rome\"}"}}
+            ]}}],
+        })),
+        ..Reply::default()
+    };
+    let ask = |edge: &Edge| {
+        let url = format!("http://{}/v1/chat/completions", edge.addr("prompts"));
+        async move {
+            http_client()
+                .post(url)
+                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "fly me to Rome"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ready = |edge: &Edge| {
+        let health = edge.ctx.health.clone();
+        eventually(Duration::from_secs(10), move || {
+            let h = health.clone();
+            async move { h.is_ready() }
+        })
+    };
+
+    // With the CA: the filter and the endpoint are reached over TLS.
+    let edge = Edge::start(&yaml(true), &[], (egress.addr, egress.admin))
+        .await
+        .unwrap();
+    ready(&edge).await;
+    mock.push(tool_call());
+    let r = ask(&edge).await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "Booked over TLS");
+    edge.stop().await.unwrap();
+
+    // Without it the filter's certificate is not trusted: the chain fails closed (502).
+    let edge = Edge::start(&yaml(false), &[], (egress.addr, egress.admin))
+        .await
+        .unwrap();
+    ready(&edge).await;
+    let r = ask(&edge).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "filter_failed", "{v}");
+    server.abort();
+}
+
+/// The egress's model listener asked to move onto a busy port keeps its old one; the edge,
+/// given the new URL, keeps sending to the egress (nothing reaches the port's squatter)
+/// and follows only once the egress reports that it serves the new port.
+#[tokio::test]
+async fn the_edge_follows_only_an_egress_address_the_egress_serves() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (mock, egress, edge) = stack().await;
+    let old = egress.addr;
+    let squatter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let busy = squatter.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let accept = {
+        let hits = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = squatter.accept().await {
+                hits.fetch_add(1, Ordering::SeqCst);
+                drop(tcp);
+            }
+        })
+    };
+    let egress_on = |port: u16| {
+        let yaml = format!(
+            "{}listeners:\n  - type: model\n    name: models\n    address: 127.0.0.1\n    port: {port}\n",
+            EGRESS_YAML.replace("MOCK", &mock.url())
+        );
+        Arc::new(plano_config::load_str(&yaml, None, &|_| None).unwrap())
+    };
+    let url = format!("http://{}/v1/chat/completions", edge.addr("small"));
+    let c = http_client();
+
+    // The egress cannot move (the port is taken) and keeps serving the old one.
+    egress.control.config.send(egress_on(busy.port())).unwrap();
+    let mut moved = (*edge.ctx.current_config()).clone();
+    moved.egress.url = format!("http://{busy}").parse().unwrap();
+    edge.control.config.send(Arc::new(moved)).unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = c.post(&url).json(&chat(false)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing went to the squatter"
+    );
+
+    // The port frees up, the egress moves there (its old port drains), the edge follows.
+    accept.abort();
+    let _ = accept.await;
+    egress.control.config.send(egress_on(busy.port())).unwrap();
+    eventually(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(old).await.is_err()
+    })
+    .await;
+    eventually(Duration::from_secs(10), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            c.post(&url)
+                .json(&chat(false))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+}
