@@ -79,18 +79,6 @@ impl ConversationStore {
         })
     }
 
-    /// An in-memory store with the default bounds (tests, benches).
-    pub fn memory() -> Self {
-        match Self::new(&StateStorage::default()) {
-            Ok(s) => s,
-            // Unreachable: the memory backend has nothing that can fail.
-            Err(_) => Self {
-                backend: Backend::Memory(MemoryStore::new(10_000, 128 << 20, Duration::MAX)),
-                max_conversation_bytes: 8 << 20,
-            },
-        }
-    }
-
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Memory(_) => "memory",
