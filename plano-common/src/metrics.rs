@@ -43,6 +43,11 @@ static UPKEEP_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 pub fn upkeep_runs() -> u64 {
     UPKEEP_RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
+pub const STATE_STORAGE_ERRORS_TOTAL: &str = "plano_state_storage_errors_total";
+pub const CONVERSATIONS_NOT_STORED_TOTAL: &str = "plano_conversations_not_stored_total";
+pub const CONVERSATIONS_EVICTED_TOTAL: &str = "plano_conversations_evicted_total";
+pub const CONVERSATIONS_STORED: &str = "plano_conversations_stored";
+pub const CONVERSATIONS_STORED_BYTES: &str = "plano_conversations_stored_bytes";
 
 /// Buckets for request-scale latencies (upstream calls, whole requests, TTFT).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -238,6 +243,27 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
         "Client connections the proxy closed, by component, listener and reason (header_timeout: request head or TLS handshake not received in time; idle_timeout: keep-alive idle; shed: closed while idle to admit a new connection at the cap)."
+    );
+    describe_counter!(
+        STATE_STORAGE_ERRORS_TOTAL,
+        "Conversation store calls that failed (unreachable, timed out, refused), by backend and operation (get, put, cleanup, migrate)."
+    );
+    describe_counter!(
+        CONVERSATIONS_NOT_STORED_TOTAL,
+        "Responses answers whose conversation was not stored (the answer was still sent), by backend and reason (too_large, unavailable)."
+    );
+    describe_counter!(
+        CONVERSATIONS_EVICTED_TOTAL,
+        "Stored conversations removed before being asked for again, by backend and reason (expired, capacity, bytes)."
+    );
+    describe_gauge!(
+        CONVERSATIONS_STORED,
+        "Conversations held by the in-memory store."
+    );
+    describe_gauge!(
+        CONVERSATIONS_STORED_BYTES,
+        Unit::Bytes,
+        "Bytes (serialised JSON) held by the in-memory store; bounded by state_storage.max_total_bytes."
     );
 }
 

@@ -115,6 +115,9 @@ pub enum EgressError {
     Unsupported(String),
     /// The request refers to state we do not have (an unknown `previous_response_id`).
     Conflict(String),
+    /// The conversation store (`state_storage`) could not be reached to look up a
+    /// `previous_response_id`.
+    StateUnavailable,
     /// The whole-request deadline passed before anything was sent to the client.
     DeadlineExceeded(Duration),
     /// Every provider tried failed. `(provider, error)` in the order tried.
@@ -129,6 +132,7 @@ impl EgressError {
             EgressError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             EgressError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             EgressError::Conflict(_) => StatusCode::CONFLICT,
+            EgressError::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             EgressError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             EgressError::AllFailed(failures) => {
                 let last_status = failures.iter().rev().find_map(|(_, e)| match e {
@@ -154,6 +158,7 @@ impl EgressError {
             EgressError::ModelNotFound(_) => "model_not_found",
             EgressError::Unsupported(_) => "unsupported_provider_api",
             EgressError::Conflict(_) => "unknown_previous_response",
+            EgressError::StateUnavailable => "state_unavailable",
             EgressError::DeadlineExceeded(_) => "deadline_exceeded",
             EgressError::AllFailed(_) => "upstream_failed",
         }
@@ -188,6 +193,7 @@ impl EgressError {
                 "model `{m}` is not configured: use a configured model, alias or `provider/model` (GET /v1/models lists them)"
             ),
             EgressError::Unsupported(m) | EgressError::Conflict(m) => m.clone(),
+            EgressError::StateUnavailable => "the conversation store is unavailable, so `previous_response_id` cannot be looked up: retry later, or send the whole conversation as `input` without it".to_string(),
             EgressError::DeadlineExceeded(d) => {
                 format!("no complete answer from the provider within the listener timeout of {d:?}")
             }

@@ -9,7 +9,7 @@ use plano_common::filters::FilterRunner;
 use plano_common::health::HealthRegistry;
 use plano_config::Config;
 
-use crate::conversations::Conversations;
+use crate::conversations::{self, ConversationStore};
 use crate::dispatch::circuit::Circuits;
 use crate::ratelimit::RateLimiter;
 use crate::upstream::{self, HttpClient};
@@ -24,7 +24,8 @@ pub struct AppState {
     runtime: ArcSwap<Runtime>,
     pub circuits: Circuits,
     /// Responses conversations (`previous_response_id`), kept across reloads.
-    pub conversations: Arc<Conversations>,
+    /// Built from `state_storage` at start; a reload does not change it.
+    pub conversations: Arc<ConversationStore>,
     /// The model listener's filter chains (HTTP client and MCP sessions), kept across reloads.
     pub filters: Arc<FilterRunner>,
 }
@@ -43,6 +44,9 @@ impl AppState {
         } else {
             Some(Arc::new(RateLimiter::new(&config).await?))
         };
+        let conversations = Arc::new(ConversationStore::new(&config.state_storage)?);
+        conversations.prepare().await;
+        conversations.spawn_cleanup(conversations::cleanup_interval(config.state_storage.ttl));
         let runtime = Runtime {
             client: upstream::client(&config)?,
             config,
@@ -51,7 +55,7 @@ impl AppState {
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
             circuits,
-            conversations: Arc::new(Conversations::default()),
+            conversations,
             filters,
         })
     }

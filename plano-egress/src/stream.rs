@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::conversations::Conversations;
+use crate::conversations::ConversationStore;
 use crate::providers::plan::{Api, ClientSide, StreamShape};
 use crate::providers::sse::{DEFAULT_MAX_EVENT_BYTES, SseDecoder, SseEvent};
 use crate::providers::{eventstream, responses};
@@ -128,15 +128,16 @@ pub struct StreamPlan {
 
 /// A Responses stream's conversation, stored under the answer's id at `response.completed`.
 pub struct Remember {
-    pub conversations: std::sync::Arc<Conversations>,
+    pub conversations: std::sync::Arc<ConversationStore>,
     /// The request as sent (its input already holds any earlier conversation).
     pub request: Map<String, Value>,
 }
 
 /// Store `request`'s input items followed by `response`'s output items under the response
-/// id, unless the client said `store: false`.
-pub fn store_conversation(
-    conversations: &Conversations,
+/// id, unless the client said `store: false`. A failure is logged and counted by the store
+/// and never fails the answer.
+pub async fn store_conversation(
+    conversations: &ConversationStore,
     request: &Map<String, Value>,
     response: &Value,
 ) {
@@ -150,7 +151,17 @@ pub fn store_conversation(
         return;
     };
     items.extend(responses::output_items(response));
-    conversations.put(id.to_string(), items);
+    let _ = conversations.put(id, &items).await;
+}
+
+/// Store the conversation once `response.completed` has been seen, before the client is
+/// sent it: a follow-up may arrive at once, at another replica.
+async fn remember_before_send(remember: &Option<Remember>, flow: &mut Flow) {
+    if let Some(r) = remember
+        && let Some(response) = flow.completed.take()
+    {
+        store_conversation(&r.conversations, &r.request, &response).await;
+    }
 }
 
 /// The streaming response: headers now, events as they come.
@@ -431,6 +442,7 @@ async fn pump(
                     }
                 }
             }
+            remember_before_send(&plan.remember, &mut flow).await;
             if !out.is_empty() {
                 // A client that stops reading must not hold the upstream past the deadline.
                 tokio::select! {
@@ -461,6 +473,7 @@ async fn pump(
                         .finish()
                         .and_then(|ev| ev.map(|ev| flow.event(ev, &mut out)).transpose())
                         .and_then(|_| flow.end(&mut out));
+                    remember_before_send(&plan.remember, &mut flow).await;
                     let _ = tx.send(Ok(out.freeze())).await;
                     match ended {
                         Ok(()) => break "complete",
@@ -490,9 +503,7 @@ async fn pump(
         let _ = tx.try_send(Ok(flow.fail(outcome, &message)));
     }
     tracing::debug!(provider = %plan.provider.name, outcome, "stream finished");
-    if let (Some(r), Some(response)) = (&plan.remember, &flow.completed) {
-        store_conversation(&r.conversations, &r.request, response);
-    }
+    remember_before_send(&plan.remember, &mut flow).await;
     flow.usage.record(&plan.provider);
     if let (Some(l), Some(t)) = (plan.limiter, plan.ticket) {
         l.reconcile(t, flow.usage.total()).await;

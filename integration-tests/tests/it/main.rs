@@ -21,4 +21,5 @@ mod prometheus;
 mod prompt_targets;
 mod reload;
 mod sdk;
+mod state_storage;
 mod support;

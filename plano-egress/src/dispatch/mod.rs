@@ -136,7 +136,8 @@ fn parse(api: Api, body: &Bytes) -> Result<Ask, EgressError> {
 
 /// Responses: look up `previous_response_id`. Unknown → 409, unless the route may be
 /// native (OpenAI keeps its own state, so an id it issued is passed through to it).
-fn expand_history(state: &AppState, ask: &mut Ask) -> Result<(), EgressError> {
+/// The store being unreachable is a 503: we cannot tell whether the id is ours.
+async fn expand_history(state: &AppState, ask: &mut Ask) -> Result<(), EgressError> {
     let Some(prev) = ask.body.get("previous_response_id") else {
         return Ok(());
     };
@@ -149,7 +150,12 @@ fn expand_history(state: &AppState, ask: &mut Ask) -> Result<(), EgressError> {
             "`previous_response_id` must be a string",
         ));
     };
-    ask.history = state.conversations.get(id);
+    ask.history = state
+        .conversations
+        .get(id)
+        .await
+        .map_err(|_| EgressError::StateUnavailable)?
+        .map(Arc::new);
     Ok(())
 }
 
@@ -271,7 +277,7 @@ async fn handle(
     let config = &rt.config;
     let mut ask = parse(api, raw)?;
     if api == Api::Responses {
-        expand_history(state, &mut ask)?;
+        expand_history(state, &mut ask).await?;
     }
     let selection = select::select(config, headers, ask.model.as_deref())?;
     let listener = config.model_listener();
@@ -403,7 +409,7 @@ async fn handle(
                                 l.reconcile(t, usage.total()).await;
                             }
                             if api == Api::Responses {
-                                remember(state, &client_body, &body);
+                                remember(state, &client_body, &body).await;
                             }
                             (status, [(header::CONTENT_TYPE, "application/json")], body)
                                 .into_response()
@@ -483,9 +489,9 @@ async fn handle(
 }
 
 /// Store a whole Responses answer's conversation under its id (unless `store: false`).
-fn remember(state: &AppState, request: &Map<String, Value>, answer: &Bytes) {
+async fn remember(state: &AppState, request: &Map<String, Value>, answer: &Bytes) {
     if let Ok(response) = serde_json::from_slice::<Value>(answer) {
-        stream::store_conversation(&state.conversations, request, &response);
+        stream::store_conversation(&state.conversations, request, &response).await;
     }
 }
 
