@@ -151,12 +151,14 @@ pub(crate) fn build(
         return None;
     }
     let egress = egress?;
+    let models = crate::resolve::ModelTable::new(&providers, &aliases);
     Some(Config {
         version,
         source,
         listeners,
         providers,
         aliases,
+        models,
         agents,
         filters,
         endpoints,
@@ -800,42 +802,6 @@ fn http_url(s: &str, path: &str, p: &mut Problems) -> Option<Url> {
     }
 }
 
-/// Resolve a model reference (alias target, fallback, rate-limit model, override) to a
-/// provider name: exact provider name, `provider/model`, a bare model id that only one
-/// provider serves, or a `provider/*` wildcard (the reference is kept as written: the
-/// egress resolves it against the wildcard at request time).
-pub fn resolve_model(reference: &str, providers: &[Provider]) -> Result<String, String> {
-    if let Some(pr) = providers
-        .iter()
-        .find(|pr| pr.name == reference || pr.model == reference)
-    {
-        return Ok(pr.name.clone());
-    }
-    let bare: Vec<&Provider> = providers
-        .iter()
-        .filter(|pr| !pr.wildcard && pr.model_id == reference)
-        .collect();
-    match bare.len() {
-        1 => return Ok(bare[0].name.clone()),
-        n if n > 1 => {
-            let names: Vec<&str> = bare.iter().map(|pr| pr.name.as_str()).collect();
-            return Err(format!(
-                "`{reference}` is ambiguous: served by {}",
-                names.join(", ")
-            ));
-        }
-        _ => {}
-    }
-    if let Some((prefix, _)) = reference.split_once('/')
-        && providers
-            .iter()
-            .any(|pr| pr.wildcard && pr.prefix == prefix)
-    {
-        return Ok(reference.to_string());
-    }
-    Err(format!("`{reference}` is not a configured model"))
-}
-
 fn aliases(value: &Value, providers: &[Provider], p: &mut Problems) -> BTreeMap<String, Alias> {
     let raws = map::<RawAlias>(value, "model_aliases", p);
     let names: BTreeSet<&str> = raws.iter().map(|(k, _)| k.as_str()).collect();
@@ -862,8 +828,8 @@ fn aliases(value: &Value, providers: &[Provider], p: &mut Problems) -> BTreeMap<
                     .map(|(_, a)| a.target.clone())
                     .unwrap_or_default();
             }
-            match resolve_model(&cur, providers) {
-                Ok(n) => Some(n),
+            match crate::resolve::resolve_model(&cur, providers) {
+                Ok(t) => Some(crate::resolve::canonical(&t, providers)),
                 Err(e) => {
                     p.error(join(&path, key), e);
                     None
@@ -1067,7 +1033,7 @@ fn model_ref_ok(
     if aliases.contains_key(r) {
         return Ok(());
     }
-    resolve_model(r, providers).map(|_| ())
+    crate::resolve::resolve(r, providers).map(|_| ())
 }
 
 fn overrides(

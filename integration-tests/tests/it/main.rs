@@ -12,6 +12,7 @@ mod apis;
 mod cli;
 mod edge;
 mod egress;
+mod egress_path;
 mod filters;
 mod limits;
 mod mock;
