@@ -377,6 +377,14 @@ async fn the_base_url_answers_probes() {
 #[tokio::test]
 async fn a_streams_upstream_duration_runs_until_its_body_ends() {
     let (primary, _backup, egress) = setup().await;
+    let http_sum = || {
+        metric(
+            &egress,
+            "plano_http_request_duration_seconds_sum",
+            &["component=\"egress\"", "route=\"/v1/chat/completions\""],
+        )
+    };
+    let http_before = http_sum();
     let events: Vec<String> = (0..4).map(|i| chunk(&format!("t{i}"), None)).collect();
     primary.push(Reply::stream(events, Duration::from_millis(150), false));
     let r = post(
@@ -398,4 +406,44 @@ async fn a_streams_upstream_duration_runs_until_its_body_ends() {
         ) >= 0.45
     })
     .await;
+    // The request's own duration ends with its body too, not at the response headers
+    // (a lower bound: other tests only add to the sum).
+    crate::support::eventually(Duration::from_secs(3), || async {
+        http_sum() - http_before >= 0.45
+    })
+    .await;
+}
+
+/// Retry-After and backoff on tokio's paused clock: the 3 s wait costs no wall time. The
+/// mock answers at once over loopback, so the clock only jumps while the egress sleeps.
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_on_a_paused_clock() {
+    let (primary, _backup, egress) = setup().await;
+    primary.push(Reply::status(429).header("retry-after", "3"));
+    let wall = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let r = post(
+        &egress,
+        "/v1/chat/completions",
+        &[],
+        chat(Some("path-primary"), false),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-plano-attempts"], "2");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "Retry-After honoured"
+    );
+    assert!(
+        wall.elapsed() < Duration::from_secs(3),
+        "no wall-clock wait"
+    );
+    // Time spent sleeping between attempts is not the proxy's overhead.
+    let overhead: f64 = r.headers()["x-plano-overhead-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead < 1000.0, "{overhead}");
 }
