@@ -5,12 +5,14 @@
     reason = "test helpers fail the test loudly; clippy only exempts #[test] functions themselves"
 )]
 
+mod abuse;
 mod acme;
 mod admin;
 mod agents;
 mod apis;
 mod cli;
 mod edge;
+mod edge_requests;
 mod egress;
 mod egress_path;
 mod filters;
