@@ -15,6 +15,7 @@ pub const LLM_TIME_TO_FIRST_TOKEN_SECONDS: &str = "plano_llm_time_to_first_token
 pub const LLM_TOKENS_TOTAL: &str = "plano_llm_tokens_total";
 pub const LLM_RETRIES_TOTAL: &str = "plano_llm_retries_total";
 pub const LLM_FAILOVERS_TOTAL: &str = "plano_llm_failovers_total";
+pub const LLM_PROVIDER_HINT_MISSES_TOTAL: &str = "plano_llm_provider_hint_misses_total";
 pub const RATELIMIT_REJECTIONS_TOTAL: &str = "plano_ratelimit_rejections_total";
 pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors_total";
 pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
@@ -149,7 +150,7 @@ fn describe() {
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
-        "Time from request received to response body finished, by component, listener and route."
+        "Time from request received until the response body ended (streams: the last event sent, or the client gone), by component, listener and route."
     );
     describe_counter!(
         LLM_UPSTREAM_REQUESTS_TOTAL,
@@ -158,7 +159,7 @@ fn describe() {
     describe_histogram!(
         LLM_UPSTREAM_DURATION_SECONDS,
         Unit::Seconds,
-        "Duration of each upstream attempt until its body ended, by provider and model."
+        "Duration of each upstream attempt, from sending it until its body ended (streams: the last event) or it failed, by provider and model."
     );
     describe_histogram!(
         LLM_TIME_TO_FIRST_TOKEN_SECONDS,
@@ -176,6 +177,10 @@ fn describe() {
     describe_counter!(
         LLM_FAILOVERS_TOTAL,
         "Moves from one provider to the next fallback, by from and to provider."
+    );
+    describe_counter!(
+        LLM_PROVIDER_HINT_MISSES_TOTAL,
+        "Requests whose provider hint header matched no configured model (selection went on by the body's model), by header."
     );
     describe_counter!(
         RATELIMIT_REJECTIONS_TOTAL,

@@ -14,6 +14,7 @@ pub fn bare_config() -> Config {
         listeners: Vec::new(),
         providers: Vec::new(),
         aliases: BTreeMap::new(),
+        models: Default::default(),
         agents: Vec::new(),
         filters: Vec::new(),
         endpoints: BTreeMap::new(),

@@ -54,6 +54,10 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// `model_aliases`, keyed by alias name.
     pub aliases: BTreeMap<String, Alias>,
+    /// Every model name a request may use (providers, bare ids, wildcards, aliases),
+    /// resolved once at validation (`resolve.rs`); the egress selects through it.
+    #[serde(skip)]
+    pub models: crate::resolve::ModelTable,
     /// Top-level `agents` (id → url).
     pub agents: Vec<Agent>,
     /// Top-level `filters`.
@@ -272,7 +276,8 @@ impl Provider {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Alias {
-    /// The provider name the alias resolves to (validated to exist).
+    /// The provider name the alias resolves to (validated to exist), or `prefix/model-id`
+    /// for a model of a wildcard provider.
     pub target: String,
     /// Providers tried in order after the target fails with a retryable error.
     pub fallbacks: Vec<String>,

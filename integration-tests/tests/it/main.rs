@@ -14,6 +14,7 @@ mod cli;
 mod edge;
 mod edge_requests;
 mod egress;
+mod egress_path;
 mod filters;
 mod limits;
 mod mock;
