@@ -65,9 +65,7 @@ async fn count_tokens(
 /// The request body, up to the model listener's `max_body_bytes` (413 in the client's
 /// API shape beyond it).
 async fn read_body(config: &Config, api: Api, body: Body) -> Result<Bytes, Response> {
-    let limit = config
-        .model_listener()
-        .map_or(10 * 1024 * 1024, |l| l.max_body_bytes);
+    let limit = config.model_listener.max_body_bytes;
     dispatch::read_request_body(body, limit)
         .await
         .map_err(|e| e.into_api_error(dispatch::shape_of(api)).into_response())
@@ -81,7 +79,7 @@ async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
 async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body: Body) -> Response {
     let rt = state.runtime();
     let shape = dispatch::shape_of(api);
-    let listener = rt.config.model_listener();
+    let listener = &rt.config.model_listener;
     // One id for the filters, the providers and the answer.
     let request_id = plano_common::request_id::ensure(&headers);
     headers.insert("x-request-id", request_id.clone());
@@ -89,9 +87,8 @@ async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body: Bod
         Ok(b) => b,
         Err(res) => return res,
     };
-    let (input_filters, output_filters) = listener.map_or((&[][..], &[][..]), |l| {
-        (&l.input_filters[..], &l.output_filters[..])
-    });
+    let (input_filters, output_filters) =
+        (&listener.input_filters[..], &listener.output_filters[..]);
     let path = api_path(api);
     if !input_filters.is_empty() {
         let ctx = FilterCtx {

@@ -274,10 +274,10 @@ async fn handle(
         expand_history(state, &mut ask)?;
     }
     let selection = select::select(config, headers, ask.model.as_deref())?;
-    let listener = config.model_listener();
-    let timeout = listener.map_or(Duration::from_secs(30), |l| l.timeout);
-    let first_token_timeout = listener.map_or(timeout, |l| l.first_token_timeout);
-    let max_retries = listener.map_or(2, |l| l.max_retries);
+    let listener = &config.model_listener;
+    let timeout = listener.timeout;
+    let first_token_timeout = listener.first_token_timeout;
+    let max_retries = listener.max_retries;
     // `checked_add`: an absurdly long configured timeout means "no practical deadline",
     // not an overflow panic on the request path.
     let deadline = clock
@@ -683,10 +683,7 @@ pub async fn count_tokens(state: Arc<AppState>, headers: HeaderMap, body: Bytes)
                 .map_err(EgressError::Unsupported)?;
                 let req = openai::build_request(provider, uri, &headers, &request_id, bytes)
                     .map_err(EgressError::Unsupported)?;
-                let wait = rt
-                    .config
-                    .model_listener()
-                    .map_or(Duration::from_secs(30), |l| l.timeout);
+                let wait = rt.config.model_listener.timeout;
                 return match attempt_once(&rt, req, false, wait).await {
                     Ok(Success::Whole { status, body }) => {
                         Ok((status, [(header::CONTENT_TYPE, "application/json")], body)
