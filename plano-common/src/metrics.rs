@@ -15,6 +15,7 @@ pub const LLM_TIME_TO_FIRST_TOKEN_SECONDS: &str = "plano_llm_time_to_first_token
 pub const LLM_TOKENS_TOTAL: &str = "plano_llm_tokens_total";
 pub const LLM_RETRIES_TOTAL: &str = "plano_llm_retries_total";
 pub const LLM_FAILOVERS_TOTAL: &str = "plano_llm_failovers_total";
+pub const LLM_DROPPED_TOOLS_TOTAL: &str = "plano_llm_dropped_tools_total";
 pub const RATELIMIT_REJECTIONS_TOTAL: &str = "plano_ratelimit_rejections_total";
 pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors_total";
 pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
@@ -139,6 +140,10 @@ fn describe() {
     describe_counter!(
         LLM_FAILOVERS_TOTAL,
         "Moves from one provider to the next fallback, by from and to provider."
+    );
+    describe_counter!(
+        LLM_DROPPED_TOOLS_TOTAL,
+        "Hosted tools a translated request was sent without (the provider has no equivalent), by provider and tool family."
     );
     describe_counter!(
         RATELIMIT_REJECTIONS_TOTAL,

@@ -99,6 +99,7 @@ pub struct RawProvider {
     pub provider_interface: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub routing_preferences: Option<Json>,
+    pub hosted_tools: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

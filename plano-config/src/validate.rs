@@ -761,6 +761,17 @@ fn provider(r: RawProvider, path: &str, p: &mut Problems) -> Option<Provider> {
         (style, _) => style,
     };
     let wildcard = model_id == "*";
+    let refuse_hosted_tools = match r.hosted_tools.as_deref() {
+        None | Some("drop") => false,
+        Some("refuse") => true,
+        Some(other) => {
+            p.error(
+                join(path, "hosted_tools"),
+                format!("`{other}` must be `drop` or `refuse`"),
+            );
+            return None;
+        }
+    };
     Some(Provider {
         name: r.name.unwrap_or_else(|| r.model.clone()),
         prefix: prefix.to_string(),
@@ -777,6 +788,7 @@ fn provider(r: RawProvider, path: &str, p: &mut Problems) -> Option<Provider> {
         passthrough_auth: r.passthrough_auth.unwrap_or(false),
         headers: r.headers.unwrap_or_default().into_iter().collect(),
         default: r.default.unwrap_or(false),
+        refuse_hosted_tools,
     })
 }
 

@@ -432,6 +432,9 @@ async fn handle(
                         h.insert("x-plano-provider", v);
                     }
                     h.insert("x-plano-attempts", HeaderValue::from(attempts));
+                    // Lane D: hosted tools this provider went without (docs/egress.md).
+                    let dropped = route.dropped_tools(&client_req);
+                    crate::providers::hosted::announce(h, &dropped, &provider.name, request_id);
                     return Ok(response);
                 }
                 Err(err) => {

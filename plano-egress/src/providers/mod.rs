@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod eventstream;
+pub mod hosted;
 pub mod openai;
 pub mod plan;
 pub mod responses;

@@ -143,6 +143,7 @@ mod tests {
             passthrough_auth: false,
             headers: vec![("x-team".into(), "a".into())],
             default: false,
+            refuse_hosted_tools: false,
         }
     }
 
