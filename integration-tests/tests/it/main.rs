@@ -10,6 +10,7 @@ mod admin;
 mod agents;
 mod apis;
 mod cli;
+mod coding_agents;
 mod edge;
 mod egress;
 mod filters;
