@@ -354,3 +354,165 @@ async fn claude_code_runs_unchanged_on_every_provider_api() {
     stack.edge.control.shutdown.trigger();
     stack.egress.stop().await.unwrap();
 }
+
+/// What Codex's default request carries besides its function tools: a namespace, a hosted
+/// web search; plus a code interpreter no provider here has.
+fn responses_request(stream: bool) -> Value {
+    serde_json::json!({
+        "model": "MODEL",
+        "stream": stream,
+        "input": "hi",
+        "tools": [
+            {"type": "namespace", "name": "multi_agent_v1", "description": "agents", "tools": [
+                {"type": "function", "name": "spawn_agent", "parameters": {"type": "object",
+                 "properties": {"task": {"type": "string"}}, "required": ["task"]}}]},
+            {"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
+            {"type": "web_search", "external_web_access": false},
+            {"type": "code_interpreter", "container": {"type": "auto"}}
+        ]
+    })
+}
+
+fn with_model(mut body: Value, model: &str) -> Value {
+    body["model"] = Value::String(model.to_owned());
+    body
+}
+
+#[tokio::test]
+async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() {
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        "version: v0.4.0\nmodel_providers:\n  - model: groq/llama-3.3\n    access_key: k\n    base_url: {url}\n  - model: anthropic/claude-sonnet-4-5\n    access_key: k\n    base_url: {url}\n  - model: groq/strict\n    access_key: k\n    base_url: {url}\n    hosted_tools: refuse\n",
+        url = mock.url()
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = egress.url("/v1/responses");
+
+    for stream in [false, true] {
+        // Chat-only provider: the namespace member is flattened, both hosted tools dropped
+        // and named; the call comes back with its namespace.
+        let res = http
+            .post(&url)
+            .json(&with_model(responses_request(stream), "groq/llama-3.3"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["x-plano-dropped-tools"],
+            "web_search, code_interpreter"
+        );
+        let body = res.text().await.unwrap();
+        let sent = mock.requests().pop().unwrap().body;
+        let names: Vec<&str> = sent["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["multi_agent_v1__spawn_agent", "exec_command"]);
+        assert!(sent.get("__plano_hosted_tools").is_none());
+        let output = if stream {
+            let completed = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .find(|e| e["type"] == "response.completed")
+                .unwrap();
+            completed["response"]["output"].clone()
+        } else {
+            serde_json::from_str::<Value>(&body).unwrap()["output"].clone()
+        };
+        assert_eq!(output[0]["type"], "function_call", "{body}");
+        assert_eq!(output[0]["name"], "spawn_agent", "{body}");
+        assert_eq!(output[0]["namespace"], "multi_agent_v1", "{body}");
+
+        // Anthropic provider: web search becomes Anthropic's server tool, the code
+        // interpreter is dropped.
+        let res = http
+            .post(&url)
+            .json(&with_model(
+                responses_request(stream),
+                "anthropic/claude-sonnet-4-5",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-plano-dropped-tools"], "code_interpreter");
+        let _ = res.text().await.unwrap();
+        let sent = mock.requests().pop().unwrap().body;
+        let tools = sent["tools"].as_array().unwrap();
+        assert_eq!(tools[0]["name"], "multi_agent_v1__spawn_agent");
+        assert!(
+            tools
+                .iter()
+                .any(|t| t["type"] == "web_search_20250305" && t["name"] == "web_search"),
+            "{sent}"
+        );
+    }
+
+    // The second turn replays the namespaced call: the provider sees the flat name again.
+    let mut next = with_model(responses_request(false), "groq/llama-3.3");
+    next["input"] = serde_json::json!([
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "c1", "name": "spawn_agent",
+         "namespace": "multi_agent_v1", "arguments": "{\"task\":\"x\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "spawned"}
+    ]);
+    let res = http.post(&url).json(&next).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = mock.requests().pop().unwrap().body;
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["function"]["name"],
+        "multi_agent_v1__spawn_agent"
+    );
+
+    // (Three Responses requests and the Messages one below reached groq with hosted tools.)
+    // Claude Code's WebSearch sub-request toward a chat provider: sent without the server
+    // tool, and said so.
+    let res = http
+        .post(egress.url("/v1/messages"))
+        .json(
+            &serde_json::json!({"model": "groq/llama-3.3", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "search"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["x-plano-dropped-tools"],
+        "web_search_20250305"
+    );
+    let sent = mock.requests().pop().unwrap().body;
+    assert!(sent.get("tools").is_none(), "{sent}");
+
+    // `hosted_tools: refuse`: a 400 naming the tool instead.
+    let res = http
+        .post(&url)
+        .json(&with_model(responses_request(false), "groq/strict"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    assert!(err.to_string().contains("web_search"), "{err}");
+
+    let metrics = egress.metrics().render();
+    assert!(
+        metrics.contains(
+            r#"plano_llm_dropped_tools_total{provider="groq/llama-3.3",tool="code_interpreter"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"plano_llm_dropped_tools_total{provider="groq/llama-3.3",tool="web_search"} 4"#
+        ),
+        "{metrics}"
+    );
+    egress.stop().await.unwrap();
+}
