@@ -18,6 +18,7 @@ mod limits;
 mod mock;
 mod prometheus;
 mod prompt_targets;
+mod quickstart;
 mod reload;
 mod sdk;
 mod support;
