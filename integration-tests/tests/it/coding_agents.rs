@@ -382,7 +382,7 @@ fn with_model(mut body: Value, model: &str) -> Value {
 async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() {
     let mock = MockProvider::start().await.unwrap();
     let yaml = format!(
-        "version: v0.4.0\nmodel_providers:\n  - model: groq/llama-3.3\n    access_key: k\n    base_url: {url}\n  - model: anthropic/claude-sonnet-4-5\n    access_key: k\n    base_url: {url}\n  - model: groq/strict\n    access_key: k\n    base_url: {url}\n    hosted_tools: refuse\n",
+        "version: v0.4.0\nmodel_providers:\n  - model: groq/hosted-chat\n    access_key: k\n    base_url: {url}\n  - model: anthropic/hosted-claude\n    access_key: k\n    base_url: {url}\n  - model: groq/strict\n    access_key: k\n    base_url: {url}\n    hosted_tools: refuse\n",
         url = mock.url()
     );
     let egress = Egress::start(&yaml, &[]).await.unwrap();
@@ -394,7 +394,7 @@ async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() 
         // and named; the call comes back with its namespace.
         let res = http
             .post(&url)
-            .json(&with_model(responses_request(stream), "groq/llama-3.3"))
+            .json(&with_model(responses_request(stream), "groq/hosted-chat"))
             .send()
             .await
             .unwrap();
@@ -434,7 +434,7 @@ async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() 
             .post(&url)
             .json(&with_model(
                 responses_request(stream),
-                "anthropic/claude-sonnet-4-5",
+                "anthropic/hosted-claude",
             ))
             .send()
             .await
@@ -454,7 +454,7 @@ async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() 
     }
 
     // The second turn replays the namespaced call: the provider sees the flat name again.
-    let mut next = with_model(responses_request(false), "groq/llama-3.3");
+    let mut next = with_model(responses_request(false), "groq/hosted-chat");
     next["input"] = serde_json::json!([
         {"role": "user", "content": "hi"},
         {"type": "function_call", "call_id": "c1", "name": "spawn_agent",
@@ -469,13 +469,14 @@ async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() 
         "multi_agent_v1__spawn_agent"
     );
 
-    // (Three Responses requests and the Messages one below reached groq with hosted tools.)
+    // (Three Responses requests and the Messages one below reached groq with hosted tools;
+    // the metrics recorder is the process's, so this test's providers have their own names.)
     // Claude Code's WebSearch sub-request toward a chat provider: sent without the server
     // tool, and said so.
     let res = http
         .post(egress.url("/v1/messages"))
         .json(
-            &serde_json::json!({"model": "groq/llama-3.3", "max_tokens": 100,
+            &serde_json::json!({"model": "groq/hosted-chat", "max_tokens": 100,
             "messages": [{"role": "user", "content": "search"}],
             "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]}),
         )
@@ -504,13 +505,13 @@ async fn hosted_tools_are_mapped_dropped_or_refused_and_namespaces_round_trip() 
     let metrics = egress.metrics().render();
     assert!(
         metrics.contains(
-            r#"plano_llm_dropped_tools_total{provider="groq/llama-3.3",tool="code_interpreter"} 3"#
+            r#"plano_llm_dropped_tools_total{provider="groq/hosted-chat",tool="code_interpreter"} 3"#
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            r#"plano_llm_dropped_tools_total{provider="groq/llama-3.3",tool="web_search"} 4"#
+            r#"plano_llm_dropped_tools_total{provider="groq/hosted-chat",tool="web_search"} 4"#
         ),
         "{metrics}"
     );
