@@ -16,6 +16,7 @@ pub const LLM_TOKENS_TOTAL: &str = "plano_llm_tokens_total";
 pub const LLM_RETRIES_TOTAL: &str = "plano_llm_retries_total";
 pub const LLM_FAILOVERS_TOTAL: &str = "plano_llm_failovers_total";
 pub const LLM_PROVIDER_HINT_MISSES_TOTAL: &str = "plano_llm_provider_hint_misses_total";
+pub const LLM_DROPPED_TOOLS_TOTAL: &str = "plano_llm_dropped_tools_total";
 pub const RATELIMIT_REJECTIONS_TOTAL: &str = "plano_ratelimit_rejections_total";
 pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors_total";
 pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
@@ -181,6 +182,10 @@ fn describe() {
     describe_counter!(
         LLM_PROVIDER_HINT_MISSES_TOTAL,
         "Requests whose provider hint header matched no configured model (selection went on by the body's model), by header."
+    );
+    describe_counter!(
+        LLM_DROPPED_TOOLS_TOTAL,
+        "Hosted tools a translated request was sent without (the provider has no equivalent), by provider and tool family."
     );
     describe_counter!(
         RATELIMIT_REJECTIONS_TOTAL,

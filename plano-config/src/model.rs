@@ -293,6 +293,9 @@ pub struct Provider {
     /// `headers`: extra headers sent upstream, in file order.
     pub headers: Vec<(String, String)>,
     pub default: bool,
+    /// `hosted_tools: refuse`: a hosted tool (web search, code interpreter, …) this
+    /// provider has no equivalent for is a 400 instead of being dropped (the default).
+    pub refuse_hosted_tools: bool,
 }
 
 impl Provider {

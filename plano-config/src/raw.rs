@@ -100,6 +100,7 @@ pub struct RawProvider {
     pub provider_interface: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub routing_preferences: Option<Vec<RawProviderPreference>>,
+    pub hosted_tools: Option<String>,
 }
 
 /// Plano's deprecated inline form of a routing preference (v0.3.0).

@@ -219,6 +219,7 @@ fn ctx() -> ResponseCtx {
     ResponseCtx {
         model: "claude-test".into(),
         stop_sequences: Vec::new(),
+        input_tokens_estimate: 42,
     }
 }
 
@@ -981,4 +982,38 @@ proptest! {
         prop_assert_eq!(&back["max_tokens"], &req["max_tokens"]);
         prop_assert_eq!(&back["tools"][0]["name"], &json!("f"));
     }
+}
+
+#[test]
+fn message_start_carries_the_input_estimate_and_the_end_the_count() {
+    let mut s = StreamFromChat::new(ctx());
+    let mut events = s.chunk(&json!({"id": "chatcmpl-1", "choices": [{"index": 0,
+        "delta": {"role": "assistant", "content": "hi"}}]}));
+    events.extend(s.chunk(
+        &json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {},
+        "finish_reason": "stop"}]}),
+    ));
+    events.extend(s.chunk(&usage_chunk(30, 0, 2)));
+    events.extend(s.finish());
+    let start: Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!(start["message"]["usage"]["input_tokens"], 42);
+    let delta = events
+        .iter()
+        .find(|e| e.event.as_deref() == Some("message_delta"))
+        .unwrap();
+    let delta: Value = serde_json::from_str(&delta.data).unwrap();
+    assert_eq!(delta["usage"]["input_tokens"], 30);
+}
+
+#[test]
+fn the_estimate_counts_what_the_model_reads() {
+    let req = json!({"model": "m", "max_tokens": 1000, "system": "x".repeat(400),
+        "messages": [{"role": "user", "content": "y".repeat(400)}]});
+    let ctx = ResponseCtx::from_request(req.as_object().unwrap());
+    // 800 bytes of text plus the keys, / 4.
+    assert!(
+        (200..=210).contains(&ctx.input_tokens_estimate),
+        "{}",
+        ctx.input_tokens_estimate
+    );
 }

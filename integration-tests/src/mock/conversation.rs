@@ -76,6 +76,25 @@ impl Conversation {
         if let Some(result) = &self.tool_result {
             return Answer::Text(format!("tool result: {result}"));
         }
+        // Directives in the last user text, for clients whose tool lists a test does not
+        // control (Codex, Claude Code): `mock:say <words>` answers those words (to the end
+        // of the line), `mock:text` the usual reply, although tools are offered; `mock:call <tool> <JSON arguments>` (to the end of the line) calls that
+        // tool when the request offers any.
+        if let Some(text) = &self.user_text {
+            if let Some((_, rest)) = text.rsplit_once("mock:say ")
+                && let Some(line) = rest.lines().next()
+            {
+                return Answer::Text(line.trim().to_owned());
+            }
+            if text.contains("mock:text") {
+                return Answer::Text(self.reply());
+            }
+            if self.tool.is_some()
+                && let Some((name, arguments)) = call_directive(text)
+            {
+                return Answer::ToolCall { name, arguments };
+            }
+        }
         if let Some((name, schema)) = &self.tool {
             return Answer::ToolCall {
                 name: name.clone(),
@@ -95,6 +114,15 @@ impl Conversation {
             None => "mock reply".into(),
         }
     }
+}
+
+/// `mock:call <tool> <JSON object>` in `text` (the last such line), as a tool call.
+fn call_directive(text: &str) -> Option<(String, Value)> {
+    let (_, rest) = text.rsplit_once("mock:call ")?;
+    let line = rest.lines().next()?.trim();
+    let (name, args) = line.split_once(' ')?;
+    let arguments: Value = serde_json::from_str(args.trim()).ok()?;
+    arguments.is_object().then(|| (name.to_owned(), arguments))
 }
 
 /// What a request's `tool_choice` allows.
@@ -209,6 +237,39 @@ pub fn text_of(content: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directives_pick_text_or_a_named_call() {
+        let mut c = Conversation {
+            tool: Some(("first".into(), json!({}))),
+            tool_result: None,
+            user_text: Some("run it\nmock:call Bash {\"command\": \"echo hi\"}\nthanks".into()),
+        };
+        assert_eq!(
+            c.answer(),
+            Answer::ToolCall {
+                name: "Bash".into(),
+                arguments: json!({"command": "echo hi"})
+            }
+        );
+        c.user_text = Some("<context>\nmock:say hello there\nmore".into());
+        assert_eq!(c.answer(), Answer::Text("hello there".into()));
+        c.user_text = Some("say hi mock:text".into());
+        assert_eq!(
+            c.answer(),
+            Answer::Text("mock reply to: say hi mock:text".into())
+        );
+        // No tools offered: a call directive is ignored.
+        c.tool = None;
+        c.user_text = Some("mock:call Bash {}".into());
+        assert_eq!(
+            c.answer(),
+            Answer::Text("mock reply to: mock:call Bash {}".into())
+        );
+        // After the tool ran, its result is answered.
+        c.tool_result = Some("hi".into());
+        assert_eq!(c.answer(), Answer::Text("tool result: hi".into()));
+    }
 
     #[test]
     fn arguments_fill_required_properties_by_type() {

@@ -22,6 +22,10 @@
 //!   `toolu_mock_1` (Anthropic) or `tooluse_mock_1` (Bedrock), stop reason tool use;
 //! - else text `mock reply to: <last user text, first 200 chars>`.
 //!
+//! Directives in the last user text steer clients whose tool lists a test does not
+//! control (Codex, Claude Code; `tests/it/coding_agents.rs`): `mock:say <words>` answers
+//! those words and `mock:text` the usual text reply although tools are offered, `mock:call <tool> <JSON arguments>` calls that tool.
+//!
 //! A request for model `mock-error-<status>` (e.g. `mock-error-429`; for Bedrock the model id
 //! in the path) gets that status with an error body in the route's shape, so tests can drive
 //! errors through a `mock-llm` process they cannot script.

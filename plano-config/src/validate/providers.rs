@@ -205,6 +205,17 @@ pub(super) fn provider(
         (style, _) => style,
     };
     let wildcard = model_id == "*";
+    let refuse_hosted_tools = match r.hosted_tools.as_deref() {
+        None | Some("drop") => false,
+        Some("refuse") => true,
+        Some(other) => {
+            p.error(
+                join(path, "hosted_tools"),
+                format!("`{other}` must be `drop` or `refuse`"),
+            );
+            return None;
+        }
+    };
     Some(Provider {
         name: r.name.unwrap_or_else(|| r.model.clone()),
         prefix: prefix.to_string(),
@@ -221,6 +232,7 @@ pub(super) fn provider(
         passthrough_auth,
         headers,
         default: r.default.unwrap_or(false),
+        refuse_hosted_tools,
     })
 }
 

@@ -48,6 +48,14 @@ pub async fn answer(
         conversations: cx.state.conversations.clone(),
         request: client_body.clone().into_owned(),
     });
+    // Hosted tools this provider's request went without (docs/egress.md, "Coding agents").
+    let dropped = route.dropped_tools(&ClientRequest {
+        api: cx.api,
+        body: &client_body,
+        model: &echo_model,
+        stream: false,
+        response_id,
+    });
     let mut response = match answer {
         Answer::Whole {
             status,
@@ -92,6 +100,7 @@ pub async fn answer(
         h.insert("x-plano-provider", v);
     }
     h.insert("x-plano-attempts", HeaderValue::from(attempts));
+    crate::providers::hosted::announce(h, &dropped, &provider.name, cx.request_id);
     response
 }
 

@@ -25,6 +25,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod eventstream;
 pub mod framing;
+pub mod hosted;
 pub mod openai;
 pub mod plan;
 pub mod responses;

@@ -8,7 +8,9 @@ use plano_config::{Provider, ProviderApi};
 use serde_json::{Map, Value};
 
 use super::usage::Usage;
-use super::{ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, openai, responses};
+use super::{
+    ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, hosted, openai, responses,
+};
 
 /// An API family, as a client speaks it to us or as we speak it to a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,9 @@ pub struct Route {
     /// OpenAI's own API (and Azure's) wants `max_completion_tokens`: its reasoning models
     /// refuse `max_tokens`, which the translations produce.
     completion_tokens_name: bool,
+    /// What a translated request does with a hosted tool the provider has no equivalent
+    /// for (`hosted_tools` in the provider's config).
+    hosted: hosted::Policy,
 }
 
 /// What the client asked, as the translations need it.
@@ -106,6 +111,11 @@ impl Route {
             client,
             upstream: upstream_api(provider, client),
             completion_tokens_name: openai::wants_max_completion_tokens(provider),
+            hosted: if provider.refuse_hosted_tools {
+                hosted::Policy::Refuse
+            } else {
+                hosted::Policy::Drop
+            },
         }
     }
 
@@ -132,7 +142,8 @@ impl Route {
                 }
             };
             chat.insert("model".into(), Value::String(model_id.to_string()));
-            match self.upstream {
+            let hosted = hosted::resolve(&hosted::take(&mut chat), self.upstream, self.hosted)?;
+            let mut body = match self.upstream {
                 Api::Chat => {
                     if self.completion_tokens_name
                         && self.client != Api::Chat
@@ -150,7 +161,15 @@ impl Route {
                         "Responses is only reached natively, never translated to",
                     ));
                 }
+            };
+            if !hosted.mapped.is_empty()
+                && let Value::Array(tools) = body
+                    .entry("tools")
+                    .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                tools.extend(hosted.mapped);
             }
+            body
         };
         if self.upstream != Api::Converse {
             body.insert("model".into(), Value::String(model_id.to_string()));
@@ -167,6 +186,19 @@ impl Route {
         serde_json::to_vec(&body)
             .map(Bytes::from)
             .map_err(|e| TranslateError::new(format!("cannot encode the request: {e}")))
+    }
+
+    /// The hosted tools of the client's request that this provider's request is sent
+    /// without (their client `type`s, each once); empty when the body passes through.
+    /// What `x-plano-dropped-tools` lists.
+    pub fn dropped_tools(&self, req: &ClientRequest<'_>) -> Vec<String> {
+        if self.native() {
+            return Vec::new();
+        }
+        let tools = hosted::of_client_request(self.client, req.body);
+        hosted::resolve(&tools, self.upstream, hosted::Policy::Drop)
+            .map(|r| r.dropped)
+            .unwrap_or_default()
     }
 
     /// A whole upstream answer (2xx) turned into the client's, with its usage.

@@ -187,6 +187,7 @@ mod tests {
             passthrough_auth: false,
             headers: vec![("x-team".into(), "a".into())],
             default: false,
+            refuse_hosted_tools: false,
         }
     }
 
@@ -299,6 +300,7 @@ mod prepared_tests {
             passthrough_auth: false,
             headers: vec![("bad name".into(), "a".into())],
             default: false,
+            refuse_hosted_tools: false,
         };
         assert!(Prepared::new(&p).unwrap_err().contains("bad name"));
         p.headers = vec![("x-ok".into(), "line\nbreak".into())];

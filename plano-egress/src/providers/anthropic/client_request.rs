@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{Obj, as_array, as_obj, as_str, block_type, present, req_str};
-use crate::providers::TranslateError;
+use crate::providers::{TranslateError, hosted};
 
 /// Messages request → chat request. The client's `model` is kept as is (the dispatcher
 /// resolves it); `stream` survives.
@@ -113,9 +113,21 @@ fn convert_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tran
             out.push(assistant_message(content, &content_at)?);
             Ok(())
         }
+        // Claude Code sends a `system` turn inside `messages`; many chat providers reject a
+        // system message after a user turn, so its text joins the leading system message.
         "system" => {
             let text = text_of_blocks(content, &content_at)?;
-            out.push(json!({"role": "system", "content": text}));
+            match out
+                .first_mut()
+                .filter(|m| m["role"] == "system")
+                .and_then(|m| m.get_mut("content"))
+            {
+                Some(Value::String(s)) => {
+                    s.push_str("\n\n");
+                    s.push_str(&text);
+                }
+                _ => out.insert(0, json!({"role": "system", "content": text})),
+            }
             Ok(())
         }
         other => Err(TranslateError::at(
@@ -369,7 +381,12 @@ fn convert_tools(req: &Obj, out: &mut Obj) -> Result<(), TranslateError> {
             .iter()
             .enumerate()
         {
-            tools.push(function_tool(tool, &format!("tools[{k}]"))?);
+            // Server tools (web search, bash, …) have no chat form: set aside for
+            // `hosted::resolve`, which maps or drops them per provider.
+            match function_tool(tool, &format!("tools[{k}]"))? {
+                Some(t) => tools.push(t),
+                None => hosted::set_aside(out, tool),
+            }
         }
     }
     let Some(choice) = present(req, "tool_choice") else {
@@ -405,16 +422,21 @@ fn convert_tools(req: &Obj, out: &mut Obj) -> Result<(), TranslateError> {
     Ok(())
 }
 
-fn function_tool(tool: &Value, at: &str) -> Result<Value, TranslateError> {
+/// A client tool as a chat function; `None` for a server tool (one with a `type` other
+/// than `custom`). Claude Code's own tools (Read, Bash, …) are client tools.
+fn function_tool(tool: &Value, at: &str) -> Result<Option<Value>, TranslateError> {
     let o = as_obj(tool, at, "an object")?;
-    if let Some(t) = present(o, "type")
-        && t.as_str() != Some("custom")
-    {
-        let kind = t.as_str().unwrap_or("?");
-        return Err(TranslateError::at(
-            format!("{at}.type"),
-            format!("server tool `{kind}` is only available on Anthropic providers"),
-        ));
+    if let Some(t) = present(o, "type") {
+        match t.as_str() {
+            Some("custom") => {}
+            Some(_) => return Ok(None),
+            None => {
+                return Err(TranslateError::at(
+                    format!("{at}.type"),
+                    "`type` must be a string",
+                ));
+            }
+        }
     }
     let name = req_str(o, at, "name")?;
     let schema = match present(o, "input_schema") {
@@ -431,7 +453,7 @@ fn function_tool(tool: &Value, at: &str) -> Result<Value, TranslateError> {
     if let Some(true) = o.get("strict").and_then(Value::as_bool) {
         function["strict"] = true.into();
     }
-    Ok(json!({"type": "function", "function": function}))
+    Ok(Some(json!({"type": "function", "function": function})))
 }
 
 fn response_format(format: &Value, at: &str) -> Result<Value, TranslateError> {
@@ -469,6 +491,52 @@ fn unsupported(at: &str, kind: &str) -> TranslateError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_turns_inside_messages_join_the_leading_system_message() {
+        let req = json!({"model": "m", "max_tokens": 10, "system": "top",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "reminder"}]},
+            {"role": "assistant", "content": "ok"}
+        ]});
+        let chat = request_to_chat(req.as_object().unwrap()).unwrap();
+        let roles: Vec<&str> = chat["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant"]);
+        assert_eq!(chat["messages"][0]["content"], "top\n\nreminder");
+
+        // Without a top-level system, the turn becomes the first message.
+        let req = json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "hi"}, {"role": "system", "content": "s"}]});
+        let chat = request_to_chat(req.as_object().unwrap()).unwrap();
+        assert_eq!(
+            chat["messages"][0],
+            json!({"role": "system", "content": "s"})
+        );
+        assert_eq!(chat["messages"][1]["role"], "user");
+    }
+
+    #[test]
+    fn server_tools_are_set_aside_and_client_tools_kept() {
+        let req = json!({"model": "m", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "search"}],
+        "tools": [
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 8},
+            {"name": "Read", "description": "read a file",
+             "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}
+        ]});
+        let mut chat = request_to_chat(req.as_object().unwrap()).unwrap();
+        assert_eq!(chat["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(chat["tools"][0]["function"]["name"], "Read");
+        let aside = hosted::take(&mut chat);
+        assert_eq!(aside.len(), 1);
+        assert_eq!(hosted::kind(&aside[0]), "web_search_20250305");
+    }
 
     #[test]
     fn long_user_ids_become_a_stable_digest_openai_accepts() {

@@ -39,9 +39,13 @@
 //!   so. Thinking blocks in assistant turns are dropped (chat providers take no signed
 //!   reasoning back). Document blocks: plain-text and content sources become text, base64
 //!   PDFs a chat `file` part; URL and Files-API sources are refused with a 400 naming the
-//!   block. Server tools (web search, bash, …) are refused: only Anthropic runs them.
-//!   System text blocks are joined with newlines into one system message; `system`-role
-//!   turns inside `messages` stay system messages in place.
+//!   block. Server tools (web search, bash, …) are set aside for `providers::hosted`, which
+//!   drops them for providers without an equivalent (named in `x-plano-dropped-tools`) or
+//!   refuses them with `hosted_tools: refuse`. System text blocks are joined with newlines
+//!   into one system message; `system`-role turns inside `messages` join it (after a blank
+//!   line), since many chat providers reject a system message after a user turn.
+//!   `message_start` on a translated stream carries an estimate of the input tokens
+//!   (characters of `system`, `messages`, `tools` / 4); `message_delta` the real count.
 //! - **Chat → Messages response.** Tool-call arguments that are not a JSON object (a model
 //!   can emit broken JSON) become `input: {}`: the client's tool then reports missing
 //!   arguments to the model, which can retry, instead of the whole turn failing.

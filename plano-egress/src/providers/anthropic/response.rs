@@ -16,6 +16,10 @@ pub struct ResponseCtx {
     pub model: String,
     /// The client's `stop_sequences`, to report which one matched when the provider says.
     pub stop_sequences: Vec<String>,
+    /// An estimate of the request's input tokens, for `message_start` (a chat stream
+    /// reports usage only at its end): the bytes of `system`, `messages` and `tools`
+    /// text / 4, the same rough rule as rate limits for non-OpenAI models.
+    pub input_tokens_estimate: u64,
 }
 
 /// Only the model: the matched stop sequence is then never reported.
@@ -24,6 +28,7 @@ impl From<&str> for ResponseCtx {
         ResponseCtx {
             model: model.to_owned(),
             stop_sequences: Vec::new(),
+            input_tokens_estimate: 0,
         }
     }
 }
@@ -53,7 +58,25 @@ impl ResponseCtx {
                         .collect()
                 })
                 .unwrap_or_default(),
+            input_tokens_estimate: ["system", "messages", "tools"]
+                .iter()
+                .filter_map(|k| req.get(*k))
+                .map(text_bytes)
+                .sum::<usize>()
+                .div_ceil(4) as u64,
         }
+    }
+}
+
+/// Roughly the bytes a model reads of a JSON value: its strings (keys included) and
+/// numbers, without the JSON punctuation.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(text_bytes).sum(),
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+        Value::Number(_) | Value::Bool(_) => 4,
+        Value::Null => 0,
     }
 }
 

@@ -89,7 +89,9 @@ impl StreamFromChat {
             "stop_reason": null,
             "stop_sequence": null,
             "usage": {
-                "input_tokens": 0,
+                // Known only at the end of a chat stream (message_delta has the count):
+                // an estimate here, so clients that read it see a plausible size.
+                "input_tokens": self.ctx.input_tokens_estimate,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0,
                 "output_tokens": 0,

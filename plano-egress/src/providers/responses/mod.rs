@@ -18,7 +18,13 @@
 //!   `max_tool_calls`, `store` and `previous_response_id` are not sent upstream (many chat
 //!   providers reject unknown fields); the Response echoes the request's settings.
 //!   `tool_choice` and `parallel_tool_calls` are sent only with tools, as chat requires.
-//! - Built-in tools (web search, file search, computer use, MCP, …), `file_id`
+//! - `namespace` tools: each member function becomes a chat function named
+//!   `<namespace>__<name>`; calls to it come back as `function_call` items with `name`
+//!   and `namespace` apart (what Codex routes), and such items in `input` go back under
+//!   the flat name.
+//! - Hosted tools (web search, file search, computer use, MCP, …) are set aside for
+//!   `providers::hosted`: mapped to the provider's equivalent or dropped (named in
+//!   `x-plano-dropped-tools`), or a 400 with `hosted_tools: refuse`. `file_id`
 //!   references, `background`, `conversation` and `prompt` need OpenAI's own servers:
 //!   they are a 400 naming the field rather than a silently different answer.
 //! - Usage: `input_tokens` = `prompt_tokens`, `output_tokens` = `completion_tokens`,

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::providers::TranslateError;
+use crate::providers::{TranslateError, hosted};
 
 /// Request fields that only OpenAI's own servers can honour; a translated request
 /// carrying them would quietly answer something else.
@@ -61,15 +61,16 @@ pub fn request_to_chat(req: &Map<String, Value>) -> Result<Map<String, Value>, T
     }
     chat.insert("messages".into(), Value::Array(messages));
 
-    let tools = match req.get("tools") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(tools)) => tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| tool(t, &format!("tools[{i}]")))
-            .collect::<Result<_, _>>()?,
+    let mut tools = Vec::new();
+    match req.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, t) in list.iter().enumerate() {
+                tool(t, &format!("tools[{i}]"), &mut tools, &mut chat)?;
+            }
+        }
         Some(_) => return Err(TranslateError::at("tools", "`tools` must be a list")),
-    };
+    }
     // Chat providers reject `tool_choice` and `parallel_tool_calls` without tools.
     if !tools.is_empty() {
         if let Some(choice) = req.get("tool_choice").filter(|v| !v.is_null()) {
@@ -327,6 +328,12 @@ fn function_call(
 ) -> Result<(), TranslateError> {
     let call_id = str_field(obj, "call_id", path)?;
     let name = str_field(obj, "name", path)?;
+    // A call to a namespace member comes back as `{name, namespace}`: chat knows it by
+    // its flat name.
+    let name = match obj.get("namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() => flat_name(ns, name),
+        _ => name.to_owned(),
+    };
     let arguments = match obj.get("arguments") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => "{}".to_owned(),
@@ -401,20 +408,43 @@ fn function_call_output(obj: &Map<String, Value>, path: &str) -> Result<Value, T
     Ok(json!({"role": "tool", "tool_call_id": call_id, "content": content}))
 }
 
-fn tool(t: &Value, path: &str) -> Result<Value, TranslateError> {
+/// One Responses tool into chat `tools`: a function as is; a `namespace` as its member
+/// functions, each under the flat name `<namespace>__<name>` ([`flat_name`]); a hosted
+/// tool set aside for [`hosted::resolve`].
+fn tool(
+    t: &Value,
+    path: &str,
+    out: &mut Vec<Value>,
+    chat: &mut Map<String, Value>,
+) -> Result<(), TranslateError> {
     let Some(obj) = t.as_object() else {
         return Err(TranslateError::at(path, "each tool must be an object"));
     };
     match obj.get("type").and_then(Value::as_str) {
-        Some("function") => {}
-        Some(other) => {
-            return Err(TranslateError::at(
-                format!("{path}.type"),
-                format!(
-                    "tool type `{other}` is built into OpenAI's servers and not available for this model; only `function` tools are"
-                ),
-            ));
+        Some("function") => out.push(function_tool(obj, path, None)?),
+        Some("namespace") => {
+            let ns = str_field(obj, "name", path)?;
+            let Some(members) = obj.get("tools").and_then(Value::as_array) else {
+                return Err(TranslateError::at(
+                    format!("{path}.tools"),
+                    "a `namespace` tool needs a list of `tools`",
+                ));
+            };
+            for (j, m) in members.iter().enumerate() {
+                let at = format!("{path}.tools[{j}]");
+                let Some(m) = m.as_object() else {
+                    return Err(TranslateError::at(at, "each tool must be an object"));
+                };
+                if m.get("type").and_then(Value::as_str) != Some("function") {
+                    return Err(TranslateError::at(
+                        format!("{at}.type"),
+                        "a namespace holds `function` tools only",
+                    ));
+                }
+                out.push(function_tool(m, &at, Some(ns))?);
+            }
         }
+        Some(_) => hosted::set_aside(chat, t),
         None => {
             return Err(TranslateError::at(
                 format!("{path}.type"),
@@ -422,10 +452,22 @@ fn tool(t: &Value, path: &str) -> Result<Value, TranslateError> {
             ));
         }
     }
+    Ok(())
+}
+
+fn function_tool(
+    obj: &Map<String, Value>,
+    path: &str,
+    namespace: Option<&str>,
+) -> Result<Value, TranslateError> {
+    let name = str_field(obj, "name", path)?;
     let mut function = Map::new();
     function.insert(
         "name".into(),
-        Value::String(str_field(obj, "name", path)?.to_owned()),
+        Value::String(match namespace {
+            Some(ns) => flat_name(ns, name),
+            None => name.to_owned(),
+        }),
     );
     for key in ["description", "parameters", "strict"] {
         if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
@@ -433,6 +475,41 @@ fn tool(t: &Value, path: &str) -> Result<Value, TranslateError> {
         }
     }
     Ok(json!({"type": "function", "function": function}))
+}
+
+/// The chat name of a namespace member: Codex's own flat form, `<namespace>__<name>`.
+pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
+    format!(
+        "{}__{}",
+        namespace.trim_end_matches('_'),
+        name.trim_start_matches('_')
+    )
+}
+
+/// The `(namespace, name)` a chat tool name stands for, when the request declared it as a
+/// member of a `namespace` tool (and no plain function of the request has that name).
+pub(crate) fn namespace_member<'a>(
+    req: &'a Map<String, Value>,
+    flat: &str,
+) -> Option<(&'a str, &'a str)> {
+    let tools = req.get("tools")?.as_array()?;
+    let plain = |t: &Value| {
+        t.get("type").and_then(Value::as_str) == Some("function")
+            && t.get("name").and_then(Value::as_str) == Some(flat)
+    };
+    if tools.iter().any(plain) {
+        return None;
+    }
+    tools
+        .iter()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("namespace"))
+        .find_map(|t| {
+            let ns = t.get("name")?.as_str()?;
+            t.get("tools")?.as_array()?.iter().find_map(|m| {
+                let name = m.get("name")?.as_str()?;
+                (flat_name(ns, name) == flat).then_some((ns, name))
+            })
+        })
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {
@@ -504,4 +581,139 @@ fn str_field<'a>(
     obj.get(key).and_then(Value::as_str).ok_or_else(|| {
         TranslateError::at(format!("{path}.{key}"), format!("`{key}` must be a string"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::responses::{ResponseCtx, StreamFromChat, response_from_chat};
+    use crate::providers::{ClientStream, hosted};
+
+    /// What Codex sends: plain functions, a `namespace` of functions, a hosted web search.
+    fn codex_request() -> Map<String, Value> {
+        json!({
+            "model": "m",
+            "input": "hi",
+            "tools": [
+                {"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
+                {"type": "namespace", "name": "multi_agent_v1", "description": "agents",
+                 "tools": [
+                    {"type": "function", "name": "spawn_agent", "description": "spawn",
+                     "parameters": {"type": "object"}},
+                    {"type": "function", "name": "wait_agent", "parameters": {"type": "object"}}
+                 ]},
+                {"type": "web_search", "external_web_access": false}
+            ]
+        })
+        .as_object()
+        .cloned()
+        .unwrap()
+    }
+
+    #[test]
+    fn namespaces_flatten_and_hosted_tools_are_set_aside() {
+        let mut chat = request_to_chat(&codex_request()).unwrap();
+        let names: Vec<&str> = chat["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "exec_command",
+                "multi_agent_v1__spawn_agent",
+                "multi_agent_v1__wait_agent"
+            ]
+        );
+        assert_eq!(chat["tools"][1]["function"]["description"], "spawn");
+        let set_aside = hosted::take(&mut chat);
+        assert_eq!(
+            set_aside,
+            [json!({"type": "web_search", "external_web_access": false})]
+        );
+    }
+
+    #[test]
+    fn a_call_to_a_member_comes_back_with_its_namespace() {
+        let ctx = ResponseCtx::new(codex_request());
+        let chat = json!({"choices": [{"finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "multi_agent_v1__spawn_agent", "arguments": "{}"}},
+            {"id": "c2", "type": "function",
+             "function": {"name": "exec_command", "arguments": "{}"}}
+        ]}}]});
+        let r = response_from_chat(&chat, &ctx).unwrap();
+        let out = r["output"].as_array().unwrap();
+        assert_eq!(out[0]["name"], "spawn_agent");
+        assert_eq!(out[0]["namespace"], "multi_agent_v1");
+        assert_eq!(out[1]["name"], "exec_command");
+        assert!(out[1].get("namespace").is_none());
+
+        // Replayed as input (Codex's next turn, or a stored conversation), it is the flat
+        // name again.
+        let mut next = codex_request();
+        next.insert(
+            "input".into(),
+            json!([
+                {"role": "user", "content": "hi"},
+                out[0],
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"}
+            ]),
+        );
+        let chat = request_to_chat(&next).unwrap();
+        assert_eq!(
+            chat["messages"][1]["tool_calls"][0]["function"]["name"],
+            "multi_agent_v1__spawn_agent"
+        );
+    }
+
+    #[test]
+    fn streamed_member_calls_carry_the_namespace() {
+        let mut s = StreamFromChat::new(ResponseCtx::new(codex_request()));
+        let mut events = s.chunk(&json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "c1", "type": "function",
+             "function": {"name": "multi_agent_v1__wait_agent", "arguments": "{\"a\""}}]}}]}));
+        events.extend(
+            s.chunk(&json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": ":1}"}}]}, "finish_reason": "tool_calls"}]})),
+        );
+        events.extend(s.finish());
+        let data: Vec<Value> = events
+            .iter()
+            .filter_map(|e| serde_json::from_str(&e.data).ok())
+            .collect();
+        let added = data
+            .iter()
+            .find(|d| d["type"] == "response.output_item.added")
+            .unwrap();
+        assert_eq!(added["item"]["name"], "wait_agent");
+        assert_eq!(added["item"]["namespace"], "multi_agent_v1");
+        let args_done = data
+            .iter()
+            .find(|d| d["type"] == "response.function_call_arguments.done")
+            .unwrap();
+        assert_eq!(args_done["name"], "wait_agent");
+        let completed = data.last().unwrap();
+        assert_eq!(
+            completed["response"]["output"][0]["namespace"],
+            "multi_agent_v1"
+        );
+        assert_eq!(completed["response"]["output"][0]["arguments"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn a_plain_function_named_like_a_member_stays_plain() {
+        let mut req = codex_request();
+        if let Some(Value::Array(tools)) = req.get_mut("tools") {
+            tools.push(json!({"type": "function", "name": "multi_agent_v1__wait_agent"}));
+        }
+        assert_eq!(namespace_member(&req, "multi_agent_v1__wait_agent"), None);
+        assert_eq!(
+            namespace_member(&req, "multi_agent_v1__spawn_agent"),
+            Some(("multi_agent_v1", "spawn_agent"))
+        );
+    }
 }

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use super::request::namespace_member;
 use crate::providers::TranslateError;
 
 /// A fresh Response id, `resp_` and 32 hex digits.
@@ -233,21 +234,30 @@ pub(crate) fn message_item(id: String, content: Vec<Value>, status: &str) -> Val
     })
 }
 
+/// A `function_call` output item. A call to a member of a `namespace` tool (known to
+/// chat by its flat name) comes back as Codex expects it: `name` the member's own name,
+/// `namespace` the namespace's.
 pub(crate) fn call_item(
+    ctx: &ResponseCtx,
     id: String,
     call_id: &str,
     name: &str,
     arguments: &str,
     status: &str,
 ) -> Value {
-    json!({
+    let mut item = json!({
         "id": id,
         "type": "function_call",
         "call_id": call_id,
         "name": name,
         "arguments": arguments,
         "status": status,
-    })
+    });
+    if let Some((ns, member)) = namespace_member(&ctx.request, name) {
+        item["name"] = Value::String(member.to_owned());
+        item["namespace"] = Value::String(ns.to_owned());
+    }
+    item
 }
 
 /// A chat completion as a Response object.
@@ -328,6 +338,7 @@ pub fn response_from_chat(chat: &Value, ctx: &ResponseCtx) -> Result<Value, Tran
             None => ctx.item_id("call", index),
         };
         output.push(call_item(
+            ctx,
             ctx.item_id("fc", index),
             &call_id,
             name,

@@ -14,6 +14,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::request::namespace_member;
 use super::response::{
     ResponseCtx, ResponseState, Status, call_item, message_item, now, reasoning_item,
     reasoning_text, refusal_part, text_part, usage_from_chat,
@@ -142,6 +143,7 @@ impl StreamFromChat {
                 arguments,
                 status,
             } => call_item(
+                &self.ctx,
                 self.ctx.item_id("fc", i),
                 call_id,
                 name,
@@ -425,7 +427,11 @@ impl StreamFromChat {
                 ..
             }) if status.is_none() => {
                 *status = Some(closed);
-                let (name, arguments) = (name.clone(), arguments.clone());
+                let name = match namespace_member(&self.ctx.request, name) {
+                    Some((_, member)) => member.to_owned(),
+                    None => name.clone(),
+                };
+                let arguments = arguments.clone();
                 let item_id = self.ctx.item_id("fc", i);
                 self.emit(
                     out,
