@@ -20,3 +20,4 @@ mod prompt_targets;
 mod reload;
 mod sdk;
 mod support;
+mod traces;
