@@ -3,7 +3,7 @@
 //!
 //! Pipeline: text → YAML value tree (figment) → env substitution on string scalars (so a
 //! value can never inject YAML structure) → raw serde mirror per section and per list item
-//! (`raw.rs`, unknown keys rejected, no logic) → validation (`validate.rs`, collects *all*
+//! (`raw.rs`, unknown keys rejected, no logic) → validation (`validate/`, one file per section, collects *all*
 //! problems with key paths) → [`Config`] (`model.rs`).
 
 mod error;
