@@ -621,6 +621,30 @@ pub fn server_span<B>(
     span
 }
 
+/// A client span for one outgoing call, named `{operation} {target}`: `operation` is the
+/// kind of call (`llm`, `filter`, `agent`, `endpoint`, `routing`), `target` the callee as
+/// configured (provider, filter, agent or endpoint name). Inject it into the request with
+/// [`inject`] and finish it with [`record_client_status`] / [`record_error`].
+pub fn client_span(operation: &'static str, target: &str) -> Span {
+    tracing::info_span!(
+        "client",
+        otel.name = %format_args!("{operation} {target}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        plano.operation = operation,
+        plano.target = %target,
+    )
+}
+
+/// Record the status a callee answered on a client span (4xx and 5xx mark it failed).
+pub fn record_client_status(span: &Span, status: http::StatusCode) {
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_client_error() || status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+}
+
 /// Record the response status on a server span (5xx marks it failed).
 pub fn record_status(span: &Span, status: http::StatusCode) {
     span.record("http.response.status_code", i64::from(status.as_u16()));
