@@ -6,6 +6,7 @@
 //! (`raw.rs`, unknown keys rejected, no logic) → validation (`validate/`, one file per section, collects *all*
 //! problems with key paths) → [`Config`] (`model.rs`).
 
+mod connections;
 mod error;
 mod load;
 mod model;
@@ -16,6 +17,10 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use connections::{
+    ConnectionLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use validate::resolve_model;

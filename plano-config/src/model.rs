@@ -155,6 +155,8 @@ pub struct Listener {
     pub router: Option<String>,
     pub tls: Option<TlsConfig>,
     pub auth: Option<ClientAuth>,
+    /// Extension `connections`: connection cap and slow/idle client timeouts.
+    pub connections: crate::ConnectionLimits,
 }
 
 #[derive(Debug, Clone, Serialize)]

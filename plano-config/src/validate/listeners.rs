@@ -33,6 +33,7 @@ pub(super) fn predefined_model_listener() -> Listener {
         router: None,
         tls: None,
         auth: None,
+        connections: crate::ConnectionLimits::default(),
     }
 }
 
@@ -231,6 +232,11 @@ pub(super) fn list_listener(l: ListListener, path: &str, p: &mut Problems) -> Op
             api_keys: a.api_keys.into_iter().map(Secret::new).collect(),
         })
     });
+    let (connections, problems) =
+        crate::connections::connections(l.connections, &join(path, "connections"));
+    for (key, message) in problems {
+        p.error(key, message);
+    }
     Some(Listener {
         name: l.name.unwrap_or_else(|| format!("{}_listener", l.kind)),
         kind,
@@ -246,6 +252,7 @@ pub(super) fn list_listener(l: ListListener, path: &str, p: &mut Problems) -> Op
         router: l.router,
         tls,
         auth,
+        connections,
     })
 }
 
