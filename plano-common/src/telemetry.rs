@@ -634,6 +634,7 @@ pub fn client_span(operation: &'static str, target: &str) -> Span {
         http.response.status_code = tracing::field::Empty,
         plano.operation = operation,
         plano.target = %target,
+        plano.filter.direction = tracing::field::Empty,
     )
 }
 

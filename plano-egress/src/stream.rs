@@ -35,6 +35,19 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Set the usage attributes (GenAI and `llm.usage.*`) on trace spans.
+    pub fn trace(&self, spans: &[&tracing::Span]) {
+        let usage = plano_common::telemetry::Usage {
+            input: self.input,
+            output: self.output,
+            cached_input: Some(self.cached_input),
+            reasoning: Some(self.reasoning),
+        };
+        for span in spans {
+            plano_common::telemetry::record_usage(span, &usage);
+        }
+    }
+
     /// From an OpenAI `usage` object.
     pub fn from_value(u: &Value) -> Self {
         let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
@@ -124,6 +137,9 @@ pub struct StreamPlan {
     pub ticket: Option<Ticket>,
     /// Responses: where to store the conversation once the stream completes.
     pub remember: Option<Remember>,
+    /// Trace spans (the attempt's, the request's) kept open until the stream ends; they
+    /// get the usage then.
+    pub spans: Vec<tracing::Span>,
 }
 
 /// A Responses stream's conversation, stored under the answer's id at `response.completed`.
@@ -494,6 +510,13 @@ async fn pump(
         store_conversation(&r.conversations, &r.request, response);
     }
     flow.usage.record(&plan.provider);
+    let spans: Vec<&tracing::Span> = plan.spans.iter().collect();
+    flow.usage.trace(&spans);
+    if matches!(outcome, "upstream_error" | "timeout")
+        && let Some(attempt) = plan.spans.first()
+    {
+        plano_common::telemetry::record_error(attempt, outcome);
+    }
     if let (Some(l), Some(t)) = (plan.limiter, plan.ticket) {
         l.reconcile(t, flow.usage.total()).await;
     }

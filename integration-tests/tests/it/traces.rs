@@ -248,3 +248,233 @@ tracing:
     assert_eq!(span.kind, "server");
     assert_eq!(span.parent_span_id.as_deref(), Some(PARENT_SPAN_ID));
 }
+
+/// The whole tree of one streamed, retried, failed-over request through edge and egress:
+/// one trace, from the client's `traceparent` down to each upstream attempt.
+#[tokio::test(flavor = "current_thread")]
+async fn a_streamed_retried_failed_over_request_is_one_trace_through_edge_and_egress() {
+    use integration_tests::harness::Edge;
+    use integration_tests::mock::Reply;
+    use integration_tests::mock_filter::MockFilter;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tracing = Tracing::install("plano-test").await.unwrap();
+    let primary = MockProvider::start().await.unwrap();
+    let backup = MockProvider::start().await.unwrap();
+    primary.push(Reply::status(500));
+    primary.push(Reply::status(500));
+    let guard = MockFilter::start("hello", "hello").await.unwrap();
+    let egress = Egress::start(
+        &format!(
+            r#"
+version: v0.4.0
+model_providers:
+  - name: primary
+    model: openai/gpt-4o
+    access_key: sk-primary-secret
+    base_url: {}
+    default: true
+  - name: backup
+    model: openai/gpt-4o-mini
+    access_key: sk-backup-secret
+    base_url: {}
+model_aliases:
+  smart:
+    target: primary
+    fallbacks: [backup]
+listeners:
+  - type: model
+    name: models
+    port: 12000
+    timeout: 10s
+    max_retries: 1
+"#,
+            primary.url(),
+            backup.url()
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let edge = Edge::start(
+        &format!(
+            r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    default: true
+filters:
+  - {{id: guard, type: http, url: "{}"}}
+listeners:
+  - type: edge
+    name: main
+    port: 10000
+    timeout: 10s
+    input_filters: [guard]
+"#,
+            guard.url()
+        ),
+        &[],
+        (egress.addr, egress.admin),
+    )
+    .await
+    .unwrap();
+    let health = edge.ctx.health.clone();
+    crate::support::eventually(std::time::Duration::from_secs(10), || {
+        let h = health.clone();
+        async move { h.is_ready() }
+    })
+    .await;
+
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/v1/chat/completions", edge.addr("main")))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+        .json(&json!({
+            "model": "smart",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hello"}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("[DONE]"), "{text}");
+
+    let done = |s: &[RecordedSpan]| {
+        let ours = |c: &str| {
+            s.iter()
+                .any(|x| x.kind == "server" && x.str_attr("plano.component") == Some(c))
+        };
+        ours("edge")
+            && ours("egress")
+            && s.iter().filter(|x| x.name.starts_with("llm ")).count() >= 3
+    };
+    let spans = tracing.wait_for(done).await;
+    assert!(done(&spans), "{spans:#?}");
+    let in_trace: Vec<&RecordedSpan> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    let find = |pred: &dyn Fn(&RecordedSpan) -> bool| -> Vec<&RecordedSpan> {
+        in_trace.iter().copied().filter(|s| pred(s)).collect()
+    };
+
+    // edge server span, child of the client's span
+    let edge_span = find(&|s| s.kind == "server" && s.str_attr("plano.component") == Some("edge"));
+    assert_eq!(edge_span.len(), 1, "{spans:#?}");
+    let edge_span = edge_span[0];
+    assert_eq!(edge_span.name, "POST /v1/chat/completions");
+    assert_eq!(edge_span.parent_span_id.as_deref(), Some(PARENT_SPAN_ID));
+    assert_eq!(edge_span.int_attr("http.response.status_code"), Some(200));
+
+    // the filter call, under the edge span; the filter saw that span as its parent
+    let filter = find(&|s| s.name == "filter guard");
+    assert_eq!(filter.len(), 1, "{spans:#?}");
+    assert_eq!(filter[0].kind, "client");
+    assert_eq!(
+        filter[0].parent_span_id.as_deref(),
+        Some(edge_span.span_id.as_str())
+    );
+    let seen = guard.requests();
+    let tp = seen[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(tp, format!("00-{TRACE_ID}-{}-01", filter[0].span_id));
+
+    // egress server span, under the edge span (traceparent injected on the forward)
+    let egress_span =
+        find(&|s| s.kind == "server" && s.str_attr("plano.component") == Some("egress"));
+    assert_eq!(egress_span.len(), 1, "{spans:#?}");
+    let egress_span = egress_span[0];
+    assert_eq!(
+        egress_span.parent_span_id.as_deref(),
+        Some(edge_span.span_id.as_str())
+    );
+
+    // three attempts under the egress span: primary twice (500), then backup
+    let mut attempts = find(&|s| s.name.starts_with("llm "));
+    attempts.sort_by_key(|s| (s.name != "llm primary", s.int_attr("plano.attempt")));
+    let summary: Vec<(&str, Option<i64>, &str, Option<i64>)> = attempts
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.int_attr("plano.attempt"),
+                s.status,
+                s.int_attr("http.response.status_code"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("llm primary", Some(1), "error", Some(500)),
+            ("llm primary", Some(2), "error", Some(500)),
+            ("llm backup", Some(1), "unset", Some(200)),
+        ],
+        "{spans:#?}"
+    );
+    for a in &attempts {
+        assert_eq!(a.kind, "client");
+        assert_eq!(
+            a.parent_span_id.as_deref(),
+            Some(egress_span.span_id.as_str())
+        );
+        assert_eq!(a.str_attr("gen_ai.system"), Some("openai"));
+        assert_eq!(a.attr("llm.is_streaming"), Some(&json!(true)));
+    }
+    let winner = attempts[2];
+    assert_eq!(winner.str_attr("gen_ai.request.model"), Some("gpt-4o-mini"));
+    assert_eq!(winner.str_attr("llm.model"), Some("gpt-4o-mini"));
+    assert_eq!(winner.str_attr("llm.provider"), Some("backup"));
+    assert!(
+        winner
+            .int_attr("gen_ai.usage.input_tokens")
+            .is_some_and(|n| n > 0),
+        "{winner:#?}"
+    );
+    assert!(
+        winner
+            .int_attr("gen_ai.usage.output_tokens")
+            .is_some_and(|n| n > 0),
+        "{winner:#?}"
+    );
+    assert!(
+        winner.int_attr("llm.usage.total_tokens").is_some(),
+        "{winner:#?}"
+    );
+    assert!(
+        winner.int_attr("llm.time_to_first_token").is_some(),
+        "{winner:#?}"
+    );
+    assert!(
+        winner.attr("gen_ai.server.time_to_first_token").is_some(),
+        "{winner:#?}"
+    );
+    // the request's span carries the usage too
+    assert!(
+        egress_span.int_attr("gen_ai.usage.output_tokens").is_some(),
+        "{egress_span:#?}"
+    );
+
+    // each provider got its own attempt's context
+    let sent = backup.requests();
+    let tp = sent[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(tp, format!("00-{TRACE_ID}-{}-01", winner.span_id));
+
+    // no prompt, no key
+    let dump = format!("{spans:?}");
+    for secret in ["sk-primary-secret", "sk-backup-secret", "\"hello\""] {
+        assert!(!dump.contains(secret), "{secret} exported: {dump}");
+    }
+
+    edge.stop().await.unwrap();
+    egress.stop().await.unwrap();
+}

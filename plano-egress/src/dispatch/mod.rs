@@ -33,9 +33,12 @@ use http_body_util::BodyExt;
 use metrics::{counter, histogram};
 use plano_common::errors::ApiShape;
 use plano_common::metrics as m;
+use plano_common::telemetry;
 use plano_config::{Config, Provider};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::{AttemptError, EgressError};
 use crate::providers::plan::{Api, ClientRequest, Route};
@@ -259,6 +262,14 @@ fn error_response(config: &Config, api: Api, e: EgressError, request_id: &Header
     e.into_api_error(shape_of(api)).into_response()
 }
 
+/// `gen_ai.operation.name` of an API.
+fn operation_name(api: Api) -> &'static str {
+    match api {
+        Api::Chat | Api::Messages | Api::Converse => "chat",
+        Api::Responses => "responses",
+    }
+}
+
 async fn handle(
     state: &AppState,
     rt: &Runtime,
@@ -269,6 +280,8 @@ async fn handle(
     clock: &mut Clock,
 ) -> Result<Response, EgressError> {
     let config = &rt.config;
+    // The request's server span (entered by the router's span layer).
+    let server_span = tracing::Span::current();
     let mut ask = parse(api, raw)?;
     if api == Api::Responses {
         expand_history(state, &mut ask)?;
@@ -368,7 +381,7 @@ async fn handle(
             } else {
                 deadline - now
             };
-            let req = openai::build_request(
+            let mut req = openai::build_request(
                 provider,
                 uri.clone(),
                 headers,
@@ -376,8 +389,35 @@ async fn handle(
                 upstream_body.clone(),
             )
             .map_err(EgressError::Unsupported)?;
+            // One client span per attempt (retries and failovers each get their own),
+            // sent upstream as `traceparent`.
+            let span = telemetry::client_span("llm", &provider.name);
+            telemetry::record_llm_request(
+                &span,
+                &telemetry::LlmRequest {
+                    system: &provider.prefix,
+                    provider: &provider.name,
+                    model: &candidate.model_id,
+                    operation: Some(operation_name(api)),
+                    streaming: ask.stream,
+                },
+            );
+            span.set_attribute("plano.attempt", i64::from(attempt) + 1);
+            telemetry::record_llm_request(
+                &server_span,
+                &telemetry::LlmRequest {
+                    system: &provider.prefix,
+                    provider: &provider.name,
+                    model: &candidate.model_id,
+                    operation: Some(operation_name(api)),
+                    streaming: ask.stream,
+                },
+            );
+            telemetry::inject(&span, req.headers_mut());
             let sent = Instant::now();
-            let result = attempt_once(rt, req, ask.stream, wait).await;
+            let result = attempt_once(rt, req, ask.stream, wait)
+                .instrument(span.clone())
+                .await;
             let upstream_time = sent.elapsed();
             clock.waited += upstream_time;
             histogram!(m::LLM_UPSTREAM_DURATION_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())
@@ -392,6 +432,13 @@ async fn handle(
                 Ok(Success::Stream { first, rest }) => Ok(Answer::Stream(first, rest)),
                 Err(e) => Err(e),
             };
+            match &result {
+                Ok(_) => telemetry::record_client_status(&span, StatusCode::OK),
+                Err(AttemptError::Status { status, .. }) => {
+                    telemetry::record_client_status(&span, *status);
+                }
+                Err(e) => telemetry::record_error(&span, e.outcome()),
+            }
             match result {
                 Ok(success) => {
                     state.circuits.success(&provider.name);
@@ -399,6 +446,7 @@ async fn handle(
                     let mut response = match success {
                         Answer::Whole(status, body, usage) => {
                             usage.record(provider);
+                            usage.trace(&[&span, &server_span]);
                             if let (Some(l), Some(t)) = (rt.limiter.as_ref(), ticket.take()) {
                                 l.reconcile(t, usage.total()).await;
                             }
@@ -411,6 +459,11 @@ async fn handle(
                         Answer::Stream(first, rest) => {
                             histogram!(m::LLM_TIME_TO_FIRST_TOKEN_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())
                                 .record(clock.start.elapsed().as_secs_f64());
+                            telemetry::record_time_to_first_token(&span, clock.start.elapsed());
+                            telemetry::record_time_to_first_token(
+                                &server_span,
+                                clock.start.elapsed(),
+                            );
                             let remember_in = (api == Api::Responses).then(|| stream::Remember {
                                 conversations: state.conversations.clone(),
                                 request: client_body.clone().into_owned(),
@@ -422,6 +475,7 @@ async fn handle(
                                 limiter: rt.limiter.clone(),
                                 ticket: ticket.take(),
                                 remember: remember_in,
+                                spans: vec![span.clone(), server_span.clone()],
                             };
                             stream::respond(first, rest, plan)
                         }
