@@ -247,6 +247,7 @@ async fn handle_in_span(
             timeout,
             started,
             output,
+            egress_wait: None,
         };
         return finish.respond(routed.response).await;
     }
@@ -273,6 +274,7 @@ async fn handle_in_span(
     let mut upstream = upstream;
     plano_common::telemetry::inject_current(upstream.headers_mut());
     let remaining = timeout.saturating_sub(started.elapsed());
+    let sent = Instant::now();
     let res = match tokio::time::timeout(remaining, edge.client.request(upstream)).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
@@ -297,6 +299,7 @@ async fn handle_in_span(
         }
     };
     // 8. respond
+    let waited = sent.elapsed();
     let (parts, body) = res.into_parts();
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let finish = Finish {
@@ -307,6 +310,7 @@ async fn handle_in_span(
         timeout,
         started,
         output,
+        egress_wait: Some(waited),
     };
     finish.respond(Response::from_parts(parts, body)).await
 }
@@ -321,6 +325,9 @@ struct Finish {
     timeout: std::time::Duration,
     started: Instant,
     output: Option<OutputChain>,
+    /// How long the egress took to answer with its head, when the request went there:
+    /// the edge's own time (`plano_overhead_seconds{component="edge"}`) is the rest.
+    egress_wait: Option<std::time::Duration>,
 }
 
 impl Finish {
@@ -334,6 +341,7 @@ impl Finish {
             timeout,
             started,
             output,
+            egress_wait,
         } = self;
         let (mut parts, mut body) = res.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
@@ -355,6 +363,11 @@ impl Finish {
                     return local(e, shape, record, &request_id, in_flight);
                 }
             };
+        }
+        if let Some(waited) = egress_wait {
+            let own = started.elapsed().saturating_sub(waited);
+            metrics::histogram!(plano_common::metrics::OVERHEAD_SECONDS, "component" => "edge")
+                .record(own.as_secs_f64());
         }
         let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
         let streaming = parts
