@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::{self, LogFormat};
 use crate::reload::Reloader;
 use crate::runtime::{Component, Context, DEFAULT_GRACE};
-use crate::telemetry::{SpanAttributes, Telemetry, TraceSettings};
+use crate::telemetry::{Telemetry, TraceSettings};
 
 /// `sysexits.h` EX_CONFIG: the configuration is invalid.
 pub const EXIT_CONFIG: u8 = 78;
@@ -125,12 +125,8 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // Tracing settings are read once, at start (a reload does not change them).
-    let telemetry = TraceSettings::resolve(
-        config.tracing.as_ref(),
-        SpanAttributes::default(),
-        &TraceSettings::process_env,
-    )
-    .map(|settings| Telemetry::new(service_name(component), &settings));
+    let telemetry = TraceSettings::resolve(config.tracing.as_ref(), &TraceSettings::process_env)
+        .map(|settings| Telemetry::new(service_name(component), &settings));
     logging::init_with(args.log_format, telemetry.as_ref());
     for w in &config.warnings {
         tracing::warn!(warning = %w, "config");

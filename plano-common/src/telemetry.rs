@@ -91,9 +91,9 @@ impl TraceSettings {
     /// (percent, capped at 100), default 100.
     pub fn resolve(
         section: Option<&plano_config::TracingConfig>,
-        span_attributes: SpanAttributes,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Option<Self> {
+        let span_attributes = SpanAttributes::of(section);
         let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return None;
@@ -546,6 +546,14 @@ pub fn is_sensitive_header(name: &str) -> bool {
 }
 
 impl SpanAttributes {
+    /// `tracing.span_attributes` of a config's `tracing:` section.
+    pub fn of(section: Option<&plano_config::TracingConfig>) -> Self {
+        section.map_or_else(Self::default, |t| Self {
+            header_prefixes: t.header_prefixes.clone(),
+            static_attributes: t.static_attributes.clone(),
+        })
+    }
+
     /// The attributes for a request with `headers`: `static` first, then matching headers.
     pub fn collect(&self, headers: &HeaderMap) -> Vec<(String, String)> {
         let mut out = self.static_attributes.clone();
@@ -794,27 +802,25 @@ mod tests {
         plano_config::TracingConfig {
             random_sampling: sampling,
             opentracing_grpc_endpoint: endpoint.map(str::to_string),
+            header_prefixes: Vec::new(),
+            static_attributes: Vec::new(),
         }
     }
 
     #[test]
     fn off_without_a_section_or_an_endpoint_variable() {
-        assert_eq!(
-            TraceSettings::resolve(None, SpanAttributes::default(), &env(&[])),
-            None
-        );
+        assert_eq!(TraceSettings::resolve(None, &env(&[])), None);
     }
 
     #[test]
     fn endpoint_order_config_then_variables_then_default() {
-        let attrs = SpanAttributes::default;
         let s = section(Some(100), Some("http://cfg:4317"));
         let vars = env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317"),
             ("OTEL_TRACING_GRPC_ENDPOINT", "http://plano:4317"),
         ]);
         let r = |s: Option<&plano_config::TracingConfig>, e: &dyn Fn(&str) -> Option<String>| {
-            TraceSettings::resolve(s, attrs(), e).map(|t| t.endpoint)
+            TraceSettings::resolve(s, e).map(|t| t.endpoint)
         };
         assert_eq!(r(Some(&s), &vars).as_deref(), Some("http://cfg:4317"));
         let no_endpoint = section(Some(100), None);
@@ -835,30 +841,27 @@ mod tests {
             Some(DEFAULT_ENDPOINT)
         );
         // No section, but a collector in the environment: on, everything sampled.
-        let t = TraceSettings::resolve(None, attrs(), &vars).unwrap();
+        let t = TraceSettings::resolve(None, &vars).unwrap();
         assert_eq!(t.endpoint, "http://otel:4317");
         assert!((t.sampling_percent - 100.0).abs() < f64::EPSILON);
     }
 
     #[test]
     fn sampling_zero_or_sdk_disabled_turns_tracing_off() {
-        let attrs = SpanAttributes::default;
         assert_eq!(
-            TraceSettings::resolve(Some(&section(Some(0), None)), attrs(), &env(&[])),
+            TraceSettings::resolve(Some(&section(Some(0), None)), &env(&[])),
             None
         );
         assert_eq!(
             TraceSettings::resolve(
                 Some(&section(Some(50), None)),
-                attrs(),
                 &env(&[("OTEL_SDK_DISABLED", "true")])
             ),
             None
         );
-        let t =
-            TraceSettings::resolve(Some(&section(Some(250), None)), attrs(), &env(&[])).unwrap();
+        let t = TraceSettings::resolve(Some(&section(Some(250), None)), &env(&[])).unwrap();
         assert!((t.sampling_percent - 100.0).abs() < f64::EPSILON);
-        let t = TraceSettings::resolve(Some(&section(None, None)), attrs(), &env(&[])).unwrap();
+        let t = TraceSettings::resolve(Some(&section(None, None)), &env(&[])).unwrap();
         assert!((t.sampling_percent - 100.0).abs() < f64::EPSILON);
     }
 

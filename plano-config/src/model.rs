@@ -473,6 +473,10 @@ pub enum StateStorage {
 pub struct TracingConfig {
     pub random_sampling: Option<u32>,
     pub opentracing_grpc_endpoint: Option<String>,
+    /// `span_attributes.header_prefixes`: request headers that become span attributes.
+    pub header_prefixes: Vec<String>,
+    /// `span_attributes.static`: fixed attributes on every server span, in key order.
+    pub static_attributes: Vec<(String, String)>,
 }
 
 /// Serialises durations as humantime strings (`30s`, `500ms`) for readable snapshots.

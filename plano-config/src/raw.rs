@@ -231,22 +231,18 @@ pub struct RawOverrides {
 #[serde(deny_unknown_fields)]
 pub struct RawTracing {
     pub random_sampling: Option<u32>,
-    #[allow(
-        dead_code,
-        reason = "accepted for Plano compatibility; tracing is not exported yet"
-    )]
     pub trace_arch_internal: Option<bool>,
     pub opentracing_grpc_endpoint: Option<String>,
-    #[allow(
-        dead_code,
-        reason = "accepted for Plano compatibility; tracing is not exported yet"
-    )]
-    pub span_attributes: Option<Json>,
-    #[allow(
-        dead_code,
-        reason = "accepted for Plano compatibility; tracing is not exported yet"
-    )]
+    pub span_attributes: Option<RawSpanAttributes>,
     pub exporters: Option<Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpanAttributes {
+    pub header_prefixes: Option<Vec<String>>,
+    #[serde(rename = "static")]
+    pub static_attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -75,7 +75,7 @@ pub(crate) async fn handle(
         "edge",
         forward::route_for(req.uri().path()).unwrap_or(""),
         &req,
-        &plano_common::telemetry::SpanAttributes::default(),
+        &plano_common::telemetry::SpanAttributes::of(edge.config.load().tracing.as_ref()),
     );
     handle_in_span(edge, info, peer, https, req, span.clone())
         .instrument(span)

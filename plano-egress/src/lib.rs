@@ -77,7 +77,7 @@ impl EgressServer {
         let app = routes::router(state.clone()).layer(ServerSpanLayer::new(
             "egress",
             span_route,
-            Arc::new(SpanAttributes::default()),
+            Arc::new(SpanAttributes::of(ctx.current_config().tracing.as_ref())),
         ));
         let first = spawn_listener(&servers, listener, app.clone(), &ctx)?;
         tokio::spawn(follow_reloads(

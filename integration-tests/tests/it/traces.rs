@@ -161,6 +161,7 @@ async fn the_egress_binary_exports_to_the_configured_endpoint_and_flushes_on_exi
 
     use crate::support::{binary, free_port};
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let collector = Collector::start().await.unwrap();
     let provider = MockProvider::start().await.unwrap();
     let port = free_port();
@@ -237,15 +238,15 @@ tracing:
 
     let spans = collector
         .wait_for(std::time::Duration::from_secs(5), |s| {
-            s.iter().any(|s| s.trace_id == TRACE_ID)
+            s.iter()
+                .any(|s| s.trace_id == TRACE_ID && s.kind == "server")
         })
         .await;
     let span = spans
         .iter()
-        .find(|s| s.trace_id == TRACE_ID)
-        .unwrap_or_else(|| panic!("no span of the request: {spans:#?}"));
+        .find(|s| s.trace_id == TRACE_ID && s.kind == "server")
+        .unwrap_or_else(|| panic!("no server span of the request: {spans:#?}"));
     assert_eq!(span.service, "plano-egress");
-    assert_eq!(span.kind, "server");
     assert_eq!(span.parent_span_id.as_deref(), Some(PARENT_SPAN_ID));
 }
 
@@ -477,4 +478,50 @@ listeners:
 
     edge.stop().await.unwrap();
     egress.stop().await.unwrap();
+}
+
+/// `tracing.span_attributes` from the config: headers by prefix (never credentials) and
+/// static values on the server span.
+#[tokio::test(flavor = "current_thread")]
+async fn span_attributes_from_headers_and_static_values() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tracing = Tracing::install("plano-egress").await.unwrap();
+    let provider = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        "{}tracing:\n  random_sampling: 100\n  span_attributes:\n    header_prefixes: [x-acme-]\n    static:\n      environment: test\n",
+        config(&provider)
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let res = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .header("x-acme-tenant-id", "t-42")
+        .header("x-acme-api-key", "acme-secret-key")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.text().await.unwrap();
+
+    let spans = tracing.wait_for(|s| !server_spans(s).is_empty()).await;
+    let server = server_spans(&spans);
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    assert_eq!(server[0].str_attr("tenant.id"), Some("t-42"), "{spans:#?}");
+    assert_eq!(server[0].str_attr("environment"), Some("test"));
+    let dump = format!("{spans:?}");
+    assert!(!dump.contains("acme-secret-key"), "{dump}");
+
+    egress.stop().await.unwrap();
+}
+
+#[test]
+fn a_malformed_tracing_section_is_refused_with_its_key_path() {
+    let err = plano_config::load_str(
+        "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\ntracing:\n  span_attributes:\n    static: [1, 2]\n",
+        None,
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tracing"), "{err}");
 }

@@ -10,10 +10,36 @@ pub(super) fn tracing(value: &Value, p: &mut Problems) -> Option<TracingConfig> 
     match value {
         Value::Null => None,
         v => section::<RawTracing>(v, "tracing", p).map(|t| {
-            p.warn("tracing", "parsed but not acted on yet (no trace export)");
+            if t.exporters.is_some() {
+                p.warn(
+                    "tracing.exporters",
+                    "not acted on (only OTLP/gRPC export to opentracing_grpc_endpoint is implemented)",
+                );
+            }
+            if t.trace_arch_internal.is_some() {
+                p.warn(
+                    "tracing.trace_arch_internal",
+                    "not acted on (every span Plano records is exported)",
+                );
+            }
+            let attributes = t.span_attributes.unwrap_or(RawSpanAttributes {
+                header_prefixes: None,
+                static_attributes: None,
+            });
             TracingConfig {
                 random_sampling: t.random_sampling,
                 opentracing_grpc_endpoint: t.opentracing_grpc_endpoint,
+                header_prefixes: attributes
+                    .header_prefixes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                static_attributes: attributes
+                    .static_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             }
         }),
     }
