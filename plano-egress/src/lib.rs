@@ -8,7 +8,6 @@ pub mod providers;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
-pub mod stream;
 pub mod upstream;
 
 use std::borrow::Cow;

@@ -9,8 +9,9 @@ use plano_common::filters::FilterRunner;
 use plano_common::health::HealthRegistry;
 use plano_config::Config;
 
-use crate::conversations::Conversations;
+use crate::conversations::{self, ConversationStore};
 use crate::dispatch::circuit::Circuits;
+use crate::providers::upstream_request::Prepared;
 use crate::ratelimit::RateLimiter;
 use crate::upstream::{self, HttpClient};
 
@@ -18,13 +19,30 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub client: HttpClient,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// Per provider (same index as `config.providers`): its headers, parsed once.
+    pub prepared: Vec<Prepared>,
+}
+
+/// Every provider's fixed request parts. A provider whose `headers`, `http_host`, key or
+/// URL cannot go on the wire stops the config from being used (at start, or on reload,
+/// which keeps the old config): requests never discover it.
+fn prepare(config: &Config) -> anyhow::Result<Vec<Prepared>> {
+    config
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Prepared::new(p).map_err(|e| anyhow::anyhow!("model_providers[{i}] ({}): {e}", p.name))
+        })
+        .collect()
 }
 
 pub struct AppState {
     runtime: ArcSwap<Runtime>,
     pub circuits: Circuits,
     /// Responses conversations (`previous_response_id`), kept across reloads.
-    pub conversations: Arc<Conversations>,
+    /// Built from `state_storage` at start; a reload does not change it.
+    pub conversations: Arc<ConversationStore>,
     /// The model listener's filter chains (HTTP client and MCP sessions), kept across reloads.
     pub filters: Arc<FilterRunner>,
 }
@@ -43,7 +61,11 @@ impl AppState {
         } else {
             Some(Arc::new(RateLimiter::new(&config).await?))
         };
+        let conversations = Arc::new(ConversationStore::new(&config.state_storage)?);
+        conversations.prepare().await;
+        conversations.spawn_cleanup(conversations::cleanup_interval(config.state_storage.ttl));
         let runtime = Runtime {
+            prepared: prepare(&config)?,
             client: upstream::client(&config)?,
             config,
             limiter,
@@ -51,7 +73,7 @@ impl AppState {
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
             circuits,
-            conversations: Arc::new(Conversations::default()),
+            conversations,
             filters,
         })
     }
@@ -62,6 +84,8 @@ impl AppState {
 
     /// Apply a new (already validated) config. Limit counters of unchanged rules survive.
     pub async fn reload(&self, config: Arc<Config>) -> anyhow::Result<()> {
+        // Everything that can refuse the config first, before any shared state changes.
+        let prepared = prepare(&config)?;
         let old = self.runtime();
         let limiter = match (&old.limiter, config.ratelimits.is_empty()) {
             (_, true) => None,
@@ -76,6 +100,7 @@ impl AppState {
         }
         let client = upstream::client(&config)?;
         self.runtime.store(Arc::new(Runtime {
+            prepared,
             config,
             client,
             limiter,
