@@ -6,3 +6,4 @@ pub mod harness;
 pub mod mock;
 pub mod mock_filter;
 pub mod mock_http;
+pub mod otlp;

@@ -1,11 +1,12 @@
 //! The command line both binaries share (README.md, docs/deployment.md) and the process
 //! lifecycle around a component's `run`.
 //!
-//! Lifecycle: parse args → logging → load the config (invalid: every problem on stderr,
-//! exit 78) → `--check` prints the summary and exits 0 → log config warnings once → start
-//! the Tokio runtime → bind the admin port → spawn `run(ctx)` and the reloader → wait for
-//! SIGTERM/SIGINT → report NOT_SERVING, trigger shutdown, give `run` the grace period to
-//! drain → close the admin port → exit 0.
+//! Lifecycle: parse args → load the config (invalid: every problem on stderr, exit 78) →
+//! `--check` prints the summary and exits 0 → logging (with the OpenTelemetry layer when
+//! `tracing:` or an OTLP endpoint variable asks for it) → log config warnings once → start
+//! the Tokio runtime and the trace exporter → bind the admin port → spawn `run(ctx)` and
+//! the reloader → wait for SIGTERM/SIGINT → report NOT_SERVING, trigger shutdown, give
+//! `run` the grace period to drain → close the admin port → flush traces → exit 0.
 //!
 //! Readiness: `run` marks itself ready with [`Context::mark_serving`] once its listeners
 //! are bound; only `run` knows when it can take traffic.
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::{self, LogFormat};
 use crate::reload::Reloader;
 use crate::runtime::{Component, Context, DEFAULT_GRACE};
+use crate::telemetry::{Telemetry, TraceSettings};
 
 /// `sysexits.h` EX_CONFIG: the configuration is invalid.
 pub const EXIT_CONFIG: u8 = 78;
@@ -76,10 +78,7 @@ pub enum Command {
 /// Entry point for a binary: `plano_common::cli::main(Component::Egress, |ctx| Box::pin(run(ctx)))`.
 pub fn main(component: Component, run: RunFn) -> ExitCode {
     // The binary's own name in `--help` and `--version` (the derive would say plano-common).
-    let name = match component {
-        Component::Edge => "plano-edge",
-        Component::Egress => "plano-egress",
-    };
+    let name = service_name(component);
     let matches = Args::command()
         .name(name)
         .bin_name(name)
@@ -97,8 +96,8 @@ pub fn main(component: Component, run: RunFn) -> ExitCode {
 
 /// [`main`] with already parsed arguments.
 pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
-    logging::init(args.log_format);
     if let Some(Command::Health { addr, service }) = &args.command {
+        logging::init(args.log_format);
         return health_command(
             component,
             args.config.clone(),
@@ -125,6 +124,10 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Tracing settings are read once, at start (a reload does not change them).
+    let telemetry = TraceSettings::resolve(config.tracing.as_ref(), &TraceSettings::process_env)
+        .map(|settings| Telemetry::new(service_name(component), &settings));
+    logging::init_with(args.log_format, telemetry.as_ref());
     for w in &config.warnings {
         tracing::warn!(warning = %w, "config");
     }
@@ -145,7 +148,32 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    ExitCode::from(runtime.block_on(serve(component, path, config, &args, run, stop_signal)))
+    ExitCode::from(runtime.block_on(async {
+        if let Some(t) = &telemetry
+            && let Err(e) = t.start()
+        {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot set up trace export; traces are not exported"
+            );
+        }
+        let code = serve(component, path, config, &args, run, stop_signal).await;
+        if let Some(t) = &telemetry {
+            t.shutdown(TRACE_FLUSH_TIMEOUT).await;
+        }
+        code
+    }))
+}
+
+/// How long the last spans get to reach the collector at exit.
+const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The OpenTelemetry `service.name` of a binary.
+pub fn service_name(component: Component) -> &'static str {
+    match component {
+        Component::Edge => "plano-edge",
+        Component::Egress => "plano-egress",
+    }
 }
 
 #[allow(

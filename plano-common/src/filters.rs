@@ -300,13 +300,29 @@ impl FilterRunner {
         ctx: &FilterCtx<'_>,
         body: &Bytes,
     ) -> Outcome {
-        match filter.kind {
-            FilterKind::Http => http::call(&self.client, filter, direction, ctx, body).await,
-            FilterKind::Mcp => {
-                let session = self.session(filter);
-                mcp::call(self, &session, filter, ctx, body).await
+        use tracing::Instrument;
+        // One client span per filter call; the calls inject it as `traceparent`.
+        let span = crate::telemetry::client_span("filter", &filter.id);
+        span.record("plano.filter.direction", direction.as_str());
+        let outcome = async {
+            match filter.kind {
+                FilterKind::Http => http::call(&self.client, filter, direction, ctx, body).await,
+                FilterKind::Mcp => {
+                    let session = self.session(filter);
+                    mcp::call(self, &session, filter, ctx, body).await
+                }
             }
         }
+        .instrument(span.clone())
+        .await;
+        match &outcome {
+            Outcome::Pass(_) => {}
+            Outcome::Blocked { status, .. } => {
+                crate::telemetry::record_client_status(&span, *status);
+            }
+            Outcome::Failed(_) => crate::telemetry::record_error(&span, "filter_failed"),
+        }
+        outcome
     }
 
     fn session(&self, filter: &Filter) -> Arc<mcp::Session> {

@@ -18,6 +18,7 @@ pub mod reload;
 pub mod request_id;
 pub mod runtime;
 pub mod sse;
+pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 

@@ -3,10 +3,21 @@
 //!
 //! Logs go to stderr so stdout stays free for command output (`--check` prints its summary
 //! there).
+//!
+//! With a [`Telemetry`], spans from Plano's crates also become OpenTelemetry spans. That
+//! layer has its own filter, independent of `RUST_LOG`: INFO-and-above spans from `plano*`
+//! targets, and WARN-and-above events inside them (as span events).
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::filter::FilterFn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -20,21 +31,58 @@ pub enum LogFormat {
 /// Install the global subscriber. Safe to call more than once (tests): only the first call
 /// installs anything; it returns whether this call did.
 pub fn init(format: LogFormat) -> bool {
+    init_with(format, None)
+}
+
+/// [`init`], exporting spans through `telemetry` when given.
+pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) -> bool {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Pretty => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Pretty => fmt
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
     };
-    result.is_ok()
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(telemetry.map(otel_layer))
+        .try_init()
+        .is_ok()
+}
+
+/// The `tracing-opentelemetry` layer for `telemetry`, filtered to what is worth exporting.
+/// Tests install it in a scoped subscriber next to their own receiver.
+pub fn otel_layer<S>(telemetry: &Telemetry) -> impl Layer<S> + Send + Sync + 'static
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(telemetry.tracer())
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_level(false)
+        .with_target(false)
+        .with_filter(FilterFn::new(exported))
+}
+
+/// Plano's spans at INFO and above, and WARN-and-above events (they land on the span they
+/// happen in).
+fn exported(meta: &Metadata<'_>) -> bool {
+    let ours = meta.target().starts_with("plano");
+    if meta.is_span() {
+        ours && *meta.level() <= Level::INFO
+    } else {
+        ours && *meta.level() <= Level::WARN
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
 pub const BUILD_INFO: &str = "plano_build_info";
 pub const CIRCUIT_OPEN: &str = "plano_llm_circuit_open";
 pub const ACTIVE_REQUESTS: &str = "plano_active_requests";
+pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "plano_trace_spans_exported_total";
+pub const TRACE_SPANS_DROPPED_TOTAL: &str = "plano_trace_spans_dropped_total";
 pub const CONNECTIONS_OPEN: &str = "plano_connections_open";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "plano_connections_rejected_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "plano_connections_closed_total";
@@ -241,6 +243,14 @@ fn describe() {
     describe_gauge!(
         ACTIVE_REQUESTS,
         "Requests currently being served, by component."
+    );
+    describe_counter!(
+        TRACE_SPANS_EXPORTED_TOTAL,
+        "Trace spans the OTLP collector accepted."
+    );
+    describe_counter!(
+        TRACE_SPANS_DROPPED_TOTAL,
+        "Trace spans lost, by reason (queue_full, export_failed, export_timeout, shutdown)."
     );
     describe_gauge!(
         CONNECTIONS_OPEN,

@@ -32,6 +32,8 @@ pub(crate) struct AccessRecord {
     pub completed: bool,
     /// The edge's own error (`EdgeError::reason`), or `-`.
     pub error: &'static str,
+    /// The request's server span; it ends when this record is dropped (body over).
+    pub span: tracing::Span,
 }
 
 /// Longest path written to the access log and error messages: a client can send a 40 KB
@@ -49,6 +51,12 @@ pub fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
 impl AccessRecord {
     pub(crate) fn emit(&self) {
         let elapsed = self.started.elapsed();
+        if let Ok(status) = http::StatusCode::from_u16(self.status) {
+            plano_common::telemetry::record_status(&self.span, status);
+        }
+        if !self.completed {
+            plano_common::telemetry::record_error(&self.span, "response_incomplete");
+        }
         tracing::info!(
             target: TARGET,
             request_id = %self.request_id,

@@ -129,9 +129,12 @@ async fn orchestrate(ctx: &RouteCtx<'_>) -> Result<String, String> {
     );
     // Half the time left at most, so the chosen agent still has time to answer.
     let limit = ctx.remaining() / 2;
-    let completion = ctx
-        .llm()
-        .complete(&body, limit)
+    let span = tracing::info_span!(
+        "routing",
+        otel.name = "routing agents",
+        plano.operation = "routing"
+    );
+    let completion = tracing::Instrument::instrument(ctx.llm().complete(&body, limit), span)
         .await
         .map_err(|e| e.to_string())?;
     let content = calls::content_text(&first_message(&completion)["content"]);
@@ -289,7 +292,7 @@ async fn forward(ctx: &RouteCtx<'_>, agent: &ListenerAgent) -> Routed {
     };
     let started = tokio::time::Instant::now();
     let limit = ctx.remaining();
-    match calls::send(&ctx.edge.client, req, limit).await {
+    match calls::send(&ctx.edge.client, req, limit, "agent", &agent.id).await {
         Ok(res) if res.status().is_success() => Routed {
             response: calls::stream_body(res),
             upstream: "agent",

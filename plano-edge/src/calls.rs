@@ -110,16 +110,36 @@ pub(crate) fn build(
     Ok(req)
 }
 
-/// Send and wait for the response head, at most `limit`.
+/// Send and wait for the response head, at most `limit`, in a client span named
+/// `{operation} {target}` whose context goes out as `traceparent`.
 pub(crate) async fn send(
     client: &Client,
-    req: Request<Inner>,
+    mut req: Request<Inner>,
     limit: Duration,
+    operation: &'static str,
+    target: &str,
 ) -> Result<Response<Incoming>, CallError> {
-    match tokio::time::timeout(limit, client.request(req)).await {
-        Ok(Ok(res)) => Ok(res),
-        Ok(Err(e)) => Err(CallError::Unreachable(error_chain(&e))),
-        Err(_) => Err(CallError::Timeout(limit)),
+    use plano_common::telemetry;
+    let span = telemetry::client_span(operation, target);
+    telemetry::inject(&span, req.headers_mut());
+    let sent = tracing::Instrument::instrument(
+        tokio::time::timeout(limit, client.request(req)),
+        span.clone(),
+    )
+    .await;
+    match sent {
+        Ok(Ok(res)) => {
+            telemetry::record_client_status(&span, res.status());
+            Ok(res)
+        }
+        Ok(Err(e)) => {
+            telemetry::record_error(&span, "unreachable");
+            Err(CallError::Unreachable(error_chain(&e)))
+        }
+        Err(_) => {
+            telemetry::record_error(&span, "timeout");
+            Err(CallError::Timeout(limit))
+        }
     }
 }
 

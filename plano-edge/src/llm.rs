@@ -60,7 +60,7 @@ impl Llm<'_> {
             self.headers.clone(),
             Bytes::from(body.to_string()),
         )?;
-        Ok(calls::send(self.client, req, limit).await?)
+        Ok(calls::send(self.client, req, limit, "llm", "egress").await?)
     }
 
     /// A non-streaming call: the whole chat completion, or the egress's error.

@@ -68,11 +68,15 @@ async fn run(ctx: &RouteCtx<'_>) -> Result<Routed, EdgeError> {
         &with_system(ctx.config.system_prompt.as_deref(), ctx.messages()),
         ctx.config.overrides.function_calling_model.as_deref(),
     );
-    let completion = ctx
-        .llm()
-        .complete(&body, ctx.remaining())
-        .await
-        .map_err(|e| llm_error("the function-calling call", e))?;
+    let span = tracing::info_span!(
+        "routing",
+        otel.name = "routing prompt_targets",
+        plano.operation = "routing"
+    );
+    let completion =
+        tracing::Instrument::instrument(ctx.llm().complete(&body, ctx.remaining()), span)
+            .await
+            .map_err(|e| llm_error("the function-calling call", e))?;
     match plan(targets, completion)? {
         Plan::OwnAnswer(completion) => Ok(Routed {
             response: own_answer(ctx, completion),
@@ -98,9 +102,21 @@ async fn call_target(
     target: &PromptTarget,
     args: Map<String, Value>,
 ) -> Result<Routed, EdgeError> {
-    let answer = endpoint::call(ctx, target, args.clone()).await?;
+    use tracing::Instrument;
+    // One span per prompt target: the endpoint call and the dispatch LLM call inside it.
+    let span = tracing::info_span!(
+        "prompt_target",
+        otel.name = %format_args!("prompt_target {}", target.name),
+        plano.operation = "prompt_target",
+        plano.target = %target.name,
+    );
+    let answer = endpoint::call(ctx, target, args.clone())
+        .instrument(span.clone())
+        .await?;
     let routed = if target.auto_llm_dispatch_on_response {
-        dispatch(ctx, target, &args, &answer).await?
+        dispatch(ctx, target, &args, &answer)
+            .instrument(span)
+            .await?
     } else {
         Routed {
             response: message_response(ctx, &answer),

@@ -68,6 +68,28 @@ pub(crate) async fn handle(
     https: bool,
     req: Request<plano_common::listen::RequestBody>,
 ) -> Response<ResponseBody> {
+    use tracing::Instrument;
+    // The request's server span: parented to the client's `traceparent`, carried by the
+    // access record so it ends with the response body.
+    let span = plano_common::telemetry::server_span(
+        "edge",
+        forward::route_for(req.uri().path()).unwrap_or(""),
+        &req,
+        &plano_common::telemetry::SpanAttributes::of(edge.config.load().tracing.as_ref()),
+    );
+    handle_in_span(edge, info, peer, https, req, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
+    edge: Arc<Edge>,
+    info: Arc<ListenerInfo>,
+    peer: SocketAddr,
+    https: bool,
+    req: Request<plano_common::listen::RequestBody>,
+    span: tracing::Span,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let in_flight = InFlight::new(&edge.in_flight);
     let request_id = plano_common::request_id::ensure(req.headers());
@@ -87,6 +109,7 @@ pub(crate) async fn handle(
         started: std::time::Instant::now(),
         upstream: "-",
         completed: false,
+        span,
     };
     let Settings {
         timeout,
@@ -248,6 +271,8 @@ pub(crate) async fn handle(
         }
     };
     record.upstream = "egress";
+    let mut upstream = upstream;
+    plano_common::telemetry::inject_current(upstream.headers_mut());
     let remaining = timeout.saturating_sub(started.elapsed());
     let sent = Instant::now();
     let res = match tokio::time::timeout(remaining, edge.client.request(upstream)).await {

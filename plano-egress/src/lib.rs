@@ -10,12 +10,14 @@ pub mod routes;
 pub mod state;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use plano_common::Context;
 use plano_common::listen::{self, ListenOptions, Plain};
+use plano_common::telemetry::{ServerSpanLayer, SpanAttributes};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -68,7 +70,11 @@ impl EgressServer {
             ctx,
         } = self;
         let servers = TaskTracker::new();
-        let app = routes::router(state.clone());
+        let app = routes::router(state.clone()).layer(ServerSpanLayer::new(
+            "egress",
+            span_route,
+            Arc::new(SpanAttributes::of(ctx.current_config().tracing.as_ref())),
+        ));
         let first = spawn_listener(&servers, listener, app.clone(), &ctx)?;
         tokio::spawn(follow_reloads(
             ctx.clone(),
@@ -93,6 +99,20 @@ impl EgressServer {
         }
         Ok(())
     }
+}
+
+/// The route a request's server span is named after: the API paths the egress serves,
+/// nothing for the rest (client-chosen paths would make span names unbounded).
+fn span_route(path: &str) -> Cow<'static, str> {
+    const ROUTES: &[&str] = &[
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/responses",
+        "/v1/models",
+        "/healthz",
+    ];
+    Cow::Borrowed(ROUTES.iter().find(|r| **r == path).copied().unwrap_or(""))
 }
 
 /// Serve `listener` until its own token (a child of the shutdown token) is cancelled, with

@@ -26,3 +26,4 @@ mod reload;
 mod sdk;
 mod state_storage;
 mod support;
+mod traces;

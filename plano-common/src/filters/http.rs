@@ -65,6 +65,7 @@ pub(super) async fn call(
         DIRECTION_HEADER,
         HeaderValue::from_static(direction.as_str()),
     );
+    crate::telemetry::inject_current(h);
 
     let res = match client.request(req).await {
         Ok(r) => r,

@@ -247,6 +247,8 @@ async fn post(
             h.insert(trace, v.clone());
         }
     }
+    // When tracing is on, the filter call's own span replaces the client's context.
+    crate::telemetry::inject_current(h);
     if let Some(est) = est {
         if let Some(id) = &est.id {
             h.insert(SESSION_ID, id.clone());

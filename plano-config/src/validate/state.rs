@@ -15,10 +15,18 @@ pub(super) fn tracing(value: &Value, p: &mut Problems) -> Option<TracingConfig> 
         return None;
     }
     let t = section::<RawTracing>(value, "tracing", p)?;
-    p.warn(
-        "tracing",
-        "parsed and checked, not acted on yet (no trace export)",
-    );
+    if t.exporters.as_ref().is_some_and(|x| !x.is_empty()) {
+        p.warn(
+            "tracing.exporters",
+            "not acted on (only OTLP/gRPC export to opentracing_grpc_endpoint is implemented)",
+        );
+    }
+    if t.trace_arch_internal == Some(true) {
+        p.warn(
+            "tracing.trace_arch_internal",
+            "not acted on (every span Plano records is exported)",
+        );
+    }
     if let Some(n) = t.random_sampling
         && n > 100
     {

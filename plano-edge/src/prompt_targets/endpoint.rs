@@ -85,7 +85,7 @@ pub(crate) async fn call(
     let limit = endpoint.timeout.min(ctx.remaining());
     let started = tokio::time::Instant::now();
     let req = calls::build(method, &uri, headers, body).map_err(|e| call_error(target, &e))?;
-    let res = calls::send(&client, req, limit)
+    let res = calls::send(&client, req, limit, "endpoint", &ep.name)
         .await
         .map_err(|e| call_error(target, &e))?;
     let status = res.status();

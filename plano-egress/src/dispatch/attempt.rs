@@ -43,6 +43,8 @@ pub struct Attempt<'a> {
     pub body: Bytes,
     /// How long to wait for the whole answer, or for a stream's first event.
     pub wait: Duration,
+    /// The attempt's client span; sent upstream as `traceparent`.
+    pub span: tracing::Span,
 }
 
 /// An attempt's answer, in the client's API (whole) or about to be (stream).
@@ -59,7 +61,7 @@ impl Attempt<'_> {
     /// Send once. A 2xx whose body cannot be read in the provider's API counts as a
     /// broken attempt (retried, failed over), like a broken connection.
     pub async fn run(self) -> Result<Answer, AttemptError> {
-        let req = upstream_request::build_request(
+        let mut req = upstream_request::build_request(
             self.provider,
             self.prepared,
             self.uri.clone(),
@@ -69,7 +71,13 @@ impl Attempt<'_> {
         );
         let stream = self.request.stream.then_some(self.route.upstream);
         let sent = Instant::now();
-        let result = match exchange(self.client, req, stream, self.wait).await {
+        plano_common::telemetry::inject(&self.span, req.headers_mut());
+        let exchanged = tracing::Instrument::instrument(
+            exchange(self.client, req, stream, self.wait),
+            self.span.clone(),
+        )
+        .await;
+        let result = match exchanged {
             Ok(Reply::Whole { status, body }) => self
                 .route
                 .response_body(self.request, &body)
@@ -82,6 +90,13 @@ impl Attempt<'_> {
             Ok(Reply::Stream(opening)) => Ok(Answer::Stream(opening)),
             Err(e) => Err(e),
         };
+        match &result {
+            Ok(_) => plano_common::telemetry::record_client_status(&self.span, StatusCode::OK),
+            Err(AttemptError::Status { status, .. }) => {
+                plano_common::telemetry::record_client_status(&self.span, *status);
+            }
+            Err(e) => plano_common::telemetry::record_error(&self.span, e.outcome()),
+        }
         match &result {
             Ok(answer) => {
                 // A stream's duration is recorded when its body ends.

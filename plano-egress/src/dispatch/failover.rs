@@ -5,6 +5,7 @@
 //! request at once: another provider would say the same.
 
 use std::borrow::Cow;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use plano_config::Provider;
 use plano_config::resolve::Target;
@@ -15,7 +16,7 @@ use super::attempt::{Answer, Attempt};
 use super::parse::{Ask, body_for};
 use super::{Cx, record, retry};
 use crate::error::{AttemptError, EgressError};
-use crate::providers::plan::{ClientRequest, Route, upstream_path};
+use crate::providers::plan::{Api, ClientRequest, Route, upstream_path};
 use crate::providers::upstream_request;
 
 /// The attempt that answered.
@@ -31,6 +32,16 @@ pub struct Won<'a> {
     pub sent: Instant,
     /// Attempts made, over every provider.
     pub attempts: u32,
+    /// The winning attempt's trace span (kept open by a stream until it ends).
+    pub span: tracing::Span,
+}
+
+/// `gen_ai.operation.name` of an API.
+fn operation_name(api: Api) -> &'static str {
+    match api {
+        Api::Responses => "responses",
+        _ => "chat",
+    }
 }
 
 pub async fn run<'a, 'c: 'a>(
@@ -101,6 +112,18 @@ pub async fn run<'a, 'c: 'a>(
             } else {
                 cx.deadline - now
             };
+            // One client span per attempt (retries and failovers each get their own).
+            let span = plano_common::telemetry::client_span("llm", &provider.name);
+            let llm = plano_common::telemetry::LlmRequest {
+                system: &provider.prefix,
+                provider: &provider.name,
+                model: &candidate.model_id,
+                operation: Some(operation_name(ask.api)),
+                streaming: ask.stream,
+            };
+            plano_common::telemetry::record_llm_request(&span, &llm);
+            plano_common::telemetry::record_llm_request(&tracing::Span::current(), &llm);
+            span.set_attribute("plano.attempt", i64::from(attempt) + 1);
             let sent = Instant::now();
             let result = Attempt {
                 client: &cx.rt.client,
@@ -114,6 +137,7 @@ pub async fn run<'a, 'c: 'a>(
                 uri: uri.clone(),
                 body: upstream_body.clone(),
                 wait,
+                span: span.clone(),
             }
             .run()
             .await;
@@ -128,6 +152,7 @@ pub async fn run<'a, 'c: 'a>(
                         answer,
                         sent,
                         attempts,
+                        span,
                     });
                 }
                 Err(err) => err,

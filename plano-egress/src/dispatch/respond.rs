@@ -43,7 +43,9 @@ pub async fn answer(
         answer,
         sent,
         attempts,
+        span,
     } = won;
+    let server_span = tracing::Span::current();
     let remember = (cx.api == Api::Responses).then(|| Remember {
         conversations: cx.state.conversations.clone(),
         request: client_body.clone().into_owned(),
@@ -63,6 +65,7 @@ pub async fn answer(
             usage,
         } => {
             usage.record(provider);
+            super::stream::trace_usage(&[&span, &server_span], &usage);
             if let (Some(l), Some(t)) = (cx.rt.limiter.as_ref(), ticket) {
                 l.reconcile(t, usage.total()).await;
             }
@@ -75,6 +78,11 @@ pub async fn answer(
         }
         Answer::Stream(opening) => {
             record::time_to_first_token(provider, cx.clock.start.elapsed());
+            plano_common::telemetry::record_time_to_first_token(&span, cx.clock.start.elapsed());
+            plano_common::telemetry::record_time_to_first_token(
+                &server_span,
+                cx.clock.start.elapsed(),
+            );
             let request = ClientRequest {
                 api: cx.api,
                 body: &client_body,
@@ -90,6 +98,7 @@ pub async fn answer(
                 limiter: cx.rt.limiter.clone(),
                 ticket,
                 remember,
+                spans: vec![span, server_span],
             };
             stream::respond(opening, plan)
         }

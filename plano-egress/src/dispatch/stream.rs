@@ -43,6 +43,22 @@ pub struct StreamPlan {
     pub ticket: Option<Ticket>,
     /// Responses: where to store the conversation once the stream completes.
     pub remember: Option<Remember>,
+    /// Trace spans (the attempt's, the request's) kept open until the stream ends; they
+    /// get the usage then.
+    pub spans: Vec<tracing::Span>,
+}
+
+/// Set the usage attributes (GenAI and `llm.usage.*`) on trace spans.
+pub fn trace_usage(spans: &[&tracing::Span], usage: &crate::providers::usage::Usage) {
+    let usage = plano_common::telemetry::Usage {
+        input: usage.input,
+        output: usage.output,
+        cached_input: Some(usage.cached_input),
+        reasoning: Some(usage.reasoning),
+    };
+    for span in spans {
+        plano_common::telemetry::record_usage(span, &usage);
+    }
 }
 
 /// The streaming response: headers now, events as they come.
@@ -330,6 +346,13 @@ async fn pump(
     tracing::debug!(provider = %plan.provider.name, outcome, "stream finished");
     remember_before_send(&plan.remember, &mut flow).await;
     flow.usage.record(&plan.provider);
+    let spans: Vec<&tracing::Span> = plan.spans.iter().collect();
+    trace_usage(&spans, &flow.usage);
+    if matches!(outcome, "upstream_error" | "timeout")
+        && let Some(attempt) = plan.spans.first()
+    {
+        plano_common::telemetry::record_error(attempt, outcome);
+    }
     if let (Some(l), Some(t)) = (plan.limiter, plan.ticket) {
         l.reconcile(t, flow.usage.total()).await;
     }
