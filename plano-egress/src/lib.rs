@@ -7,6 +7,7 @@ pub mod error;
 pub mod providers;
 pub mod ratelimit;
 pub mod routes;
+pub mod routing;
 pub mod state;
 pub mod stream;
 pub mod upstream;

@@ -22,6 +22,10 @@
 //!   `toolu_mock_1` (Anthropic) or `tooluse_mock_1` (Bedrock), stop reason tool use;
 //! - else text `mock reply to: <last user text, first 200 chars>`.
 //!
+//! A routing prompt in Plano's router format gets a routing answer chosen by keywords, and
+//! models named `…router-down`, `…router-slow`, `…router-nonsense` play a failing router
+//! (`router.rs`).
+//!
 //! A request for model `mock-error-<status>` (e.g. `mock-error-429`; for Bedrock the model id
 //! in the path) gets that status with an error body in the route's shape, so tests can drive
 //! errors through a `mock-llm` process they cannot script.
@@ -61,6 +65,7 @@ mod bedrock;
 mod conversation;
 mod openai;
 mod responses;
+mod router;
 mod server;
 
 use std::collections::VecDeque;
