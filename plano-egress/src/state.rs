@@ -12,12 +12,27 @@ use plano_config::Config;
 use crate::conversations::Conversations;
 use crate::dispatch::circuit::Circuits;
 use crate::ratelimit::RateLimiter;
+use crate::routing::{self, Router, RoutingSettings};
 use crate::upstream::{self, HttpClient};
 
 pub struct Runtime {
     pub config: Arc<Config>,
     pub client: HttpClient,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// Routing by preference, when the config (or the embedder) asks for it.
+    pub router: Option<Arc<Router>>,
+}
+
+/// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its settings.
+fn router_for(
+    config: &Config,
+    set: Option<&RoutingSettings>,
+    client: &HttpClient,
+) -> Option<Arc<Router>> {
+    let settings = set
+        .cloned()
+        .or_else(|| routing::settings::from_config(config))?;
+    routing::settings::active(&settings).then(|| Arc::new(Router::new(settings, client.clone())))
 }
 
 pub struct AppState {
@@ -27,6 +42,8 @@ pub struct AppState {
     pub conversations: Arc<Conversations>,
     /// The model listener's filter chains (HTTP client and MCP sessions), kept across reloads.
     pub filters: Arc<FilterRunner>,
+    /// Routing settings set by the embedder, kept across reloads (they win over the config's).
+    routing: std::sync::Mutex<Option<RoutingSettings>>,
 }
 
 impl AppState {
@@ -41,8 +58,10 @@ impl AppState {
         } else {
             Some(Arc::new(RateLimiter::new(&config).await?))
         };
+        let client = upstream::client(&config)?;
         let runtime = Runtime {
-            client: upstream::client(&config)?,
+            router: router_for(&config, None, &client),
+            client,
             config,
             limiter,
         };
@@ -51,7 +70,23 @@ impl AppState {
             circuits,
             conversations: Arc::new(Conversations::default()),
             filters: Arc::new(FilterRunner::new(connect_timeout)),
+            routing: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Route with these settings from now on, whatever the config says.
+    pub fn set_routing(&self, settings: RoutingSettings) {
+        let old = self.runtime();
+        let router = router_for(&old.config, Some(&settings), &old.client);
+        if let Ok(mut set) = self.routing.lock() {
+            *set = Some(settings);
+        }
+        self.runtime.store(Arc::new(Runtime {
+            config: old.config.clone(),
+            client: old.client.clone(),
+            limiter: old.limiter.clone(),
+            router,
+        }));
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -73,7 +108,9 @@ impl AppState {
             self.circuits.register(&p.name);
         }
         let client = upstream::client(&config)?;
+        let set = self.routing.lock().ok().and_then(|s| s.clone());
         self.runtime.store(Arc::new(Runtime {
+            router: router_for(&config, set.as_ref(), &client),
             config,
             client,
             limiter,

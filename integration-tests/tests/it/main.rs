@@ -18,5 +18,6 @@ mod mock;
 mod prometheus;
 mod prompt_targets;
 mod reload;
+mod routing;
 mod sdk;
 mod support;

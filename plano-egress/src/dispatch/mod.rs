@@ -273,7 +273,17 @@ async fn handle(
     if api == Api::Responses {
         expand_history(state, &mut ask)?;
     }
-    let selection = select::select(config, headers, ask.model.as_deref())?;
+    // Routing by preference (`routing/phase.rs`): which model to select for.
+    let routing = crate::routing::phase::run(
+        rt,
+        api,
+        headers,
+        &mut ask.body,
+        ask.history.as_deref().map(Vec::as_slice),
+        request_id,
+    )
+    .await;
+    let selection = routing.select(config, headers, ask.model.as_deref())?;
     let listener = config.model_listener();
     let timeout = listener.map_or(Duration::from_secs(30), |l| l.timeout);
     let first_token_timeout = listener.map_or(timeout, |l| l.first_token_timeout);
@@ -432,6 +442,7 @@ async fn handle(
                         h.insert("x-plano-provider", v);
                     }
                     h.insert("x-plano-attempts", HeaderValue::from(attempts));
+                    routing.answered(provider, h);
                     return Ok(response);
                 }
                 Err(err) => {

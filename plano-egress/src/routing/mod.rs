@@ -23,7 +23,9 @@ pub mod affinity;
 pub mod answer;
 pub mod cache;
 pub mod client;
+pub mod phase;
 pub mod prompt;
+pub mod settings;
 pub mod sources;
 
 use std::sync::Arc;
