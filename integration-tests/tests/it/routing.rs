@@ -428,3 +428,84 @@ async fn a_failing_routed_model_fails_over_to_the_routes_next_model() {
     assert_eq!(route.as_deref(), Some("code_generation"));
     egress.stop().await.unwrap();
 }
+
+/// `prefer: fastest` with latencies from a real Prometheus server, which scrapes a local
+/// endpoint the test controls. Needs Debian's `prometheus` (skipped without it unless
+/// `PLANO_REQUIRE_PROMETHEUS` is set).
+#[tokio::test]
+async fn fastest_follows_latencies_queried_from_prometheus() {
+    let Some(prometheus) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    }) else {
+        assert!(
+            std::env::var_os("PLANO_REQUIRE_PROMETHEUS").is_none(),
+            "PLANO_REQUIRE_PROMETHEUS is set but `prometheus` is not on PATH"
+        );
+        eprintln!("SKIPPED fastest_follows_latencies_queried_from_prometheus: no `prometheus` on PATH");
+        return;
+    };
+    // The scraped endpoint: p50 latency per model, changed by the test.
+    let latencies = Arc::new(Mutex::new((0.9, 0.2)));
+    let shown = latencies.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (claude, gpt4o) = *shown.lock().unwrap();
+            async move {
+                format!(
+                    "# TYPE model_latency_p50_seconds gauge\nmodel_latency_p50_seconds{{model_name=\"{CODE_MODEL}\"}} {claude}\nmodel_latency_p50_seconds{{model_name=\"{CHAT_MODEL}\"}} {gpt4o}\n"
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: models\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ),
+    )
+    .unwrap();
+    let prom_addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prometheus = tokio::process::Command::new(prometheus)
+        .args([
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+            format!("--web.listen-address={prom_addr}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let mut s = settings("openai/router");
+    s.preferences = preferences(Prefer::Fastest);
+    s.sources = vec![SourceSettings::Latency(
+        plano_egress::routing::sources::LatencySource {
+            url: format!("http://{prom_addr}"),
+            query: "model_latency_p50_seconds".into(),
+            refresh: Some(Duration::from_millis(200)),
+        },
+    )];
+    let (egress, _mock) = start("openai/router", s).await;
+    eventually(Duration::from_secs(30), || async {
+        ask(&egress, "write a Python function").await.1 == CHAT_MODEL
+    })
+    .await;
+    *latencies.lock().unwrap() = (0.1, 0.5);
+    eventually(Duration::from_secs(30), || async {
+        ask(&egress, "write a Python function").await.1 == CODE_MODEL
+    })
+    .await;
+    egress.stop().await.unwrap();
+}
