@@ -128,6 +128,11 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!(warning = %w, "config");
     }
+    // Connection caps, not the kernel's descriptor limit, decide when to refuse clients.
+    match crate::listen::raise_file_limit() {
+        Ok((before, after)) => tracing::info!(before, after, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod filters;
 pub mod headers;
 pub mod health;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod peer;

@@ -35,6 +35,20 @@ pub const ROUTING_FALLBACKS_TOTAL: &str = "plano_routing_fallbacks_total";
 pub const ROUTING_CACHE_LOOKUPS_TOTAL: &str = "plano_routing_cache_lookups_total";
 pub const ROUTING_ROUTER_DURATION_SECONDS: &str = "plano_routing_router_duration_seconds";
 pub const ROUTING_METRICS_REFRESHES_TOTAL: &str = "plano_routing_metrics_refreshes_total";
+pub const CONNECTIONS_OPEN: &str = "plano_connections_open";
+pub const CONNECTIONS_REJECTED_TOTAL: &str = "plano_connections_rejected_total";
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "plano_connections_closed_total";
+
+/// How often the recorder drains recorded histogram samples into its buckets. Without it
+/// every observation is kept until `/metrics` is scraped (memory grew ~61 bytes a request
+/// with nobody scraping).
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+static UPKEEP_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times the upkeep has run in this process (tests, diagnostics).
+pub fn upkeep_runs() -> u64 {
+    UPKEEP_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Buckets for request-scale latencies (upstream calls, whole requests, TTFT).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -99,6 +113,7 @@ pub fn install(component: &'static str) -> PrometheusHandle {
         // A second install in the same process (tests) fails harmlessly: the first wins.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        spawn_upkeep(handle.clone());
         handle
     });
     gauge!(
@@ -108,6 +123,23 @@ pub fn install(component: &'static str) -> PrometheusHandle {
     )
     .set(1.0);
     handle.clone()
+}
+
+/// A plain thread rather than a task: it must outlive any one runtime (tests start many)
+/// and it only takes a lock every few seconds.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+                UPKEEP_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the metrics upkeep thread; histogram samples accumulate until /metrics is scraped");
+    }
 }
 
 fn describe() {
@@ -222,6 +254,18 @@ fn describe() {
         ROUTING_METRICS_REFRESHES_TOTAL,
         "Fetches of model_metrics_sources, by type (cost, latency) and outcome (ok, error; on error the last values stay)."
     );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Client connections currently open, by component and listener."
+    );
+    describe_counter!(
+        CONNECTIONS_REJECTED_TOTAL,
+        "Client connections refused at accept because the listener was at its connection cap with no idle connection to shed, by component and listener."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        "Client connections the proxy closed, by component, listener and reason (header_timeout: request head or TLS handshake not received in time; idle_timeout: keep-alive idle; shed: closed while idle to admit a new connection at the cap)."
+    );
 }
 
 #[cfg(test)]
@@ -234,6 +278,23 @@ mod tests {
         assert_eq!(status_class(404), "4xx");
         assert_eq!(status_class(503), "5xx");
         assert_eq!(status_class(999), "5xx");
+    }
+
+    /// Fails without the upkeep timer: nothing else calls `run_upkeep` unless `/metrics`
+    /// is scraped.
+    #[test]
+    fn upkeep_runs_without_a_scrape() {
+        let _ = install("test");
+        let start = upkeep_runs();
+        let deadline = std::time::Instant::now() + UPKEEP_INTERVAL * 3;
+        while upkeep_runs() == start {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the metrics upkeep did not run within {:?}",
+                UPKEEP_INTERVAL * 3
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! Pipeline: text → YAML value tree (figment) → env substitution on string scalars (so a
 //! value can never inject YAML structure) → raw serde mirror per section and per list item
-//! (`raw.rs`, unknown keys rejected, no logic) → validation (`validate.rs`, collects *all*
+//! (`raw.rs`, unknown keys rejected, no logic) → validation (`validate/`, one file per section, collects *all*
 //! problems with key paths) → [`Config`] (`model.rs`).
 
+mod connections;
 mod error;
 mod load;
 mod model;
@@ -16,6 +17,10 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use connections::{
+    ConnectionLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use validate::resolve_model;

@@ -1,6 +1,6 @@
 //! The normalised, validated configuration.
 //!
-//! Everything here is produced by the validation pass (`validate.rs`) from the raw serde
+//! Everything here is produced by the validation pass (`validate/`) from the raw serde
 //! mirror of the YAML (`raw.rs`). Defaults are filled in, references are checked, and no
 //! `Option` is left where the runtime needs a value. The runtime treats a `Config` as
 //! immutable: a reload builds a new one and swaps it in whole.
@@ -155,6 +155,8 @@ pub struct Listener {
     pub router: Option<String>,
     pub tls: Option<TlsConfig>,
     pub auth: Option<ClientAuth>,
+    /// Extension `connections`: connection cap and slow/idle client timeouts.
+    pub connections: crate::ConnectionLimits,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -51,6 +51,7 @@ pub struct ListListener {
     pub auth: Option<RawAuth>,
     pub first_token_timeout: Option<RawDuration>,
     pub max_body_bytes: Option<u64>,
+    pub connections: Option<crate::connections::RawConnections>,
 }
 
 #[derive(Debug, Deserialize)]

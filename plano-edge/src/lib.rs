@@ -35,7 +35,7 @@ use crate::listener::Bound;
 use crate::proxy::{Edge, ListenerInfo};
 use crate::tls::Terminator;
 
-pub use listener::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+pub use listener::HEADER_READ_TIMEOUT;
 
 /// Every inbound listener bound, not yet serving (tests learn ports first).
 pub struct EdgeServer {
@@ -105,6 +105,7 @@ async fn bind_listener(l: &Listener, ctx: &Context) -> anyhow::Result<Bound> {
         }),
         tcp,
         tls,
+        opts: plano_common::listen::ListenOptions::new("edge", l),
     })
 }
 

@@ -26,7 +26,6 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use plano_common::errors::{ApiError, ApiShape};
 use plano_common::filters::{FilterCtx, FilterRunner};
 use plano_common::peer::PeerStatus;
@@ -64,7 +63,7 @@ pub(crate) async fn handle(
     info: Arc<ListenerInfo>,
     peer: SocketAddr,
     https: bool,
-    req: Request<Incoming>,
+    req: Request<plano_common::listen::RequestBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let in_flight = InFlight::new(&edge.in_flight);

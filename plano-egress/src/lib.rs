@@ -16,11 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
 use plano_common::Context;
+use plano_common::listen::{self, ListenOptions, Plain};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::state::AppState;
 
@@ -106,7 +107,8 @@ impl EgressServer {
     }
 }
 
-/// Serve `listener` until its own token (a child of the shutdown token) is cancelled.
+/// Serve `listener` until its own token (a child of the shutdown token) is cancelled, with
+/// the connection cap and timeouts of the current config's model listener.
 fn spawn_listener(
     servers: &TaskTracker,
     listener: TcpListener,
@@ -115,18 +117,24 @@ fn spawn_listener(
 ) -> anyhow::Result<(SocketAddr, CancellationToken)> {
     let addr = listener.local_addr()?;
     let stop = ctx.shutdown.token().child_token();
+    let config = ctx.current_config();
+    let opts = config
+        .model_listener()
+        .map(|l| ListenOptions::new("egress", l))
+        .context("the config has no model listener")?;
     let until = stop.clone();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     servers.spawn(async move {
-        tracing::info!(%addr, "model listener serving");
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { until.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(%addr, error = %e, "model listener failed");
-        }
+        tracing::info!(%addr, max_connections = opts.max_connections, "model listener serving");
+        let handler = move |req: http::Request<listen::RequestBody>, _peer| {
+            let app = app.clone();
+            async move {
+                match app.oneshot(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                }
+            }
+        };
+        listen::serve(listener, opts, Plain, until, handler).await;
         tracing::info!(%addr, "model listener closed");
     });
     Ok((addr, stop))

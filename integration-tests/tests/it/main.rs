@@ -5,6 +5,7 @@
     reason = "test helpers fail the test loudly; clippy only exempts #[test] functions themselves"
 )]
 
+mod abuse;
 mod acme;
 mod admin;
 mod agents;

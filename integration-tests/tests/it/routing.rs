@@ -443,7 +443,9 @@ async fn fastest_follows_latencies_queried_from_prometheus() {
             std::env::var_os("PLANO_REQUIRE_PROMETHEUS").is_none(),
             "PLANO_REQUIRE_PROMETHEUS is set but `prometheus` is not on PATH"
         );
-        eprintln!("SKIPPED fastest_follows_latencies_queried_from_prometheus: no `prometheus` on PATH");
+        eprintln!(
+            "SKIPPED fastest_follows_latencies_queried_from_prometheus: no `prometheus` on PATH"
+        );
         return;
     };
     // The scraped endpoint: p50 latency per model, changed by the test.

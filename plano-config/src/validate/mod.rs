@@ -1,0 +1,270 @@
+//! Raw sections → normalised [`Config`]. Every check records its problem with the key path
+//! and carries on, so one run reports everything that is wrong.
+//!
+//! One file per section: `listeners.rs` (listeners, admin, egress link), `providers.rs`,
+//! `aliases.rs` (aliases and model references), `filters.rs` (filters, agents),
+//! `targets.rs` (endpoints, prompt targets), `overrides.rs`, `limits.rs` (rate limits and
+//! their storage), `state.rs` (state storage, tracing). This file holds the top-level keys,
+//! the order sections are built in, and the helpers they share.
+
+mod aliases;
+mod filters;
+mod limits;
+mod listeners;
+mod overrides;
+mod providers;
+mod state;
+mod targets;
+
+pub use aliases::resolve_model;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::load::{Problems, kind};
+use crate::model::*;
+use crate::raw::RawDuration;
+
+use aliases::aliases;
+use filters::{agents, filters};
+use limits::{ratelimit_storage, ratelimits};
+use listeners::{
+    admin, check_addresses, check_listener_refs, egress, listeners, predefined_model_listener,
+};
+use overrides::overrides;
+use providers::model_providers;
+use state::{state_storage, tracing};
+use targets::{endpoints, prompt_targets};
+
+const VERSIONS: &[&str] = &[
+    "v0.1",
+    "v0.1.0",
+    "0.1-beta",
+    "v0.1-beta",
+    "0.2.0",
+    "v0.2.0",
+    "v0.3.0",
+    "v0.4.0",
+];
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_RETRIES: u32 = 2;
+const DEFAULT_MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// Keys Plano accepts that this data plane parses but does not act on yet.
+const NOT_ACTED_ON: &[&str] = &["mode", "routing", "prompt_guards", "routing_preferences"];
+
+const TOP_LEVEL: &[&str] = &[
+    "version",
+    "listeners",
+    "model_providers",
+    "llm_providers",
+    "model_aliases",
+    "agents",
+    "filters",
+    "endpoints",
+    "prompt_targets",
+    "system_prompt",
+    "ratelimits",
+    "ratelimit_storage",
+    "overrides",
+    "tracing",
+    "state_storage",
+    "egress",
+    "admin",
+    "mode",
+    "routing",
+    "prompt_guards",
+    "routing_preferences",
+];
+
+pub(crate) fn build(
+    doc: Map<String, Value>,
+    p: &mut Problems,
+    source: Option<PathBuf>,
+) -> Option<Config> {
+    for key in doc.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            p.error(key.clone(), "unknown key");
+        }
+    }
+    for key in NOT_ACTED_ON {
+        if doc.contains_key(*key) {
+            p.warn(key, "parsed but not acted on yet");
+        }
+    }
+    let get = |k: &str| doc.get(k).cloned().unwrap_or(Value::Null);
+
+    let version = match get("version") {
+        Value::String(v) if VERSIONS.contains(&v.as_str()) => v,
+        Value::String(v) => {
+            p.error(
+                "version",
+                format!("`{v}` is not a supported version (v0.1 … v0.4.0)"),
+            );
+            v
+        }
+        Value::Null => {
+            p.error(
+                "version",
+                "missing: set `version: v0.4.0` (v0.1 … v0.4.0 are accepted)",
+            );
+            String::new()
+        }
+        other => {
+            p.error(
+                "version",
+                format!("expected a string, found {}", kind(&other)),
+            );
+            String::new()
+        }
+    };
+
+    let filters = filters(&get("filters"), p);
+    let agents = agents(&get("agents"), p);
+
+    let providers = model_providers(&doc, p);
+    let aliases = aliases(&get("model_aliases"), &providers, p);
+    let endpoints = endpoints(&get("endpoints"), p);
+    let prompt_targets = prompt_targets(&get("prompt_targets"), &endpoints, p);
+    let overrides = overrides(&get("overrides"), &providers, &aliases, p);
+    let ratelimits = ratelimits(&get("ratelimits"), &providers, &aliases, p);
+    let ratelimit_storage = ratelimit_storage(&get("ratelimit_storage"), p);
+    let state_storage = state_storage(&get("state_storage"), p);
+    let tracing = tracing(&get("tracing"), p);
+    let system_prompt = match get("system_prompt") {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => {
+            p.error(
+                "system_prompt",
+                format!("expected a string, found {}", kind(&other)),
+            );
+            None
+        }
+    };
+    let admin = admin(&get("admin"), p);
+    let mut listeners = listeners(&get("listeners"), p);
+    check_listener_refs(&listeners, &filters, &agents, p);
+    check_addresses(&listeners, &admin, p);
+    if !listeners.iter().any(|l| l.kind == ListenerKind::Model) {
+        listeners.push(predefined_model_listener());
+    }
+    let egress = egress(&get("egress"), &listeners, &admin, p);
+
+    if !p.errors.is_empty() {
+        return None;
+    }
+    let egress = egress?;
+    Some(Config {
+        version,
+        source,
+        listeners,
+        providers,
+        aliases,
+        agents,
+        filters,
+        endpoints,
+        prompt_targets,
+        system_prompt,
+        ratelimits,
+        ratelimit_storage,
+        overrides,
+        egress,
+        admin,
+        state_storage,
+        tracing,
+        warnings: std::mem::take(&mut p.warnings),
+    })
+}
+
+// ---------------------------------------------------------------- shared helpers
+
+pub(super) fn http_url(s: &str, path: &str, p: &mut Problems) -> Option<Url> {
+    match Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(u) => {
+            p.error(
+                path,
+                format!(
+                    "`{s}` must be an http:// or https:// URL with a host (scheme is `{}`)",
+                    u.scheme()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            p.error(path, format!("`{s}` is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+pub(super) fn unique<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    list: &str,
+    key: &str,
+    p: &mut Problems,
+) {
+    let mut seen = BTreeSet::new();
+    for (i, id) in ids.enumerate() {
+        if !seen.insert(id) {
+            p.error(
+                format!("{list}[{i}].{key}"),
+                format!("`{id}` is used more than once"),
+            );
+        }
+    }
+}
+
+/// `30s`, `0.5s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
+pub(crate) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
+    let text = match raw {
+        RawDuration::Seconds(s) => {
+            return Duration::try_from_secs_f64(*s).map_err(|_| format!("`{s}` is not a duration"));
+        }
+        RawDuration::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 0.5s, 500ms, 5m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration (e.g. 30s, 0.5s, 500ms, 5m)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is out of range"))
+}
+
+pub(super) fn duration_or(
+    raw: Option<&RawDuration>,
+    path: &str,
+    default: Duration,
+    p: &mut Problems,
+) -> Duration {
+    match raw.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if d.is_zero() => {
+            p.error(path, "must be greater than 0");
+            default
+        }
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            p.error(path, e);
+            default
+        }
+    }
+}
