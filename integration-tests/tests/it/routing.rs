@@ -50,6 +50,9 @@ model_providers:
   - model: openai/mock-router-nonsense
     base_url: {mock}
     access_key: k
+  - model: anthropic/claude-router
+    base_url: {mock}
+    access_key: k
 "#
     )
 }
@@ -509,5 +512,31 @@ async fn fastest_follows_latencies_queried_from_prometheus() {
         ask(&egress, "write a Python function").await.1 == CODE_MODEL
     })
     .await;
+    egress.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_router_can_be_any_configured_provider() {
+    // An Anthropic model as router: the prompt goes out as a Messages request and its
+    // answer is read back through the translation.
+    let (egress, mock) = start(
+        "anthropic/claude-router",
+        settings("anthropic/claude-router"),
+    )
+    .await;
+    let (status, provider, route) = ask(&egress, "write a Python function").await;
+    assert_eq!((status, provider.as_str()), (200, CODE_MODEL));
+    assert_eq!(route.as_deref(), Some("code_generation"));
+    let router_req = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.body["model"] == "claude-router")
+        .unwrap();
+    assert!(
+        router_req.path.ends_with("/messages"),
+        "{}",
+        router_req.path
+    );
+    assert_eq!(router_req.headers["x-api-key"], "k");
     egress.stop().await.unwrap();
 }
