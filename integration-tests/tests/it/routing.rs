@@ -540,3 +540,34 @@ async fn the_router_can_be_any_configured_provider() {
     assert_eq!(router_req.headers["x-api-key"], "k");
     egress.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn long_stable_prefixes_get_anthropic_cache_breakpoints() {
+    let s = RoutingSettings {
+        cache_control_min_tokens: Some(1024),
+        ..RoutingSettings::default()
+    };
+    let (egress, mock) = start("openai/router", s).await;
+    let long_system = "You are a careful assistant. ".repeat(300);
+    for (system, expect) in [(long_system.as_str(), true), ("be terse", false)] {
+        let res = http_client()
+            .post(egress.url("/v1/chat/completions"))
+            .json(&json!({"model": CODE_MODEL, "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": "hi"}
+            ]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let sent = mock.requests().pop().unwrap();
+        assert!(sent.path.ends_with("/messages"));
+        let marked = sent.body["system"]
+            .as_array()
+            .and_then(|b| b.last())
+            .and_then(|b| b.get("cache_control"))
+            .is_some();
+        assert_eq!(marked, expect, "{}", sent.body["system"]);
+    }
+    egress.stop().await.unwrap();
+}

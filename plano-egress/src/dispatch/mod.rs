@@ -360,6 +360,7 @@ async fn handle(
                 continue;
             }
         };
+        let upstream_body = routing.upstream_body(route.upstream, upstream_body);
         let path = crate::providers::plan::upstream_path(provider, route.upstream, ask.stream);
         let uri = openai::uri(provider, &path).map_err(EgressError::Unsupported)?;
         for attempt in 0..=max_retries {

@@ -22,6 +22,7 @@
 pub mod affinity;
 pub mod answer;
 pub mod cache;
+pub mod cache_control;
 pub mod client;
 pub mod phase;
 pub mod prompt;
@@ -71,6 +72,9 @@ pub struct RoutingSettings {
     pub sources: Vec<SourceSettings>,
     /// `prompt_caching.session_affinity`: how long a conversation stays on its provider.
     pub affinity: Option<AffinitySettings>,
+    /// `prompt_caching.inject_cache_control`: the `min_prefix_tokens` above which Anthropic
+    /// requests get cache breakpoints (`cache_control.rs`); `None`: off.
+    pub cache_control_min_tokens: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,7 @@ impl Default for RoutingSettings {
             decision_max_entries: DEFAULT_MAX_ENTRIES,
             sources: Vec::new(),
             affinity: None,
+            cache_control_min_tokens: None,
         }
     }
 }

@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use metrics::counter;
 use plano_common::metrics as m;
@@ -65,13 +66,19 @@ pub async fn run(
         return Routing::default();
     };
     if hinted(headers) {
-        return Routing::default();
+        return Routing {
+            router: Some(router),
+            ..Routing::default()
+        };
     }
     let target = router.has_router()
         && (inline.as_ref().is_some_and(|p| !p.is_empty())
             || !router.settings().preferences.is_empty());
     if !target && !router.affinity_enabled() {
-        return Routing::default();
+        return Routing {
+            router: Some(router),
+            ..Routing::default()
+        };
     }
     let conversation = Conversation::of(api, &with_history(api, body, history));
     let session = if router.affinity_enabled() {
@@ -179,6 +186,28 @@ impl Routing {
             }
         }
         Ok(selection)
+    }
+
+    /// The upstream body with Anthropic cache breakpoints added, when
+    /// `prompt_caching.inject_cache_control` asks for them (`cache_control.rs`).
+    pub fn upstream_body(&self, upstream: Api, body: Bytes) -> Bytes {
+        let Some(min) = self
+            .router
+            .as_ref()
+            .and_then(|r| r.settings().cache_control_min_tokens)
+        else {
+            return body;
+        };
+        if upstream != Api::Messages {
+            return body;
+        }
+        let Ok(mut map) = serde_json::from_slice::<Map<String, Value>>(&body) else {
+            return body;
+        };
+        if !super::cache_control::inject(&mut map, min) {
+            return body;
+        }
+        serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
     }
 
     /// `provider` answered: pin the session to it and show the route.

@@ -16,5 +16,8 @@ pub fn from_config(_config: &Config) -> Option<RoutingSettings> {
 
 /// Whether these settings do anything at all (a router, affinity or metrics to fetch).
 pub fn active(s: &RoutingSettings) -> bool {
-    s.router_model.is_some() || s.affinity.is_some() || !s.sources.is_empty()
+    s.router_model.is_some()
+        || s.affinity.is_some()
+        || !s.sources.is_empty()
+        || s.cache_control_min_tokens.is_some()
 }
