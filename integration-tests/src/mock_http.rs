@@ -48,6 +48,8 @@ pub enum Canned {
         gate: Arc<tokio::sync::Notify>,
         rest: Vec<String>,
     },
+    /// The inner answer after a delay (a slow or stalled service).
+    Delayed(Duration, Box<Canned>),
 }
 
 type Default = Arc<dyn Fn(&Seen) -> Canned + Send + Sync>;
@@ -162,6 +164,11 @@ async fn handle(
     if let Ok(mut s) = inner.seen.lock() {
         s.push(seen);
     }
+    let mut canned = canned;
+    while let Canned::Delayed(d, next) = canned {
+        tokio::time::sleep(d).await;
+        canned = *next;
+    }
     let status =
         |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match canned {
@@ -202,6 +209,7 @@ async fn handle(
             );
             sse_response(Body::from_stream(stream))
         }
+        Canned::Delayed(..) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

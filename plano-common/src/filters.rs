@@ -23,15 +23,11 @@ pub mod output;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ::http::{HeaderMap, HeaderValue, StatusCode};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use plano_config::{Config, Filter, FilterKind};
 
 use crate::errors::{ApiError, ApiShape};
@@ -42,7 +38,7 @@ pub const MAX_FILTER_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How much of a filter's own message reaches the client when it blocks.
 pub const MAX_BLOCK_MESSAGE_CHARS: usize = 1024;
 
-type Client = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Client = crate::http_client::HttpsClient<Full<Bytes>>;
 
 /// What a filter call knows about the request it filters.
 pub struct FilterCtx<'a> {
@@ -169,12 +165,16 @@ pub struct FilterRunner {
 }
 
 impl FilterRunner {
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self {
-            client: client(connect_timeout),
+    /// A runner whose client is built by `client` (connect timeout, extra CA roots);
+    /// filters are called over HTTP/1.1.
+    pub fn new(
+        client: &crate::http_client::HttpClientBuilder,
+    ) -> Result<Self, crate::http_client::ClientSetupError> {
+        Ok(Self {
+            client: client.clone().http2(false).build()?,
             sessions: Mutex::new(HashMap::new()),
             next_rpc_id: AtomicU64::new(1),
-        }
+        })
     }
 
     /// Run `ids` (resolved in `config`) in order on a JSON request body; each sees the
@@ -320,32 +320,6 @@ impl FilterRunner {
             .or_insert_with(|| Arc::new(mcp::Session::new(filter.url.clone())))
             .clone()
     }
-}
-
-/// One pooled client for every filter (HTTP, or HTTPS with the web roots).
-fn client(connect_timeout: Duration) -> Client {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let connector = match builder.with_provider_and_webpki_roots(provider) {
-        Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
-        // ring supports the default protocol versions; should that ever change, plain-HTTP
-        // filters keep working and HTTPS ones fail with a clear connect error.
-        Err(e) => {
-            tracing::error!(error = %e, "TLS for filters unavailable; only http:// filters will work");
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
-        }
-    };
-    HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
 }
 
 /// A filter's refusal text, from its JSON error body or its raw text, bounded.

@@ -17,6 +17,14 @@ use tonic_health::server::HealthReporter;
 pub const EDGE_SERVICE: &str = "plano.edge";
 pub const EGRESS_SERVICE: &str = "plano.egress";
 
+/// Health service the egress reports SERVING for each port its model listener serves (and
+/// NOT_SERVING once that socket closed): the edge follows a new `egress.url` only when its
+/// port is served, so a reload that moved the listener onto a busy port (the egress keeps
+/// the old one) does not send traffic to whatever listens there.
+pub fn model_listener_service(port: u16) -> String {
+    format!("plano.egress.listener.{port}")
+}
+
 /// Health service name of one provider's circuit.
 pub fn provider_service(provider: &str) -> String {
     format!("plano.egress.provider.{provider}")

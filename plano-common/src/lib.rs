@@ -1,6 +1,7 @@
 //! What both Plano binaries share: the admin plane (HTTP `/metrics`, `/healthz`, `/readyz`
 //! and gRPC `grpc.health.v1.Health` on one port), the health registry and peer watcher, the
-//! metric catalogue, graceful shutdown, tracing setup, request ids and error bodies.
+//! metric catalogue, graceful shutdown, tracing setup, request ids, error bodies and the
+//! outbound HTTP client builder (`http_client`).
 
 pub mod admin;
 pub mod cli;
@@ -8,6 +9,7 @@ pub mod errors;
 pub mod filters;
 pub mod headers;
 pub mod health;
+pub mod http_client;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

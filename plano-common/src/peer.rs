@@ -16,6 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::errors::error_chain;
 use crate::metrics::PEER_UP;
 use crate::runtime::Shutdown;
 
@@ -190,28 +191,36 @@ impl Watcher {
     }
 }
 
+/// One `grpc.health.v1.Health/Check` of `service` at `url`: `Ok(true)` when SERVING,
+/// `Ok(false)` when it is not (or not registered), `Err` when the peer gave no answer.
+pub async fn check_service(url: &str, service: &str) -> Result<bool, String> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("invalid health URL {url}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(FIRST_ANSWER_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {}", error_chain(&e)))?;
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    match HealthClient::new(channel).check(request).await {
+        Ok(r) => Ok(r.into_inner().status == ServingStatus::Serving as i32),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+        Err(status) => Err(format!("health Check failed: {}", status.message())),
+    }
+}
+
 /// ±25% so many edge replicas do not reconnect to a restarted egress in lockstep.
 fn jitter(d: Duration) -> Duration {
     let factor = rand::rng().random_range(0.75..1.25);
     d.mul_f64(factor)
 }
 
-/// tonic's transport errors hide the useful part ("connection refused") in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
 
     #[test]
     fn jitter_stays_near_the_base() {
@@ -222,12 +231,5 @@ mod tests {
                 "{d:?}"
             );
         }
-    }
-
-    #[test]
-    fn error_chain_includes_sources() {
-        let inner = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
-        let outer = io::Error::other(inner);
-        assert!(error_chain(&outer).contains("connection refused"));
     }
 }

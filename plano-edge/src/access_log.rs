@@ -30,6 +30,20 @@ pub(crate) struct AccessRecord {
     pub upstream: &'static str,
     /// False when the body stopped early (client gone, upstream failed mid-stream).
     pub completed: bool,
+    /// The edge's own error (`EdgeError::reason`), or `-`.
+    pub error: &'static str,
+}
+
+/// Longest path written to the access log and error messages: a client can send a 40 KB
+/// path, and one request must not write 40 KB of log.
+pub const MAX_LOGGED_PATH_CHARS: usize = 256;
+
+/// `path` cut at [`MAX_LOGGED_PATH_CHARS`], with `…` and its full length when cut.
+pub fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.char_indices().nth(MAX_LOGGED_PATH_CHARS) {
+        None => std::borrow::Cow::Borrowed(path),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…({} bytes)", &path[..at], path.len())),
+    }
 }
 
 impl AccessRecord {
@@ -46,6 +60,7 @@ impl AccessRecord {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = self.upstream,
             completed = self.completed,
+            error = self.error,
             "request"
         );
         let class = status_class(self.status);
@@ -66,5 +81,21 @@ impl AccessRecord {
             "status_class" => class,
         )
         .record(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_short_ones_kept() {
+        assert_eq!(bounded_path("/v1/models"), "/v1/models");
+        let long = format!("/{}", "a".repeat(40_000));
+        let cut = bounded_path(&long);
+        assert!(cut.len() < 300, "{}", cut.len());
+        assert!(cut.ends_with("…(40001 bytes)"), "{cut}");
+        let multibyte = "é".repeat(1000);
+        assert!(bounded_path(&multibyte).starts_with(&"é".repeat(MAX_LOGGED_PATH_CHARS)));
     }
 }

@@ -8,15 +8,15 @@
 //! `x-plano-agent` / `x-plano-agent-reason` and in `plano_agent_selections_total`.
 
 use bytes::Bytes;
-use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use metrics::counter;
-use plano_common::errors::{ApiError, ApiShape};
+use plano_common::errors::ApiShape;
 use plano_common::filters::FilterCtx;
 use plano_config::ListenerAgent;
 use serde_json::{Value, json};
 
-use crate::calls::{self, CallError};
+use crate::calls;
+use crate::error::{EdgeError, Failure};
 use crate::llm::first_message;
 use crate::route::{RouteCtx, Routed};
 
@@ -73,36 +73,27 @@ pub(crate) async fn handle(ctx: RouteCtx<'_>) -> Routed {
     routed
 }
 
-fn local(e: ApiError) -> Routed {
+fn local(e: EdgeError) -> Routed {
     Routed {
         response: calls::error_response(&e),
         upstream: "-",
     }
 }
 
-async fn choose<'a>(ctx: &'a RouteCtx<'_>) -> Result<(&'a ListenerAgent, Reason), ApiError> {
+async fn choose<'a>(ctx: &'a RouteCtx<'_>) -> Result<(&'a ListenerAgent, Reason), EdgeError> {
     let agents = &ctx.listener.agents;
     if let Some(wanted) = ctx.headers.get(&X_PLANO_AGENT) {
         let wanted = wanted.to_str().unwrap_or_default().trim();
         return match agents.iter().find(|a| a.id == wanted) {
             Some(a) => Ok((a, Reason::Header)),
-            None => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_agent",
-                format!(
-                    "`x-plano-agent: {wanted}` names no agent of this listener; valid ids: {}",
-                    ids(agents).join(", ")
-                ),
-            )
-            .with_param("x-plano-agent")),
+            None => Err(EdgeError::UnknownAgent {
+                wanted: wanted.chars().take(128).collect(),
+                valid: ids(agents).join(", "),
+            }),
         };
     }
     match agents.as_slice() {
-        [] => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no_agents",
-            "this listener has no agents",
-        )),
+        [] => Err(EdgeError::NoAgents),
         [only] => Ok((only, Reason::Single)),
         [first, ..] => match orchestrate(ctx).await {
             Ok(id) => Ok(agents
@@ -266,11 +257,7 @@ pub(crate) fn agent_uri(agent: &url::Url, path_and_query: &str) -> String {
 /// Filter the request body through the agent's `input_filters`, then send it to the agent.
 async fn forward(ctx: &RouteCtx<'_>, agent: &ListenerAgent) -> Routed {
     let Some(target) = ctx.config.agent(&agent.id) else {
-        return local(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "agent_not_configured",
-            format!("agent `{}` is not in the top-level `agents`", agent.id),
-        ));
+        return local(EdgeError::AgentNotConfigured(agent.id.clone()));
     };
     let body = Bytes::from(Value::Object(ctx.body.clone()).to_string());
     let body = match run_agent_input_filters(ctx, agent, body).await {
@@ -289,34 +276,36 @@ async fn forward(ctx: &RouteCtx<'_>, agent: &ListenerAgent) -> Routed {
         // The agent learns which id it serves as; the client's pick is no longer needed.
         headers.insert(X_PLANO_AGENT, v);
     }
+    let failed = |failure: Failure| {
+        tracing::warn!(listener = %ctx.listener.name, agent = %agent.id, error = %failure, "agent request failed");
+        local(EdgeError::Agent {
+            id: agent.id.clone(),
+            failure,
+        })
+    };
     let req = match calls::build(http::Method::POST, &uri, headers, body) {
         Ok(r) => r,
-        Err(e) => return local(agent_error(&agent.id, &e)),
+        Err(e) => return failed(Failure::from(&e)),
     };
-    match calls::send(&ctx.edge.client, req, ctx.remaining()).await {
-        Ok(res) => Routed {
+    let started = tokio::time::Instant::now();
+    let limit = ctx.remaining();
+    match calls::send(&ctx.edge.client, req, limit).await {
+        Ok(res) if res.status().is_success() => Routed {
             response: calls::stream_body(res),
             upstream: "agent",
         },
-        Err(e) => {
-            tracing::warn!(listener = %ctx.listener.name, agent = %agent.id, error = %e, "agent request failed");
-            local(agent_error(&agent.id, &e))
+        // The agent's error in our shape: a 4xx keeps its status, anything else is 502;
+        // the body names the agent and carries the start of what it said.
+        Ok(res) => {
+            let status = res.status();
+            let body = calls::read_body(res, limit.saturating_sub(started.elapsed()))
+                .await
+                .unwrap_or_default();
+            let mut routed = failed(Failure::status(status, &body));
+            routed.upstream = "agent";
+            routed
         }
-    }
-}
-
-fn agent_error(id: &str, e: &CallError) -> ApiError {
-    match e {
-        CallError::Timeout(d) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "agent_timeout",
-            format!("agent `{id}` did not answer within {d:?}"),
-        ),
-        other => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "agent_unreachable",
-            format!("agent `{id}` could not be reached: {other}"),
-        ),
+        Err(e) => failed(Failure::from(&e)),
     }
 }
 
@@ -326,7 +315,7 @@ async fn run_agent_input_filters(
     ctx: &RouteCtx<'_>,
     agent: &ListenerAgent,
     body: Bytes,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, EdgeError> {
     if agent.input_filters.is_empty() {
         return Ok(body);
     }
@@ -341,15 +330,10 @@ async fn run_agent_input_filters(
         .run_input(ctx.config, &agent.input_filters, &filter_ctx, body);
     match tokio::time::timeout(ctx.remaining(), chain).await {
         Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(e.to_api_error(ApiShape::OpenAi)),
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!(
-                "agent `{}`: its input filters did not finish within the listener timeout",
-                agent.id
-            ),
-        )),
+        Ok(Err(e)) => Err(EdgeError::Filter(e.to_api_error(ApiShape::OpenAi))),
+        Err(_) => Err(EdgeError::AgentFiltersTimeout {
+            id: agent.id.clone(),
+        }),
     }
 }
 

@@ -5,34 +5,38 @@
 //! against *every* configured key, so timing reveals neither which key matched nor how
 //! much of a wrong key was right (only its length can leak, which is not secret).
 //!
+//! A request with two `Authorization` (or two `x-api-key`) headers is refused with 400:
+//! which one counts would otherwise depend on which the edge reads first, and a proxy in
+//! front might have checked the other.
+//!
 //! The key authenticates the client to the edge only. Once checked it is removed from the
 //! request, so it never reaches the egress or a provider. On a listener *without* `auth`
 //! the client's credentials pass through untouched: they may be meant for a provider with
 //! `passthrough_auth`.
 
-use http::{HeaderMap, HeaderName, StatusCode, header};
-use plano_common::errors::{ApiError, ApiShape};
+use http::{HeaderMap, HeaderName, header};
 use plano_config::ClientAuth;
 use subtle::{Choice, ConstantTimeEq};
+
+use crate::error::EdgeError;
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Check the client's key. `Ok` when the listener is open or a configured key matched.
-pub(crate) fn check(
-    auth: Option<&ClientAuth>,
-    headers: &HeaderMap,
-    shape: ApiShape,
-) -> Result<(), ApiError> {
+pub(crate) fn check(auth: Option<&ClientAuth>, headers: &HeaderMap) -> Result<(), EdgeError> {
     let Some(auth) = auth else {
         return Ok(());
     };
+    for (name, shown) in [
+        (header::AUTHORIZATION, "authorization"),
+        (X_API_KEY, "x-api-key"),
+    ] {
+        if headers.get_all(&name).iter().nth(1).is_some() {
+            return Err(EdgeError::DuplicateCredentials(shown));
+        }
+    }
     let Some(presented) = presented_key(headers) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_api_key",
-            "this listener requires an API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
-        )
-        .with_shape(shape));
+        return Err(EdgeError::MissingApiKey);
     };
     let mut matched = Choice::from(0);
     for key in &auth.api_keys {
@@ -41,12 +45,7 @@ pub(crate) fn check(
     if bool::from(matched) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_api_key",
-            "the API key is not valid for this listener",
-        )
-        .with_shape(shape))
+        Err(EdgeError::InvalidApiKey)
     }
 }
 
@@ -81,7 +80,7 @@ fn trim(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderValue, StatusCode};
     use plano_config::Secret;
 
     fn auth() -> ClientAuth {
@@ -98,44 +97,23 @@ mod tests {
 
     #[test]
     fn open_listener_accepts_anything() {
-        assert!(check(None, &HeaderMap::new(), ApiShape::OpenAi).is_ok());
+        assert!(check(None, &HeaderMap::new()).is_ok());
     }
 
     #[test]
     fn bearer_and_x_api_key_accepted() {
         let a = auth();
-        assert!(
-            check(
-                Some(&a),
-                &headers("authorization", "Bearer key-web"),
-                ApiShape::OpenAi
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                Some(&a),
-                &headers("authorization", "bearer  key-batch "),
-                ApiShape::OpenAi
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                Some(&a),
-                &headers("x-api-key", "key-batch"),
-                ApiShape::Anthropic
-            )
-            .is_ok()
-        );
+        assert!(check(Some(&a), &headers("authorization", "Bearer key-web")).is_ok());
+        assert!(check(Some(&a), &headers("authorization", "bearer  key-batch ")).is_ok());
+        assert!(check(Some(&a), &headers("x-api-key", "key-batch")).is_ok());
     }
 
     #[test]
     fn wrong_missing_or_prefix_keys_refused() {
         let a = auth();
-        let e = check(Some(&a), &HeaderMap::new(), ApiShape::OpenAi).err();
+        let e = check(Some(&a), &HeaderMap::new()).err();
         assert_eq!(
-            e.map(|e| (e.status, e.code)),
+            e.map(|e| (e.status(), e.reason())),
             Some((StatusCode::UNAUTHORIZED, "missing_api_key"))
         );
         for (name, value) in [
@@ -144,13 +122,38 @@ mod tests {
             ("authorization", "Basic a2V5LXdlYg=="),
             ("x-api-key", "nope"),
         ] {
-            let e = check(Some(&a), &headers(name, value), ApiShape::OpenAi).err();
+            let e = check(Some(&a), &headers(name, value)).err();
             assert_eq!(
-                e.map(|e| e.status),
+                e.map(|e| e.status()),
                 Some(StatusCode::UNAUTHORIZED),
                 "{name}: {value}"
             );
         }
+    }
+
+    #[test]
+    fn two_keys_of_one_style_are_refused_even_when_one_is_valid() {
+        let a = auth();
+        for name in ["authorization", "x-api-key"] {
+            let mut h = HeaderMap::new();
+            let good = if name == "authorization" {
+                "Bearer key-web"
+            } else {
+                "key-web"
+            };
+            h.append(name, HeaderValue::from_static(good));
+            h.append(name, HeaderValue::from_static("other"));
+            let e = check(Some(&a), &h).err();
+            assert_eq!(
+                e.map(|e| (e.status(), e.reason())),
+                Some((StatusCode::BAD_REQUEST, "duplicate_credentials")),
+                "{name}"
+            );
+        }
+        // One of each style is not a duplicate: the Bearer token wins, as documented.
+        let mut h = headers("authorization", "Bearer key-web");
+        h.insert("x-api-key", HeaderValue::from_static("nope"));
+        assert!(check(Some(&a), &h).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Sleep;
 
 use crate::access_log::AccessRecord;
+use crate::error::EdgeError;
 use crate::listener::InFlight;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,6 +26,11 @@ pin_project_lite::pin_project! {
         deadline: Option<Sleep>,
         record: AccessRecord,
         in_flight: Option<InFlight>,
+        // A stream's last event when the deadline ends it (see `with_timeout_event`).
+        timeout_event: Option<Bytes>,
+        // Whether what was sent so far ends between two events.
+        at_boundary: bool,
+        done: bool,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -47,7 +53,20 @@ impl ResponseBody {
             deadline,
             record,
             in_flight: Some(in_flight),
+            timeout_event: None,
+            at_boundary: true,
+            done: false,
         }
+    }
+
+    /// End an event stream cut by the deadline with `event` (the API's error event) and a
+    /// clean end of stream, instead of a reset the client cannot tell from a network fault.
+    /// Not for a body of declared length, which must not grow.
+    pub(crate) fn with_timeout_event(mut self, event: Bytes) -> Self {
+        if self.inner.size_hint().exact().is_none() {
+            self.timeout_event = Some(event);
+        }
+        self
     }
 
     pub(crate) fn full(bytes: Bytes) -> Inner {
@@ -57,33 +76,58 @@ impl ResponseBody {
     }
 }
 
-/// Read a (size-limited) request body whole, for the input filters: over the limit is 413,
-/// a client that stops sending mid-body is 400.
-pub(crate) async fn read_request(
-    body: Inner,
+/// The client's request body, cut at `max_body`, its errors marked as the client's: an
+/// error reading it (over the limit, broken chunked framing, an h2 stream reset) then
+/// reaches the client as 413 or 400 even when it surfaces as the egress request failing.
+pub(crate) fn limited_request(body: plano_common::listen::RequestBody, max_body: usize) -> Inner {
+    http_body_util::Limited::new(body, max_body)
+        .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
+        .boxed_unsync()
+}
+
+/// An error reading the client's request body.
+#[derive(Debug)]
+pub(crate) struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body could not be read: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// When `e` (or one of its sources) is the client's body failing: 413 over the limit,
+/// else 400.
+pub(crate) fn client_body_error(
+    e: &(dyn std::error::Error + 'static),
     max_body: usize,
-    shape: plano_common::errors::ApiShape,
-) -> Result<Bytes, plano_common::errors::ApiError> {
-    use plano_common::errors::ApiError;
+) -> Option<EdgeError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(ClientBodyError(inner)) = err.downcast_ref::<ClientBodyError>() {
+            return Some(if inner.is::<http_body_util::LengthLimitError>() {
+                EdgeError::BodyTooLarge { limit: max_body }
+            } else {
+                EdgeError::BadBody(plano_common::errors::error_chain(&**inner))
+            });
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Read a (size-limited, [`limited_request`]) request body whole, for the input filters
+/// and the edge's own routing: over the limit is 413, a body that breaks off is 400.
+pub(crate) async fn read_request(body: Inner, max_body: usize) -> Result<Bytes, EdgeError> {
     match body.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than the limit of {max_body} bytes"),
-            )
-            .with_shape(shape))
-        }
-        Err(e) => Err(ApiError::new(
-            http::StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("the request body could not be read: {e}"),
-        )
-        .with_shape(shape)),
+        Err(e) => Err(client_body_error(&*e, max_body)
+            .unwrap_or_else(|| EdgeError::BadBody(plano_common::errors::error_chain(&*e)))),
     }
 }
 
@@ -100,17 +144,19 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        if let Some(deadline) = this.deadline.as_pin_mut()
-            && deadline.poll(cx).is_ready()
-        {
-            this.in_flight.take();
-            return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
+        if *this.done {
+            return Poll::Ready(None);
         }
+        // What the upstream has ready goes out first; the deadline cuts a body only while
+        // it waits (so an answer already complete is never lost to a deadline just passed).
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+                if let Some(data) = frame.data_ref()
+                    && !data.is_empty()
+                {
                     this.record.bytes_out += data.len() as u64;
+                    *this.at_boundary = data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n");
                 }
             }
             Poll::Ready(None) => {
@@ -121,13 +167,34 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Err(_))) => {
                 this.in_flight.take();
             }
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Some(deadline) = this.deadline.as_pin_mut()
+                    && deadline.poll(cx).is_ready()
+                {
+                    this.in_flight.take();
+                    this.record.error = "timeout";
+                    let Some(event) = this.timeout_event.take() else {
+                        return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
+                    };
+                    *this.done = true;
+                    let event = if *this.at_boundary {
+                        event
+                    } else {
+                        // Close the event the upstream left half-sent, so ours parses.
+                        let mut b = bytes::BytesMut::from(&b"\n\n"[..]);
+                        b.extend_from_slice(&event);
+                        b.freeze()
+                    };
+                    this.record.bytes_out += event.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(event))));
+                }
+            }
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -9,8 +9,10 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use plano_common::errors::ApiError;
+use plano_common::errors::{ApiShape, error_chain};
 use serde_json::Value;
+
+use crate::error::EdgeError;
 
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::forward::Client;
@@ -23,19 +25,25 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// the edge key).
 const CARRIED: &[&str] = &["authorization", "x-api-key", "traceparent", "tracestate"];
 
-/// Clients for calls with their own connect timeout (prompt-target endpoints), one per
-/// distinct timeout, each pooling its connections.
+type ClientKey = (Duration, Option<std::path::PathBuf>);
+
+/// Clients for calls with their own settings (prompt-target endpoints: their connect
+/// timeout, and the CA path of the config in force), one per distinct setting, each
+/// pooling its connections.
 #[derive(Default)]
-pub struct ClientCache(std::sync::Mutex<std::collections::HashMap<Duration, Client>>);
+pub struct ClientCache(std::sync::Mutex<std::collections::HashMap<ClientKey, Client>>);
 
 impl ClientCache {
-    pub(crate) fn get(&self, connect_timeout: Duration) -> Result<Client, rustls::Error> {
+    pub(crate) fn get(
+        &self,
+        builder: &plano_common::http_client::HttpClientBuilder,
+    ) -> Result<Client, plano_common::http_client::ClientSetupError> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(&connect_timeout) {
+        if let Some(c) = map.get(&builder.key()) {
             return Ok(c.clone());
         }
-        let c = crate::forward::client(connect_timeout)?;
-        map.insert(connect_timeout, c.clone());
+        let c = crate::forward::client(builder)?;
+        map.insert(builder.key(), c.clone());
         Ok(c)
     }
 }
@@ -130,19 +138,13 @@ pub(crate) async fn read_body(
 }
 
 /// The client's request body as a JSON object (400 when it is not one).
-pub(crate) fn parse_request_json(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+pub(crate) fn parse_request_json(
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, Value>, EdgeError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the request body is not valid JSON: {e}"),
-        )),
+        Ok(_) => Err(EdgeError::NotAnObject),
+        Err(e) => Err(EdgeError::InvalidJson(e.to_string())),
     }
 }
 
@@ -169,21 +171,9 @@ pub(crate) fn json_response(
     res
 }
 
-/// An error answer in the client's shape.
-pub(crate) fn error_response(e: &ApiError) -> Response<Inner> {
-    json_response(e.status, e.body(), "application/json")
-}
-
-/// `e` and its sources, so "connection refused" is not lost behind "client error".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
+/// An error answer for a chat completions client (the routed listeners' only API).
+pub(crate) fn error_response(e: &EdgeError) -> Response<Inner> {
+    json_response(e.status(), e.body(ApiShape::OpenAi), "application/json")
 }
 
 /// The text of a chat message's `content` (a string, or the text parts of an array).

@@ -7,18 +7,14 @@
 //! `x-forwarded-for` / `x-forwarded-proto` tell the egress who the client was.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use plano_common::http_client::{ClientSetupError, HttpClientBuilder, HttpsClient};
 
 use crate::body::Inner;
 
-pub(crate) type Client = HyperClient<HttpsConnector<HttpConnector>, Inner>;
+pub(crate) type Client = HttpsClient<Inner>;
 
 /// Route templates the edge forwards to the egress (also the metric `route` labels).
 pub(crate) const ROUTES: &[&str] = &[
@@ -36,21 +32,10 @@ pub(crate) fn route_for(path: &str) -> Option<&'static str> {
     })
 }
 
-/// One pooled client for every request to the egress (HTTP, or HTTPS with web roots).
-pub(crate) fn client(connect_timeout: Duration) -> Result<Client, rustls::Error> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(crate::tls::provider())?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector))
+/// The pooled client for the edge's calls (egress, agents, endpoints): the common
+/// builder's (`plano_common::http_client`), so `overrides.upstream_tls_ca_path` applies.
+pub(crate) fn client(builder: &HttpClientBuilder) -> Result<Client, ClientSetupError> {
+    builder.build()
 }
 
 /// Who the client was, for the forwarding headers.

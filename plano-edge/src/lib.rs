@@ -8,6 +8,7 @@ mod agents;
 mod auth;
 mod body;
 mod calls;
+mod error;
 mod forward;
 mod listener;
 mod llm;
@@ -48,8 +49,10 @@ pub struct EdgeServer {
 pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ctx.current_config();
-    let client = forward::client(config.overrides.upstream_connect_timeout)
-        .context("egress client TLS setup")?;
+    // One builder for the edge's outbound calls (egress, agents, filters; endpoints use
+    // it with their own connect timeout): `overrides.upstream_tls_ca_path` applies to all.
+    let builder = plano_common::http_client::HttpClientBuilder::from_config(&config);
+    let client = forward::client(&builder).context("outbound HTTP client")?;
     let egress = watch_peer(
         "egress",
         config.egress.health.as_str(),
@@ -60,9 +63,8 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     for l in config.inbound_listeners() {
         bound.push(bind_listener(l, ctx).await?);
     }
-    let filters = Arc::new(plano_common::filters::FilterRunner::new(
-        config.overrides.upstream_connect_timeout,
-    ));
+    let filters =
+        Arc::new(plano_common::filters::FilterRunner::new(&builder).context("filter HTTP client")?);
     let edge = Arc::new(Edge {
         config: ArcSwap::new(config),
         client,
@@ -107,6 +109,24 @@ async fn bind_listener(l: &Listener, ctx: &Context) -> anyhow::Result<Bound> {
         tls,
         opts: plano_common::listen::ListenOptions::new("edge", l),
     })
+}
+
+/// How often a new, not yet served `egress.url` is checked again.
+const EGRESS_URL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the egress reports serving the port of `config.egress.url`.
+async fn egress_serves(config: &plano_config::Config) -> bool {
+    let Some(port) = config.egress.url.port_or_known_default() else {
+        return false;
+    };
+    let service = plano_common::health::model_listener_service(port);
+    match plano_common::peer::check_service(config.egress.health.as_str(), &service).await {
+        Ok(serving) => serving,
+        Err(e) => {
+            tracing::debug!(error = %e, "egress health check of the new egress.url failed");
+            false
+        }
+    }
 }
 
 /// A listener being served: where it was configured, how to stop it, its TLS.
@@ -181,26 +201,53 @@ async fn follow_egress(ctx: Context, mut egress: watch::Receiver<PeerStatus>) {
     }
 }
 
-/// New configs: auth keys, timeouts, limits and the egress URL apply to new requests at
-/// once; static certificates are re-read; listeners added, removed or moved are bound or
-/// drained without touching the others (a new address that cannot be bound is logged and
-/// the listener keeps its old one). The egress health URL is fixed at start (logged).
+/// New configs: auth keys, timeouts and limits apply to new requests at once; static
+/// certificates are re-read; listeners added, removed or moved are bound or drained without
+/// touching the others (a new address that cannot be bound is logged and the listener keeps
+/// its old one). A new `egress.url` is followed only once the egress's health says it
+/// serves that port (`plano.egress.listener.<port>`): until then, and if it never does
+/// (the egress could not bind it and kept its old one), requests keep going to the old
+/// URL. The egress health URL is fixed at start (logged).
 async fn follow_reloads(
     mut ctx: Context,
     edge: Arc<Edge>,
     tasks: TaskTracker,
     mut running: HashMap<String, Running>,
 ) {
+    // A new egress URL not yet confirmed by the egress's health.
+    let mut pending: Option<url::Url> = None;
+    let mut recheck = tokio::time::interval(EGRESS_URL_RECHECK);
     loop {
         tokio::select! {
             _ = ctx.shutdown.requested() => return,
             changed = ctx.config.changed() => if changed.is_err() { return },
+            _ = recheck.tick(), if pending.is_some() => {
+                let config = ctx.current_config();
+                if pending.as_ref() != Some(&config.egress.url) {
+                    pending = None;
+                } else if egress_serves(&config).await {
+                    tracing::info!(url = %config.egress.url, "the egress serves its new address; following it");
+                    pending = None;
+                    edge.config.store(config);
+                }
+                continue;
+            }
         }
         let config = ctx.current_config();
         if edge.config.load().egress.health != config.egress.health {
             tracing::warn!("`egress.health` changed; it takes effect after a restart");
         }
-        edge.config.store(config.clone());
+        let followed = edge.config.load().egress.url.clone();
+        pending = None;
+        if config.egress.url == followed || egress_serves(&config).await {
+            edge.config.store(config.clone());
+        } else {
+            tracing::warn!(from = %followed, to = %config.egress.url, "the egress does not (yet) serve the new `egress.url`; requests keep going to the old one until it does");
+            pending = Some(config.egress.url.clone());
+            let mut kept = (*config).clone();
+            kept.egress.url = followed;
+            edge.config.store(Arc::new(kept));
+        }
         // Removed listeners drain.
         running.retain(|name, r| {
             let keep = config.inbound_listeners().any(|l| &l.name == name);

@@ -7,7 +7,9 @@
 //!    Missing required ones: the model is asked for a clarifying question (a synthesized
 //!    question naming them when that call fails). Arguments the model got wrong: 502.
 //! 4. The endpoint is called (`endpoints` table, `{name}` path parameters, GET query or POST
-//!    JSON, `http_headers`, the endpoint's timeouts). Non-2xx: 502 naming target and status.
+//!    JSON, `http_headers`, the endpoint's timeouts). A 4xx keeps its status, a 5xx is
+//!    502, a timeout 504; the error names target, endpoint, path and status, with the
+//!    start of the endpoint's body (`error.rs`).
 //! 5. `auto_llm_dispatch_on_response` (default true): a second LLM call answers from the
 //!    result with the target's or the global `system_prompt`, streamed as the client asked;
 //!    otherwise the endpoint's answer is the assistant message.
@@ -17,12 +19,12 @@ mod endpoint;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use plano_common::errors::ApiError;
 use plano_config::{HttpMethod, PromptTarget};
 use serde_json::{Map, Value, json};
 
 use crate::body::Inner;
 use crate::calls;
+use crate::error::EdgeError;
 use crate::llm::{LlmError, first_message};
 use crate::route::{RouteCtx, Routed};
 
@@ -55,17 +57,10 @@ enum Plan<'a> {
     OwnAnswer(Value),
 }
 
-async fn run(ctx: &RouteCtx<'_>) -> Result<Routed, ApiError> {
+async fn run(ctx: &RouteCtx<'_>) -> Result<Routed, EdgeError> {
     let status = ctx.edge.egress.borrow().clone();
     if !status.up {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "egress_unavailable",
-            format!(
-                "the model egress is not available ({}); try again shortly",
-                status.detail
-            ),
-        ));
+        return Err(EdgeError::EgressUnavailable(status.detail));
     }
     let targets = &ctx.config.prompt_targets;
     let body = function_calling_request(
@@ -77,7 +72,7 @@ async fn run(ctx: &RouteCtx<'_>) -> Result<Routed, ApiError> {
         .llm()
         .complete(&body, ctx.remaining())
         .await
-        .map_err(|e| llm_error("the function-calling call", &e))?;
+        .map_err(|e| llm_error("the function-calling call", e))?;
     match plan(targets, completion)? {
         Plan::OwnAnswer(completion) => Ok(Routed {
             response: own_answer(ctx, completion),
@@ -102,7 +97,7 @@ async fn call_target(
     ctx: &RouteCtx<'_>,
     target: &PromptTarget,
     args: Map<String, Value>,
-) -> Result<Routed, ApiError> {
+) -> Result<Routed, EdgeError> {
     let answer = endpoint::call(ctx, target, args.clone()).await?;
     let routed = if target.auto_llm_dispatch_on_response {
         dispatch(ctx, target, &args, &answer).await?
@@ -125,12 +120,8 @@ fn tagged(mut routed: Routed, target: &PromptTarget) -> Routed {
     routed
 }
 
-fn llm_error(what: &str, e: &LlmError) -> ApiError {
-    ApiError::new(
-        e.client_status(),
-        "llm_error",
-        format!("{what} failed: {e}"),
-    )
+fn llm_error(what: &'static str, err: LlmError) -> EdgeError {
+    EdgeError::Llm { what, err }
 }
 
 /// The configured system prompt first (when there is one), then the client's messages.
@@ -190,7 +181,7 @@ pub(crate) fn function_calling_request(
 /// Read the function-calling answer. The first tool call counts (a prompt targets one
 /// endpoint per turn); a call to an unknown target or with arguments that do not fit is
 /// the model's mistake, answered with 502 so the client can retry.
-fn plan(targets: &[PromptTarget], completion: Value) -> Result<Plan<'_>, ApiError> {
+fn plan(targets: &[PromptTarget], completion: Value) -> Result<Plan<'_>, EdgeError> {
     let call = first_message(&completion)
         .get("tool_calls")
         .and_then(Value::as_array)
@@ -205,31 +196,23 @@ fn plan(targets: &[PromptTarget], completion: Value) -> Result<Plan<'_>, ApiErro
     };
     let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
     let Some(target) = targets.iter().find(|t| t.name == name) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "invalid_tool_call",
-            format!(
-                "the model called `{name}`, which is not a prompt target (valid: {})",
-                targets
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
+        return Err(EdgeError::InvalidToolCall {
+            name: name.chars().take(128).collect(),
+            valid: targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
     };
     let raw = call.get("arguments").cloned().unwrap_or(Value::Null);
     match validate(target, &raw) {
         Ok(args) => Ok(Plan::Call { target, args }),
         Err(ArgError::Missing(missing)) => Ok(Plan::Clarify { target, missing }),
-        Err(ArgError::Invalid(why)) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "invalid_tool_arguments",
-            format!(
-                "the model's arguments for prompt target `{}` are invalid: {why}",
-                target.name
-            ),
-        )),
+        Err(ArgError::Invalid(why)) => Err(EdgeError::InvalidToolArguments {
+            target: target.name.clone(),
+            why,
+        }),
     }
 }
 
@@ -248,7 +231,7 @@ async fn dispatch(
     target: &PromptTarget,
     args: &Map<String, Value>,
     answer: &str,
-) -> Result<Routed, ApiError> {
+) -> Result<Routed, EdgeError> {
     let system = target
         .system_prompt
         .as_deref()
@@ -267,7 +250,7 @@ async fn dispatch(
         .llm()
         .open(&body, ctx.remaining())
         .await
-        .map_err(|e| llm_error("the answer call", &e))?;
+        .map_err(|e| llm_error("the answer call", e))?;
     // Whatever the egress answered (stream, completion or its error) goes to the client.
     Ok(Routed {
         response: calls::stream_body(res),
@@ -457,9 +440,12 @@ mod tests {
             matches!(plan(&ts, tool_call("weather", "{}")), Ok(Plan::Clarify { missing, .. }) if missing == ["city"])
         );
         let e = plan(&ts, tool_call("weather", "{not json")).err().unwrap();
-        assert_eq!((e.status.as_u16(), e.code), (502, "invalid_tool_arguments"));
+        assert_eq!(
+            (e.status().as_u16(), e.reason()),
+            (502, "invalid_tool_arguments")
+        );
         let e = plan(&ts, tool_call("hotels", "{}")).err().unwrap();
-        assert_eq!(e.code, "invalid_tool_call");
+        assert_eq!(e.reason(), "invalid_tool_call");
         let own = completion(json!({"role": "assistant", "content": "hello"}));
         assert!(
             matches!(plan(&ts, own.clone()), Ok(Plan::Default(target)) if target.name == "fallback")

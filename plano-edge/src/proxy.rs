@@ -1,9 +1,11 @@
 //! The ingress request path, one function, phases in order:
 //!
-//! 1. route: only the chat APIs are forwarded (`forward::ROUTES`); anything else is 404;
-//! 2. limits: a declared body over the listener's `max_body_bytes` is 413 at once, and the
-//!    streamed body is cut at that size;
-//! 3. auth: `auth.api_keys` (401), then the client's key is removed;
+//! 1. auth: `auth.api_keys` (401; two keys of one style 400) — first, so a client without
+//!    a key learns nothing, not even which paths exist;
+//! 2. route: only the chat APIs are forwarded (`forward::ROUTES`); anything else is 404;
+//! 3. limits: a declared body over the listener's `max_body_bytes` is 413 at once, and the
+//!    streamed body is cut at that size (413 too; broken framing 400); a chat `POST` whose
+//!    content type cannot carry JSON is 415; then the client's key is removed;
 //! 4. input filters: with `input_filters` on the listener, a POST body is read whole
 //!    (still within `max_body_bytes`), run through the chain (`plano_common::filters`) and
 //!    forwarded with its new length; a block or a closed failure answers here. Without
@@ -24,9 +26,9 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
-use plano_common::errors::{ApiError, ApiShape};
+use plano_common::errors::ApiShape;
 use plano_common::filters::{FilterCtx, FilterRunner};
 use plano_common::peer::PeerStatus;
 use plano_config::{Config, Listener};
@@ -34,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::access_log::AccessRecord;
 use crate::body::{BoxError, Inner, ResponseBody};
+use crate::error::EdgeError;
 use crate::forward::{self, ClientInfo};
 use crate::listener::InFlight;
 use crate::{agents, calls, prompt_targets, route};
@@ -76,8 +79,9 @@ pub(crate) async fn handle(
         request_id: request_id.to_str().unwrap_or("-").to_string(),
         listener: info.name.clone(),
         method: req.method().clone(),
-        path: path.clone(),
+        path: crate::access_log::bounded_path(&path).into_owned(),
         route: route.unwrap_or("other"),
+        error: "-",
         status: 0,
         bytes_out: 0,
         started: std::time::Instant::now(),
@@ -91,50 +95,45 @@ pub(crate) async fn handle(
         output_filters,
     } = Settings::of(listener(&config, &info.name), req.method());
 
-    // 1. route
-    if route.is_none() {
-        let e = ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {} {path}", req.method()),
-        )
-        .with_shape(shape);
-        return local(e, record, &request_id, in_flight);
+    // 1. auth: first, so a client without a valid key learns nothing, not even which
+    //    paths exist (401 before 404).
+    let client_auth = || listener(&config, &info.name).and_then(|l| l.auth.as_ref());
+    if let Err(e) = auth::check(client_auth(), req.headers()) {
+        return local(e, shape, record, &request_id, in_flight);
     }
-    // 2. limits
+    // 2. route
+    let Some(route_template) = route else {
+        let e = EdgeError::NoRoute {
+            method: req.method().clone(),
+            path: crate::access_log::bounded_path(&path).into_owned(),
+        };
+        return local(e, shape, record, &request_id, in_flight);
+    };
+    // 3. limits and content type
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > max_body) {
-        let e = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than the limit of {max_body} bytes"),
-        )
-        .with_shape(shape);
-        return local(e, record, &request_id, in_flight);
+        let e = EdgeError::BodyTooLarge { limit: max_body };
+        return local(e, shape, record, &request_id, in_flight);
     }
-    // 3. auth
-    let client_auth = || listener(&config, &info.name).and_then(|l| l.auth.as_ref());
-    if let Err(e) = auth::check(client_auth(), req.headers(), shape) {
-        return local(e, record, &request_id, in_flight);
+    if let Err(e) = check_content_type(req.method(), route_template, req.headers()) {
+        return local(e, shape, record, &request_id, in_flight);
     }
     let (mut parts, body) = req.into_parts();
     if client_auth().is_some() {
         auth::strip(&mut parts.headers);
     }
-    let body: Inner = http_body_util::Limited::new(body, max_body)
-        .map_err(|e| -> BoxError { e })
-        .boxed_unsync();
+    let body: Inner = crate::body::limited_request(body, max_body);
     // 4. input filters
     let body = if input_filters.is_empty() {
         body
     } else {
-        let bytes = match crate::body::read_request(body, max_body, shape).await {
+        let bytes = match crate::body::read_request(body, max_body).await {
             Ok(b) => b,
-            Err(e) => return local(e, record, &request_id, in_flight),
+            Err(e) => return local(e, shape, record, &request_id, in_flight),
         };
         let ctx = FilterCtx {
             path: &path,
@@ -153,11 +152,12 @@ pub(crate) async fn handle(
             }
             Ok(Err(e)) => {
                 record.upstream = "filter";
-                return local(e.to_api_error(shape), record, &request_id, in_flight);
+                let e = EdgeError::Filter(e.to_api_error(shape));
+                return local(e, shape, record, &request_id, in_flight);
             }
             Err(_) => {
-                let e = listener_timeout(timeout, "the input filters").with_shape(shape);
-                return local(e, record, &request_id, in_flight);
+                let e = listener_timeout(timeout, "the input filters");
+                return local(e, shape, record, &request_id, in_flight);
             }
         }
     };
@@ -181,8 +181,7 @@ pub(crate) async fn handle(
         .and_then(|(l, route)| route::owner(l, &config, route));
     if let Some(owner) = owner {
         let remaining = timeout.saturating_sub(started.elapsed());
-        let read =
-            tokio::time::timeout(remaining, crate::body::read_request(body, max_body, shape));
+        let read = tokio::time::timeout(remaining, crate::body::read_request(body, max_body));
         let parsed = match read.await {
             Ok(Ok(bytes)) => calls::parse_request_json(&bytes),
             Ok(Err(e)) => Err(e),
@@ -190,10 +189,16 @@ pub(crate) async fn handle(
         };
         let body = match parsed {
             Ok(b) => b,
-            Err(e) => return local(e.with_shape(shape), record, &request_id, in_flight),
+            Err(e) => return local(e, shape, record, &request_id, in_flight),
         };
         let Some(l) = listener(&config, &info.name) else {
-            return local(listener_gone(), record, &request_id, in_flight);
+            return local(
+                EdgeError::ListenerRemoved,
+                shape,
+                record,
+                &request_id,
+                in_flight,
+            );
         };
         let ctx = route::RouteCtx {
             edge: &edge,
@@ -225,16 +230,8 @@ pub(crate) async fn handle(
     // 6. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
-        let e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "egress_unavailable",
-            format!(
-                "the model egress is not available ({}); try again shortly",
-                status.detail
-            ),
-        )
-        .with_shape(shape);
-        return local(e, record, &request_id, in_flight);
+        let e = EdgeError::EgressUnavailable(status.detail);
+        return local(e, shape, record, &request_id, in_flight);
     }
     // 7. forward
     let upstream = match forward::upstream_request(
@@ -245,13 +242,8 @@ pub(crate) async fn handle(
     ) {
         Ok(r) => r,
         Err(e) => {
-            let e = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("cannot forward this request: {e}"),
-            )
-            .with_shape(shape);
-            return local(e, record, &request_id, in_flight);
+            let e = EdgeError::CannotForward(e.to_string());
+            return local(e, shape, record, &request_id, in_flight);
         }
     };
     record.upstream = "egress";
@@ -259,18 +251,24 @@ pub(crate) async fn handle(
     let res = match tokio::time::timeout(remaining, edge.client.request(upstream)).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
-            tracing::warn!(listener = %info.name, error = %e, "egress request failed");
-            let e = ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "egress_unreachable",
-                "the model egress could not be reached",
-            )
-            .with_shape(shape);
-            return local(e, record, &request_id, in_flight);
+            // The client's own body failing (over the limit, broken framing) is the
+            // client's error, not the egress's.
+            if let Some(client) = crate::body::client_body_error(&e, max_body) {
+                return local(client, shape, record, &request_id, in_flight);
+            }
+            let chain = plano_common::errors::error_chain(&e);
+            tracing::warn!(listener = %info.name, error = %chain, "egress request failed");
+            return local(
+                EdgeError::EgressUnreachable,
+                shape,
+                record,
+                &request_id,
+                in_flight,
+            );
         }
         Err(_) => {
-            let e = listener_timeout(timeout, "the model egress").with_shape(shape);
-            return local(e, record, &request_id, in_flight);
+            let e = listener_timeout(timeout, "the model egress");
+            return local(e, shape, record, &request_id, in_flight);
         }
     };
     // 8. respond
@@ -324,28 +322,28 @@ impl Finish {
                 .await
             {
                 Ok(Ok(b)) => b,
-                Ok(Err(e)) => return local(e, record, &request_id, in_flight),
+                Ok(Err(e)) => {
+                    return local(EdgeError::Filter(e), shape, record, &request_id, in_flight);
+                }
                 Err(_) => {
-                    let e = listener_timeout(timeout, "the output filters").with_shape(shape);
-                    return local(e, record, &request_id, in_flight);
+                    let e = listener_timeout(timeout, "the output filters");
+                    return local(e, shape, record, &request_id, in_flight);
                 }
             };
         }
         let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
-        Response::from_parts(
-            parts,
-            ResponseBody::new(body, Some(deadline), record, in_flight),
-        )
+        let streaming = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        let route = record.route;
+        let mut body = ResponseBody::new(body, Some(deadline), record, in_flight);
+        if streaming {
+            body = body.with_timeout_event(crate::error::stream_timeout_event(route, timeout));
+        }
+        Response::from_parts(parts, body)
     }
-}
-
-/// A reload removed the listener while its request was being read.
-fn listener_gone() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "listener_removed",
-        "this listener was removed by a configuration reload",
-    )
 }
 
 fn listener<'c>(config: &'c Config, name: &str) -> Option<&'c Listener> {
@@ -391,25 +389,61 @@ impl Settings {
     }
 }
 
-fn listener_timeout(timeout: std::time::Duration, waiting_on: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-        format!("no answer from {waiting_on} within the listener timeout of {timeout:?}"),
-    )
+fn listener_timeout(limit: std::time::Duration, waiting_on: &'static str) -> EdgeError {
+    EdgeError::Timeout { waiting_on, limit }
+}
+
+/// `POST` bodies of the chat APIs are JSON. A content type that cannot carry JSON (a form
+/// upload, XML, media) is refused with 415 instead of failing later as "invalid JSON".
+/// No content type, `application/json`, any `+json`, `text/plain`, and
+/// `application/x-www-form-urlencoded` (what `curl -d` sends unless told otherwise) pass:
+/// clients in the wild send those with JSON bodies.
+fn check_content_type(
+    method: &http::Method,
+    route: &str,
+    headers: &http::HeaderMap,
+) -> Result<(), EdgeError> {
+    if method != http::Method::POST || route == "/v1/models" {
+        return Ok(());
+    }
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (kind, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
+    let refused = matches!(
+        kind,
+        "multipart" | "image" | "audio" | "video" | "font" | "model"
+    ) || matches!(
+        essence.as_str(),
+        "application/xml" | "text/xml" | "text/html"
+    ) || (kind == "application" && sub.ends_with("+xml"));
+    if refused {
+        let shown: String = text.chars().take(64).collect();
+        return Err(EdgeError::UnsupportedMediaType(shown));
+    }
+    Ok(())
 }
 
 /// An answer the edge gives itself (error bodies in the client's API shape).
 fn local(
-    err: ApiError,
+    err: EdgeError,
+    shape: ApiShape,
     mut record: AccessRecord,
     request_id: &HeaderValue,
     in_flight: InFlight,
 ) -> Response<ResponseBody> {
-    let status = err.status;
+    let status = err.status();
     record.status = status.as_u16();
+    record.error = err.reason();
     let mut res = Response::new(ResponseBody::new(
-        ResponseBody::full(err.body()),
+        ResponseBody::full(err.body(shape)),
         None,
         record,
         in_flight,

@@ -123,6 +123,10 @@ fn spawn_listener(
         .map(|l| ListenOptions::new("egress", l))
         .context("the config has no model listener")?;
     let until = stop.clone();
+    // The edge follows a moved listener only once this says the port is served.
+    let listener_service = plano_common::health::model_listener_service(addr.port());
+    let health = ctx.health.clone();
+    health.set(&listener_service, true);
     servers.spawn(async move {
         tracing::info!(%addr, max_connections = opts.max_connections, "model listener serving");
         let handler = move |req: http::Request<listen::RequestBody>, _peer| {
@@ -135,6 +139,7 @@ fn spawn_listener(
             }
         };
         listen::serve(listener, opts, Plain, until, handler).await;
+        health.set(&listener_service, false);
         tracing::info!(%addr, "model listener closed");
     });
     Ok((addr, stop))

@@ -49,7 +49,9 @@ pub struct AppState {
 impl AppState {
     pub async fn new(config: Arc<Config>, health: HealthRegistry) -> anyhow::Result<Self> {
         let circuits = Circuits::new(health);
-        let connect_timeout = config.overrides.upstream_connect_timeout;
+        let filters = Arc::new(FilterRunner::new(
+            &plano_common::http_client::HttpClientBuilder::from_config(&config),
+        )?);
         for p in &config.providers {
             circuits.register(&p.name);
         }
@@ -69,7 +71,7 @@ impl AppState {
             runtime: ArcSwap::from_pointee(runtime),
             circuits,
             conversations: Arc::new(Conversations::default()),
-            filters: Arc::new(FilterRunner::new(connect_timeout)),
+            filters,
             routing: std::sync::Mutex::new(None),
         })
     }

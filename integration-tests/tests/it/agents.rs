@@ -72,6 +72,22 @@ listeners:
     agents:
       - id: weather_agent
         input_filters: [scrub]
+  - type: agent
+    name: fallbacks
+    port: 10005
+    agents:
+      - id: flight_agent
+        description: searches and books flights
+      - id: weather_agent
+        description: answers questions about weather forecasts
+        default: true
+  - type: agent
+    name: hurried
+    port: 10006
+    timeout: 2s
+    agents:
+      - id: flight_agent
+        description: flights
 overrides:
   agent_orchestration_model: openai/gpt-4o
 "#;
@@ -277,6 +293,9 @@ async fn the_orchestration_model_chooses_the_agent() {
 async fn a_garbage_or_failed_choice_falls_back_to_the_default_agent() {
     let s = stack().await;
     let c = http_client();
+    // The counter is process-wide; `fallbacks` is this test's own listener, so the change
+    // across it is exactly this test's three fallbacks.
+    let before = selections(&s.edge, "fallbacks", "weather_agent", "default");
     // Prose, an id that is not listed, and a failed call (400 is not retried by the egress).
     for reply in [
         choice("I would pick the hotel specialist"),
@@ -285,7 +304,7 @@ async fn a_garbage_or_failed_choice_falls_back_to_the_default_agent() {
     ] {
         s.llm.push(reply);
         let r = c
-            .post(s.url("travel"))
+            .post(s.url("fallbacks"))
             .json(&chat("fly me to the moon", false))
             .send()
             .await
@@ -302,7 +321,10 @@ async fn a_garbage_or_failed_choice_falls_back_to_the_default_agent() {
     }
     assert_eq!(s.weather.seen().len(), 3);
     assert!(s.flights.seen().is_empty());
-    assert!(selections(&s.edge, "travel", "weather_agent", "default") >= 3.0);
+    assert_eq!(
+        selections(&s.edge, "fallbacks", "weather_agent", "default"),
+        before + 3.0
+    );
 
     // Without a `default: true` agent, the first listed one.
     s.llm.push(choice("no idea"));
@@ -353,6 +375,54 @@ async fn a_single_agent_needs_no_choice_and_a_dead_one_is_a_clear_502() {
             .contains("gone_agent"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn agent_errors_keep_a_4xx_and_are_502_or_504_otherwise() {
+    let s = stack().await;
+    let c = http_client();
+    for (code, expected) in [(404u16, 404u16), (400, 400), (500, 502)] {
+        s.flights.push(Canned::Json(
+            code,
+            json!({"error": {"message": "no such route"}}),
+        ));
+        let r = c
+            .post(s.url("solo"))
+            .json(&chat("anything", false))
+            .send()
+            .await
+            .unwrap();
+        let (status, agent, _, body) = answer(r).await;
+        assert_eq!(
+            (status, agent.as_str()),
+            (expected, "flight_agent"),
+            "agent {code}"
+        );
+        assert_eq!(body["error"]["code"], "agent_error");
+        let up = &body["error"]["upstream"];
+        assert_eq!(up["kind"], "agent");
+        assert_eq!(up["name"], "flight_agent");
+        assert_eq!(up["status"], code);
+        assert!(
+            up["body"].as_str().unwrap().contains("no such route"),
+            "{up}"
+        );
+    }
+
+    // An agent that does not answer within the listener timeout (2s): 504.
+    s.flights.push(Canned::Delayed(
+        Duration::from_secs(4),
+        Box::new(Canned::Json(200, json!({}))),
+    ));
+    let r = c
+        .post(s.url("hurried"))
+        .json(&chat("anything", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, _, body) = answer(r).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "agent_timeout");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod agents;
 mod apis;
 mod cli;
 mod edge;
+mod edge_requests;
 mod egress;
 mod filters;
 mod limits;

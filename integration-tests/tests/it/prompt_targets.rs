@@ -38,7 +38,7 @@ endpoints:
   app:
     endpoint: APP
     connect_timeout: 2s
-    timeout: 5s
+    timeout: 2s
 system_prompt: You are a helpful assistant.
 prompt_targets:
   - name: get_weather
@@ -307,14 +307,17 @@ async fn without_dispatch_the_endpoint_answer_is_the_assistant_message() {
 }
 
 #[tokio::test]
-async fn endpoint_errors_name_the_target_and_its_status() {
+async fn endpoint_errors_keep_a_4xx_and_are_502_or_504_otherwise() {
     let s = stack(false).await;
-    for code in [404u16, 500] {
-        s.app.push(Canned::Json(code, json!({"error": "nope"})));
+    for (code, expected) in [(404u16, 404u16), (422, 422), (500, 502), (503, 502)] {
+        s.app.push(Canned::Json(
+            code,
+            json!({"error": "no forecast for Paris"}),
+        ));
         s.llm
             .push(tool_call("get_weather", r#"{"city": "Paris", "days": 1}"#));
         let r = s.ask("weather in Paris", false).await;
-        assert_eq!(r.status(), 502);
+        assert_eq!(r.status(), expected, "endpoint {code}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "endpoint_error");
         let msg = body["error"]["message"].as_str().unwrap();
@@ -322,12 +325,39 @@ async fn endpoint_errors_name_the_target_and_its_status() {
             msg.contains("get_weather") && msg.contains(&code.to_string()),
             "{msg}"
         );
+        // Which endpoint, which path (the template, not the user's arguments), what it said.
+        let up = &body["error"]["upstream"];
+        assert_eq!(up["kind"], "endpoint");
+        assert_eq!(up["name"], "app");
+        assert_eq!(up["path"], "/weather/{city}");
+        assert_eq!(up["status"], code);
+        assert!(
+            up["body"]
+                .as_str()
+                .unwrap()
+                .contains("no forecast for Paris"),
+            "{up}"
+        );
     }
     assert_eq!(
         s.llm.requests().len(),
-        2,
+        4,
         "no answer call after a failed endpoint"
     );
+
+    // An endpoint slower than its `timeout` (2s): 504.
+    s.app.push(Canned::Delayed(
+        Duration::from_secs(4),
+        Box::new(Canned::Json(200, json!({"temp": 1}))),
+    ));
+    s.llm
+        .push(tool_call("get_weather", r#"{"city": "Oslo", "days": 1}"#));
+    let r = s.ask("weather in Oslo", false).await;
+    assert_eq!(r.status(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "endpoint_timeout");
+    assert_eq!(body["error"]["upstream"]["name"], "app");
+    assert!(body["error"]["upstream"].get("status").is_none());
 }
 
 #[tokio::test]

@@ -109,17 +109,7 @@ fn forwarded_headers(client: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// hyper's client error plus its causes (the cause says "connection refused").
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub(super) use crate::errors::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -225,7 +225,12 @@ mod tests {
     fn chain(path: &str) -> OutputChain {
         let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    access_key: k\n    default: true\n";
         OutputChain {
-            runner: Arc::new(FilterRunner::new(std::time::Duration::from_secs(1))),
+            runner: Arc::new(
+                FilterRunner::new(&crate::http_client::HttpClientBuilder::new(
+                    std::time::Duration::from_secs(1),
+                ))
+                .unwrap(),
+            ),
             config: Arc::new(plano_config::load_str(yaml, None, &|_| None).unwrap()),
             ids: Vec::new(),
             path: path.into(),

@@ -82,7 +82,10 @@ fn ids(list: &[&str]) -> Vec<String> {
 
 async fn run(ids_: &[&str], headers: &HeaderMap) -> (Result<Bytes, FilterError>, Seen) {
     let (addr, seen) = filter_server().await;
-    let runner = FilterRunner::new(Duration::from_secs(2));
+    let runner = FilterRunner::new(&crate::http_client::HttpClientBuilder::new(
+        Duration::from_secs(2),
+    ))
+    .unwrap();
     let rid = HeaderValue::from_static("rid-7");
     let ctx = FilterCtx {
         path: "/v1/chat/completions",
@@ -185,7 +188,10 @@ async fn a_slow_filter_times_out_as_504() {
 
 #[tokio::test]
 async fn unreachable_filter_fails_and_invalid_input_is_400() {
-    let runner = FilterRunner::new(Duration::from_secs(2));
+    let runner = FilterRunner::new(&crate::http_client::HttpClientBuilder::new(
+        Duration::from_secs(2),
+    ))
+    .unwrap();
     // A port that was just free: nothing listens there.
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -8,13 +8,13 @@
 //! `connect_timeout` and `timeout` (and what is left of the listener's).
 
 use bytes::Bytes;
+use http::Method;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, StatusCode};
-use plano_common::errors::ApiError;
 use plano_config::{HttpMethod, PromptTarget};
 use serde_json::{Map, Value};
 
 use crate::calls::{self, CallError};
+use crate::error::{EdgeError, Failure};
 use crate::route::RouteCtx;
 
 /// The endpoint's answer text (see `answer_text`), after a 2xx.
@@ -22,7 +22,7 @@ pub(crate) async fn call(
     ctx: &RouteCtx<'_>,
     target: &PromptTarget,
     mut args: Map<String, Value>,
-) -> Result<String, ApiError> {
+) -> Result<String, EdgeError> {
     let ep = &target.endpoint;
     let Some(endpoint) = ctx.config.endpoints.get(&ep.name) else {
         return Err(misconfigured(
@@ -77,8 +77,11 @@ pub(crate) async fn call(
     let client = ctx
         .edge
         .endpoint_clients
-        .get(endpoint.connect_timeout)
-        .map_err(|e| misconfigured(target, format!("TLS setup failed: {e}")))?;
+        .get(
+            &plano_common::http_client::HttpClientBuilder::new(endpoint.connect_timeout)
+                .ca_path(ctx.config.overrides.upstream_tls_ca_path.clone()),
+        )
+        .map_err(|e| misconfigured(target, format!("client setup failed: {e}")))?;
     let limit = endpoint.timeout.min(ctx.remaining());
     let started = tokio::time::Instant::now();
     let req = calls::build(method, &uri, headers, body).map_err(|e| call_error(target, &e))?;
@@ -91,14 +94,7 @@ pub(crate) async fn call(
         .map_err(|e| call_error(target, &e))?;
     if !status.is_success() {
         tracing::warn!(target = %target.name, endpoint = %ep.name, %status, "prompt target endpoint failed");
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "endpoint_error",
-            format!(
-                "prompt target `{}`: endpoint `{}` answered {status}",
-                target.name, ep.name
-            ),
-        ));
+        return Err(endpoint_error(target, Failure::status(status, &body)));
     }
     Ok(super::answer_text(&body))
 }
@@ -111,31 +107,26 @@ fn with_slash(path: &str) -> String {
     }
 }
 
-fn misconfigured(target: &PromptTarget, why: String) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "prompt_target_misconfigured",
-        format!("prompt target `{}`: {why}", target.name),
-    )
+fn misconfigured(target: &PromptTarget, why: String) -> EdgeError {
+    EdgeError::PromptTargetMisconfigured {
+        target: target.name.clone(),
+        why,
+    }
 }
 
-fn call_error(target: &PromptTarget, e: &CallError) -> ApiError {
-    let ep = &target.endpoint.name;
-    match e {
-        CallError::Timeout(d) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "endpoint_timeout",
-            format!(
-                "prompt target `{}`: endpoint `{ep}` did not answer within {d:?}",
-                target.name
-            ),
-        ),
-        other => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "endpoint_unreachable",
-            format!("prompt target `{}`: endpoint `{ep}`: {other}", target.name),
-        ),
+/// The endpoint's failure; its path is the configured template (arguments are the user's
+/// and stay out of error bodies).
+fn endpoint_error(target: &PromptTarget, failure: Failure) -> EdgeError {
+    EdgeError::Endpoint {
+        target: target.name.clone(),
+        endpoint: target.endpoint.name.clone(),
+        path: target.endpoint.path.clone(),
+        failure,
     }
+}
+
+fn call_error(target: &PromptTarget, e: &CallError) -> EdgeError {
+    endpoint_error(target, Failure::from(e))
 }
 
 /// Replace each `{name}` in `path` with the percent-encoded argument, removing it from
