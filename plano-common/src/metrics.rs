@@ -15,6 +15,7 @@ pub const LLM_TIME_TO_FIRST_TOKEN_SECONDS: &str = "plano_llm_time_to_first_token
 pub const LLM_TOKENS_TOTAL: &str = "plano_llm_tokens_total";
 pub const LLM_RETRIES_TOTAL: &str = "plano_llm_retries_total";
 pub const LLM_FAILOVERS_TOTAL: &str = "plano_llm_failovers_total";
+pub const LLM_PROVIDER_HINT_MISSES_TOTAL: &str = "plano_llm_provider_hint_misses_total";
 pub const RATELIMIT_REJECTIONS_TOTAL: &str = "plano_ratelimit_rejections_total";
 pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors_total";
 pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
@@ -49,6 +50,11 @@ static UPKEEP_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 pub fn upkeep_runs() -> u64 {
     UPKEEP_RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
+pub const STATE_STORAGE_ERRORS_TOTAL: &str = "plano_state_storage_errors_total";
+pub const CONVERSATIONS_NOT_STORED_TOTAL: &str = "plano_conversations_not_stored_total";
+pub const CONVERSATIONS_EVICTED_TOTAL: &str = "plano_conversations_evicted_total";
+pub const CONVERSATIONS_STORED: &str = "plano_conversations_stored";
+pub const CONVERSATIONS_STORED_BYTES: &str = "plano_conversations_stored_bytes";
 
 /// Buckets for request-scale latencies (upstream calls, whole requests, TTFT).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -150,7 +156,7 @@ fn describe() {
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
-        "Time from request received to response body finished, by component, listener and route."
+        "Time from request received until the response body ended (streams: the last event sent, or the client gone), by component, listener and route."
     );
     describe_counter!(
         LLM_UPSTREAM_REQUESTS_TOTAL,
@@ -159,7 +165,7 @@ fn describe() {
     describe_histogram!(
         LLM_UPSTREAM_DURATION_SECONDS,
         Unit::Seconds,
-        "Duration of each upstream attempt until its body ended, by provider and model."
+        "Duration of each upstream attempt, from sending it until its body ended (streams: the last event) or it failed, by provider and model."
     );
     describe_histogram!(
         LLM_TIME_TO_FIRST_TOKEN_SECONDS,
@@ -177,6 +183,10 @@ fn describe() {
     describe_counter!(
         LLM_FAILOVERS_TOTAL,
         "Moves from one provider to the next fallback, by from and to provider."
+    );
+    describe_counter!(
+        LLM_PROVIDER_HINT_MISSES_TOTAL,
+        "Requests whose provider hint header matched no configured model (selection went on by the body's model), by header."
     );
     describe_counter!(
         RATELIMIT_REJECTIONS_TOTAL,
@@ -265,6 +275,27 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
         "Client connections the proxy closed, by component, listener and reason (header_timeout: request head or TLS handshake not received in time; idle_timeout: keep-alive idle; shed: closed while idle to admit a new connection at the cap)."
+    );
+    describe_counter!(
+        STATE_STORAGE_ERRORS_TOTAL,
+        "Conversation store calls that failed (unreachable, timed out, refused), by backend and operation (get, put, cleanup, migrate)."
+    );
+    describe_counter!(
+        CONVERSATIONS_NOT_STORED_TOTAL,
+        "Responses answers whose conversation was not stored (the answer was still sent), by backend and reason (too_large, unavailable)."
+    );
+    describe_counter!(
+        CONVERSATIONS_EVICTED_TOTAL,
+        "Stored conversations removed before being asked for again, by backend and reason (expired, capacity, bytes)."
+    );
+    describe_gauge!(
+        CONVERSATIONS_STORED,
+        "Conversations held by the in-memory store."
+    );
+    describe_gauge!(
+        CONVERSATIONS_STORED_BYTES,
+        Unit::Bytes,
+        "Bytes (serialised JSON) held by the in-memory store; bounded by state_storage.max_total_bytes."
     );
 }
 

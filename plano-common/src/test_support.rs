@@ -14,6 +14,7 @@ pub fn bare_config() -> Config {
         listeners: Vec::new(),
         providers: Vec::new(),
         aliases: BTreeMap::new(),
+        models: Default::default(),
         agents: Vec::new(),
         filters: Vec::new(),
         endpoints: BTreeMap::new(),
@@ -35,7 +36,7 @@ pub fn bare_config() -> Config {
             edge: ([127, 0, 0, 1], 9901).into(),
             egress: ([127, 0, 0, 1], 9902).into(),
         },
-        state_storage: StateStorage::Memory,
+        state_storage: StateStorage::default(),
         tracing: None,
         warnings: Vec::new(),
     }

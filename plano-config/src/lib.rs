@@ -12,6 +12,7 @@ mod load;
 mod model;
 pub mod providers;
 mod raw;
+pub mod resolve;
 mod summary;
 mod validate;
 
@@ -23,7 +24,7 @@ pub use connections::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
-pub use validate::resolve_model;
+pub use resolve::{ModelTable, Target};
 
 /// Load and validate a config file, substituting variables from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {

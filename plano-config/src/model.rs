@@ -54,6 +54,10 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// `model_aliases`, keyed by alias name.
     pub aliases: BTreeMap<String, Alias>,
+    /// Every model name a request may use (providers, bare ids, wildcards, aliases),
+    /// resolved once at validation (`resolve.rs`); the egress selects through it.
+    #[serde(skip)]
+    pub models: crate::resolve::ModelTable,
     /// Top-level `agents` (id → url).
     pub agents: Vec<Agent>,
     /// Top-level `filters`.
@@ -272,7 +276,8 @@ impl Provider {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Alias {
-    /// The provider name the alias resolves to (validated to exist).
+    /// The provider name the alias resolves to (validated to exist), or `prefix/model-id`
+    /// for a model of a wildcard provider.
     pub target: String,
     /// Providers tried in order after the target fails with a retryable error.
     pub fallbacks: Vec<String>,
@@ -462,11 +467,52 @@ pub struct Admin {
     pub egress: SocketAddr,
 }
 
+/// Where Responses conversations (`previous_response_id`) are kept, and their bounds.
+/// `ttl` and the size limits are extensions of ours (Plano has only `type` and
+/// `connection_string`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StateStorage {
+    #[serde(flatten)]
+    pub backend: StateBackend,
+    /// How long a stored conversation can be continued. Default 30 days.
+    #[serde(with = "duration_str")]
+    pub ttl: Duration,
+    /// A conversation larger than this (serialised JSON) is not stored (logged, counted).
+    /// Default 8 MiB.
+    pub max_conversation_bytes: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
-pub enum StateStorage {
-    Memory,
-    Postgres { connection_string: Secret },
+pub enum StateBackend {
+    /// In the egress process; the oldest dropped first beyond either bound.
+    Memory {
+        /// Default 10,000.
+        max_conversations: usize,
+        /// Sum of the stored conversations' sizes. Default 128 MiB.
+        max_total_bytes: usize,
+    },
+    Postgres {
+        connection_string: Secret,
+        /// Connections per egress process. Default 8.
+        pool_size: usize,
+        /// Bound on each database call (connect included). Default 2s.
+        #[serde(with = "duration_str")]
+        timeout: Duration,
+    },
+}
+
+impl Default for StateStorage {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory {
+                max_conversations: 10_000,
+                max_total_bytes: 128 << 20,
+            },
+            ttl: Duration::from_secs(30 * 24 * 3600),
+            max_conversation_bytes: 8 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

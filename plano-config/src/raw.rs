@@ -255,6 +255,13 @@ pub struct RawStateStorage {
     #[serde(rename = "type")]
     pub kind: String,
     pub connection_string: Option<String>,
+    // Extensions (ours, not Plano's): see docs/config.md `state_storage`.
+    pub ttl: Option<RawDuration>,
+    pub max_conversation_bytes: Option<u64>,
+    pub max_conversations: Option<u64>,
+    pub max_total_bytes: Option<u64>,
+    pub pool_size: Option<u64>,
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -224,6 +224,7 @@ pub(crate) async fn handle(
             timeout,
             started,
             output,
+            egress_wait: None,
         };
         return finish.respond(routed.response).await;
     }
@@ -248,6 +249,7 @@ pub(crate) async fn handle(
     };
     record.upstream = "egress";
     let remaining = timeout.saturating_sub(started.elapsed());
+    let sent = Instant::now();
     let res = match tokio::time::timeout(remaining, edge.client.request(upstream)).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
@@ -272,6 +274,7 @@ pub(crate) async fn handle(
         }
     };
     // 8. respond
+    let waited = sent.elapsed();
     let (parts, body) = res.into_parts();
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let finish = Finish {
@@ -282,6 +285,7 @@ pub(crate) async fn handle(
         timeout,
         started,
         output,
+        egress_wait: Some(waited),
     };
     finish.respond(Response::from_parts(parts, body)).await
 }
@@ -296,6 +300,9 @@ struct Finish {
     timeout: std::time::Duration,
     started: Instant,
     output: Option<OutputChain>,
+    /// How long the egress took to answer with its head, when the request went there:
+    /// the edge's own time (`plano_overhead_seconds{component="edge"}`) is the rest.
+    egress_wait: Option<std::time::Duration>,
 }
 
 impl Finish {
@@ -309,6 +316,7 @@ impl Finish {
             timeout,
             started,
             output,
+            egress_wait,
         } = self;
         let (mut parts, mut body) = res.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
@@ -330,6 +338,11 @@ impl Finish {
                     return local(e, shape, record, &request_id, in_flight);
                 }
             };
+        }
+        if let Some(waited) = egress_wait {
+            let own = started.elapsed().saturating_sub(waited);
+            metrics::histogram!(plano_common::metrics::OVERHEAD_SECONDS, "component" => "edge")
+                .record(own.as_secs_f64());
         }
         let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
         let streaming = parts

@@ -27,6 +27,9 @@ pub enum AttemptError {
     /// The request cannot be expressed in this provider's API (not sent; another
     /// provider may still take it).
     Untranslatable(String),
+    /// No valid upstream URL could be made for this provider (not sent; the runtime checks
+    /// every provider's URL when it is built, so this is not expected).
+    Unaddressable(String),
 }
 
 impl AttemptError {
@@ -37,7 +40,7 @@ impl AttemptError {
                 matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
             }
             AttemptError::CircuitOpen => true,
-            AttemptError::Untranslatable(_) => false,
+            AttemptError::Untranslatable(_) | AttemptError::Unaddressable(_) => false,
         }
     }
 
@@ -52,6 +55,7 @@ impl AttemptError {
             AttemptError::Protocol(_) => "protocol_error",
             AttemptError::CircuitOpen => "circuit_open",
             AttemptError::Untranslatable(_) => "untranslatable",
+            AttemptError::Unaddressable(_) => "unaddressable",
         }
     }
 
@@ -61,7 +65,9 @@ impl AttemptError {
         !matches!(self, AttemptError::Status { status, .. } if status.is_client_error() && status.as_u16() != 429)
             && !matches!(
                 self,
-                AttemptError::CircuitOpen | AttemptError::Untranslatable(_)
+                AttemptError::CircuitOpen
+                    | AttemptError::Untranslatable(_)
+                    | AttemptError::Unaddressable(_)
             )
     }
 
@@ -76,6 +82,7 @@ impl AttemptError {
             AttemptError::Protocol(e) => format!("broken response: {e}"),
             AttemptError::CircuitOpen => "skipped: circuit open after repeated failures".into(),
             AttemptError::Untranslatable(e) => format!("request not expressible in its API: {e}"),
+            AttemptError::Unaddressable(e) => format!("no upstream URL: {e}"),
         }
     }
 }
@@ -111,10 +118,17 @@ pub enum EgressError {
         limit: usize,
     },
     ModelNotFound(String),
-    /// The selected provider speaks an API this path cannot reach yet.
-    Unsupported(String),
+    /// A configured rate limit refused the request (before anything was sent upstream);
+    /// `headers` carry `retry-after` and the `x-ratelimit-*` of each limited kind.
+    RateLimited {
+        message: String,
+        headers: http::HeaderMap,
+    },
     /// The request refers to state we do not have (an unknown `previous_response_id`).
     Conflict(String),
+    /// The conversation store (`state_storage`) could not be reached to look up a
+    /// `previous_response_id`.
+    StateUnavailable,
     /// The whole-request deadline passed before anything was sent to the client.
     DeadlineExceeded(Duration),
     /// Every provider tried failed. `(provider, error)` in the order tried.
@@ -127,8 +141,9 @@ impl EgressError {
             EgressError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             EgressError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EgressError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-            EgressError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            EgressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             EgressError::Conflict(_) => StatusCode::CONFLICT,
+            EgressError::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             EgressError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             EgressError::AllFailed(failures) => {
                 let last_status = failures.iter().rev().find_map(|(_, e)| match e {
@@ -152,8 +167,9 @@ impl EgressError {
             EgressError::BadRequest { code, .. } => code,
             EgressError::PayloadTooLarge { .. } => "payload_too_large",
             EgressError::ModelNotFound(_) => "model_not_found",
-            EgressError::Unsupported(_) => "unsupported_provider_api",
+            EgressError::RateLimited { .. } => "rate_limit_exceeded",
             EgressError::Conflict(_) => "unknown_previous_response",
+            EgressError::StateUnavailable => "state_unavailable",
             EgressError::DeadlineExceeded(_) => "deadline_exceeded",
             EgressError::AllFailed(_) => "upstream_failed",
         }
@@ -177,6 +193,20 @@ impl EgressError {
         }
     }
 
+    /// The error answer in `shape`, with the headers the error carries.
+    pub fn into_response(self, shape: ApiShape) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let headers = match &self {
+            EgressError::RateLimited { headers, .. } => Some(headers.clone()),
+            _ => None,
+        };
+        let mut res = self.into_api_error(shape).into_response();
+        if let Some(h) = headers {
+            res.headers_mut().extend(h);
+        }
+        res
+    }
+
     pub fn into_api_error(self, shape: ApiShape) -> ApiError {
         let status = self.status();
         let message = match &self {
@@ -187,7 +217,10 @@ impl EgressError {
             EgressError::ModelNotFound(m) => format!(
                 "model `{m}` is not configured: use a configured model, alias or `provider/model` (GET /v1/models lists them)"
             ),
-            EgressError::Unsupported(m) | EgressError::Conflict(m) => m.clone(),
+            EgressError::RateLimited { message, .. } | EgressError::Conflict(message) => {
+                message.clone()
+            }
+            EgressError::StateUnavailable => "the conversation store is unavailable, so `previous_response_id` cannot be looked up: retry later, or send the whole conversation as `input` without it".to_string(),
             EgressError::DeadlineExceeded(d) => {
                 format!("no complete answer from the provider within the listener timeout of {d:?}")
             }

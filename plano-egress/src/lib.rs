@@ -9,7 +9,6 @@ pub mod ratelimit;
 pub mod routes;
 pub mod routing;
 pub mod state;
-pub mod stream;
 pub mod upstream;
 
 use std::net::SocketAddr;

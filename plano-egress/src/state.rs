@@ -9,8 +9,9 @@ use plano_common::filters::FilterRunner;
 use plano_common::health::HealthRegistry;
 use plano_config::Config;
 
-use crate::conversations::Conversations;
+use crate::conversations::{self, ConversationStore};
 use crate::dispatch::circuit::Circuits;
+use crate::providers::upstream_request::Prepared;
 use crate::ratelimit::RateLimiter;
 use crate::routing::{self, Router, RoutingSettings};
 use crate::upstream::{self, HttpClient};
@@ -21,6 +22,8 @@ pub struct Runtime {
     pub limiter: Option<Arc<RateLimiter>>,
     /// Routing by preference, when the config (or the embedder) asks for it.
     pub router: Option<Arc<Router>>,
+    /// Per provider (same index as `config.providers`): its headers, parsed once.
+    pub prepared: Vec<Prepared>,
 }
 
 /// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its settings.
@@ -35,11 +38,26 @@ fn router_for(
     routing::settings::active(&settings).then(|| Arc::new(Router::new(settings, client.clone())))
 }
 
+/// Every provider's fixed request parts. A provider whose `headers`, `http_host`, key or
+/// URL cannot go on the wire stops the config from being used (at start, or on reload,
+/// which keeps the old config): requests never discover it.
+fn prepare(config: &Config) -> anyhow::Result<Vec<Prepared>> {
+    config
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Prepared::new(p).map_err(|e| anyhow::anyhow!("model_providers[{i}] ({}): {e}", p.name))
+        })
+        .collect()
+}
+
 pub struct AppState {
     runtime: ArcSwap<Runtime>,
     pub circuits: Circuits,
     /// Responses conversations (`previous_response_id`), kept across reloads.
-    pub conversations: Arc<Conversations>,
+    /// Built from `state_storage` at start; a reload does not change it.
+    pub conversations: Arc<ConversationStore>,
     /// The model listener's filter chains (HTTP client and MCP sessions), kept across reloads.
     pub filters: Arc<FilterRunner>,
     /// Routing settings set by the embedder, kept across reloads (they win over the config's).
@@ -60,9 +78,13 @@ impl AppState {
         } else {
             Some(Arc::new(RateLimiter::new(&config).await?))
         };
+        let conversations = Arc::new(ConversationStore::new(&config.state_storage)?);
+        conversations.prepare().await;
+        conversations.spawn_cleanup(conversations::cleanup_interval(config.state_storage.ttl));
         let client = upstream::client(&config)?;
         let runtime = Runtime {
             router: router_for(&config, None, &client),
+            prepared: prepare(&config)?,
             client,
             config,
             limiter,
@@ -70,7 +92,7 @@ impl AppState {
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
             circuits,
-            conversations: Arc::new(Conversations::default()),
+            conversations,
             filters,
             routing: std::sync::Mutex::new(None),
         })
@@ -87,6 +109,7 @@ impl AppState {
             config: old.config.clone(),
             client: old.client.clone(),
             limiter: old.limiter.clone(),
+            prepared: old.prepared.clone(),
             router,
         }));
     }
@@ -97,6 +120,8 @@ impl AppState {
 
     /// Apply a new (already validated) config. Limit counters of unchanged rules survive.
     pub async fn reload(&self, config: Arc<Config>) -> anyhow::Result<()> {
+        // Everything that can refuse the config first, before any shared state changes.
+        let prepared = prepare(&config)?;
         let old = self.runtime();
         let limiter = match (&old.limiter, config.ratelimits.is_empty()) {
             (_, true) => None,
@@ -113,6 +138,7 @@ impl AppState {
         let set = self.routing.lock().ok().and_then(|s| s.clone());
         self.runtime.store(Arc::new(Runtime {
             router: router_for(&config, set.as_ref(), &client),
+            prepared,
             config,
             client,
             limiter,

@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
-use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use plano_config::Config;
 use rustls::pki_types::{InvalidDnsNameError, ServerName};
 
-pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 pub type HttpClient =
     Client<hyper_rustls::HttpsConnector<HttpConnector>, http_body_util::Full<Bytes>>;
 

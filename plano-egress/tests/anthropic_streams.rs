@@ -12,11 +12,11 @@
 
 use std::collections::BTreeMap;
 
+use plano_common::sse::{SseDecoder, SseEvent};
 use plano_egress::providers::anthropic::{
     ResponseCtx, StreamFromChat, StreamToChat, request_from_chat, request_to_chat,
     response_from_chat, response_to_chat,
 };
-use plano_egress::providers::sse::{SseDecoder, SseEvent};
 use plano_egress::providers::{ClientStream, UpstreamStream};
 use proptest::prelude::*;
 use serde_json::{Value, json};

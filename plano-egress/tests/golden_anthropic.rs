@@ -17,11 +17,11 @@
 
 use std::path::{Path, PathBuf};
 
+use plano_common::sse::SseEvent;
 use plano_egress::providers::anthropic::{
     ResponseCtx, StreamFromChat, StreamToChat, request_from_chat, request_to_chat,
     response_from_chat, response_to_chat,
 };
-use plano_egress::providers::sse::SseEvent;
 use plano_egress::providers::{ClientStream, TranslateError, UpstreamStream};
 use serde_json::{Map, Value, json};
 

@@ -197,7 +197,7 @@ fn streamed_tool_calls_reassemble() {
 
 mod never_panics {
     use super::*;
-    use plano_egress::providers::sse::SseEvent;
+    use plano_common::sse::SseEvent;
     use proptest::prelude::*;
 
     fn arb_json() -> impl Strategy<Value = Value> {

@@ -446,3 +446,111 @@ listeners:
     assert_eq!(status_of(&r), 200, "{r}");
     drop(silent);
 }
+
+// ------------------------------------------------------------------ HTTP/2
+
+async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn h2_post(addr: SocketAddr) -> http::Request<()> {
+    http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap()
+}
+
+async fn still_serves(egress: &Egress) {
+    let r = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(chat_body())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Rapid reset (CVE-2023-44487): streams opened and cancelled at once, up to 2,000 or 5 s.
+/// The server absorbs them or sends GOAWAY; either way it keeps serving everyone else.
+#[tokio::test]
+async fn h2_rapid_reset_leaves_the_server_serving() {
+    let (_mock, egress) = egress(SHORT_TIMEOUTS).await;
+    let mut client = h2_client(egress.addr).await;
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < 2000 && started.elapsed() < Duration::from_secs(5) {
+        let Ok(Ok(mut ready)) =
+            tokio::time::timeout(Duration::from_secs(1), client.clone().ready()).await
+        else {
+            break;
+        };
+        match ready.send_request(h2_post(egress.addr), false) {
+            Ok((_response, mut body)) => {
+                body.send_reset(h2::Reason::CANCEL);
+                sent += 1;
+            }
+            Err(_) => break, // GOAWAY: the server closed this connection
+        }
+        client = ready;
+    }
+    assert!(sent > 0, "no stream could be opened");
+    still_serves(&egress).await;
+}
+
+/// Stream flood: stalled uploads on one connection stop at the advertised 200 concurrent
+/// streams, end at the body-idle timeout, and other clients are served meanwhile.
+#[tokio::test]
+async fn h2_stream_floods_stop_at_the_concurrency_limit() {
+    let (_mock, egress) = egress(SHORT_TIMEOUTS).await;
+    let client = h2_client(egress.addr).await;
+    let mut open = Vec::new();
+    for _ in 0..300 {
+        let Ok(Ok(mut ready)) =
+            tokio::time::timeout(Duration::from_millis(500), client.clone().ready()).await
+        else {
+            break;
+        };
+        match ready.send_request(h2_post(egress.addr), false) {
+            Ok((response, mut body)) => {
+                let _ = body.send_data(bytes::Bytes::from_static(b"{"), false);
+                open.push((response, body));
+            }
+            Err(_) => break,
+        }
+    }
+    let opened = open.len();
+    assert!(opened >= 100, "only {opened} streams opened");
+    still_serves(&egress).await;
+    // Streams over the limit are refused (the client may open them before it has seen the
+    // server's SETTINGS); the others are answered 4xx after the body-idle timeout.
+    let outcomes =
+        futures_util::future::join_all(open.into_iter().map(|(response, body)| async move {
+            let r = tokio::time::timeout(SHORT * 5, response).await;
+            drop(body);
+            r
+        }))
+        .await;
+    let (mut refused, mut answered) = (0usize, 0usize);
+    for outcome in outcomes {
+        match outcome {
+            Err(_) => panic!("a stalled HTTP/2 upload was held past the body-idle timeout"),
+            Ok(Ok(res)) => {
+                assert_eq!(res.status().as_u16() / 100, 4, "{:?}", res.status());
+                answered += 1;
+            }
+            Ok(Err(_)) => refused += 1,
+        }
+    }
+    assert!(
+        answered <= plano_common::listen::MAX_CONCURRENT_STREAMS as usize,
+        "{answered} streams served at once on one connection"
+    );
+    assert_eq!(answered + refused, opened);
+}

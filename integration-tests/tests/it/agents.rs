@@ -10,7 +10,7 @@ use integration_tests::mock_filter::{FilterReply, MockFilter};
 use integration_tests::mock_http::{Canned, MockHttp, agent_stream};
 use serde_json::{Value, json};
 
-use crate::support::{eventually, free_port, http_client};
+use crate::support::{eventually, http_client};
 
 const EGRESS_YAML: &str = r#"
 version: v0.4.0
@@ -99,6 +99,20 @@ struct Stack {
     filter: MockFilter,
     _egress: Egress,
     edge: Edge,
+    _dead: tokio::task::JoinHandle<()>,
+}
+
+/// An agent that accepts connections and closes them unanswered: a dead agent on a port
+/// the test holds (no bind-release-rebind race for a "free" port).
+async fn dead_agent() -> (u16, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            drop(tcp);
+        }
+    });
+    (port, task)
 }
 
 async fn stack() -> Stack {
@@ -114,10 +128,11 @@ async fn stack() -> Stack {
     let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &llm.url()), &[])
         .await
         .unwrap();
+    let (dead_port, dead) = dead_agent().await;
     let yaml = EDGE_YAML
         .replace("WEATHER", &weather.url())
         .replace("FLIGHTS", &flights.url())
-        .replace("DEAD_PORT", &free_port().to_string())
+        .replace("DEAD_PORT", &dead_port.to_string())
         .replace("FILTER", &filter.url());
     let edge = Edge::start(&yaml, &[], (egress.addr, egress.admin))
         .await
@@ -135,6 +150,7 @@ async fn stack() -> Stack {
         filter,
         _egress: egress,
         edge,
+        _dead: dead,
     }
 }
 

@@ -238,6 +238,13 @@ async fn content_types_that_cannot_be_json_get_415() {
             .unwrap();
         assert_eq!(r.status(), 200, "{ct}");
     }
+    // Forwarded requests record the edge's own time.
+    let text = edge.ctx.metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("plano_overhead_seconds_count{component=\"edge\"}")),
+        "no edge overhead recorded"
+    );
 }
 
 #[tokio::test]

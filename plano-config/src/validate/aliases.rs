@@ -9,42 +9,6 @@ use crate::load::{Problems, join, map};
 use crate::model::*;
 use crate::raw::*;
 
-/// Resolve a model reference (alias target, fallback, rate-limit model, override) to a
-/// provider name: exact provider name, `provider/model`, a bare model id that only one
-/// provider serves, or a `provider/*` wildcard (the reference is kept as written: the
-/// egress resolves it against the wildcard at request time).
-pub fn resolve_model(reference: &str, providers: &[Provider]) -> Result<String, String> {
-    if let Some(pr) = providers
-        .iter()
-        .find(|pr| pr.name == reference || pr.model == reference)
-    {
-        return Ok(pr.name.clone());
-    }
-    let bare: Vec<&Provider> = providers
-        .iter()
-        .filter(|pr| !pr.wildcard && pr.model_id == reference)
-        .collect();
-    match bare.len() {
-        1 => return Ok(bare[0].name.clone()),
-        n if n > 1 => {
-            let names: Vec<&str> = bare.iter().map(|pr| pr.name.as_str()).collect();
-            return Err(format!(
-                "`{reference}` is ambiguous: served by {}",
-                names.join(", ")
-            ));
-        }
-        _ => {}
-    }
-    if let Some((prefix, _)) = reference.split_once('/')
-        && providers
-            .iter()
-            .any(|pr| pr.wildcard && pr.prefix == prefix)
-    {
-        return Ok(reference.to_string());
-    }
-    Err(format!("`{reference}` is not a configured model"))
-}
-
 pub(super) fn aliases(
     value: &Value,
     providers: &[Provider],
@@ -75,8 +39,8 @@ pub(super) fn aliases(
                     .map(|(_, a)| a.target.clone())
                     .unwrap_or_default();
             }
-            match resolve_model(&cur, providers) {
-                Ok(n) => Some(n),
+            match crate::resolve::resolve_model(&cur, providers) {
+                Ok(t) => Some(crate::resolve::canonical(&t, providers)),
                 Err(e) => {
                     p.error(join(&path, key), e);
                     None
@@ -106,5 +70,5 @@ pub(super) fn model_ref_ok(
     if aliases.contains_key(r) {
         return Ok(());
     }
-    resolve_model(r, providers).map(|_| ())
+    crate::resolve::resolve(r, providers).map(|_| ())
 }

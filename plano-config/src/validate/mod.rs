@@ -16,8 +16,6 @@ mod providers;
 mod state;
 mod targets;
 
-pub use aliases::resolve_model;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,12 +157,14 @@ pub(crate) fn build(
         return None;
     }
     let egress = egress?;
+    let models = crate::resolve::ModelTable::new(&providers, &aliases);
     Some(Config {
         version,
         source,
         listeners,
         providers,
         aliases,
+        models,
         agents,
         filters,
         endpoints,

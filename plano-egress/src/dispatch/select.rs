@@ -1,13 +1,17 @@
-//! Which provider serves a request (DESIGN.md §4 "Selecting a provider"):
-//! 1. header `x-plano-llm-provider-hint` (legacy `x-arch-llm-provider-hint`) names a provider;
-//! 2. else the body's `model`: alias → its target (then its fallbacks), exact
-//!    `provider/model` or provider name, a bare model id served by exactly one provider, a
-//!    `provider/*` wildcard;
+//! Which provider serves a request. Names are resolved by the config's model table
+//! (`plano-config/src/resolve.rs`), the same resolver `--check` uses, so a name that
+//! validates is a name that selects:
+//! 1. header `x-plano-llm-provider-hint` (legacy `x-arch-llm-provider-hint`), resolved like
+//!    a model (alias, provider name, `provider/model`, bare model id, `provider/model` on a
+//!    wildcard) or naming a wildcard provider (which then serves the body's model); a hint
+//!    that matches nothing is logged and counted, and selection goes on as if it were absent;
+//! 2. else the body's `model`: alias → its target (then its fallbacks), or a model;
 //! 3. a missing, empty, `none` or `default` model → the `default: true` provider;
 //! 4. anything else → 404 `model_not_found`.
 
 use http::HeaderMap;
 use plano_config::Config;
+use plano_config::resolve::{Lookup, Target};
 
 use crate::error::EgressError;
 
@@ -15,12 +19,7 @@ pub const HINT_HEADER: &str = "x-plano-llm-provider-hint";
 pub const LEGACY_HINT_HEADER: &str = "x-arch-llm-provider-hint";
 
 /// One provider to try, with the model id to put in the upstream body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// Index into `config.providers`.
-    pub provider: usize,
-    pub model_id: String,
-}
+pub type Candidate = Target;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
@@ -28,6 +27,18 @@ pub struct Selection {
     pub alias: Option<String>,
     /// The target first, then the alias's fallbacks in order.
     pub candidates: Vec<Candidate>,
+    /// The hint header that was sent but matched nothing (selection ignored it).
+    pub hint_missed: Option<&'static str>,
+}
+
+impl Selection {
+    fn of(alias: Option<String>, candidates: Vec<Candidate>) -> Self {
+        Selection {
+            alias,
+            candidates,
+            hint_missed: None,
+        }
+    }
 }
 
 pub fn select(
@@ -35,120 +46,92 @@ pub fn select(
     headers: &HeaderMap,
     model: Option<&str>,
 ) -> Result<Selection, EgressError> {
-    let hint = headers
-        .get(HINT_HEADER)
-        .or_else(|| headers.get(LEGACY_HINT_HEADER))
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    if let Some(hint) = hint {
-        let found = config
-            .providers
-            .iter()
-            .position(|p| p.name == hint || p.model == hint)
-            .map(|i| {
-                let p = &config.providers[i];
-                let model_id = if p.wildcard {
-                    // A hinted wildcard serves the model the body asked for.
-                    model
-                        .map(|m| {
-                            m.strip_prefix(&format!("{}/", p.prefix))
-                                .unwrap_or(m)
-                                .to_string()
-                        })
-                        .unwrap_or_default()
-                } else {
-                    p.model_id.clone()
-                };
-                Candidate {
-                    provider: i,
-                    model_id,
-                }
-            })
-            .filter(|c| !c.model_id.is_empty());
-        return match found {
-            Some(c) => Ok(Selection {
-                alias: None,
-                candidates: vec![c],
-            }),
-            None => Err(EgressError::ModelNotFound(hint.to_string())),
-        };
-    }
-
     let model = model.map(str::trim).unwrap_or_default();
-    if model.is_empty() || model == "none" || model == "default" {
-        return config
-            .providers
-            .iter()
-            .position(|p| p.default)
-            .map(|i| Selection {
-                alias: None,
-                candidates: vec![Candidate {
-                    provider: i,
-                    model_id: config.providers[i].model_id.clone(),
-                }],
-            })
-            .ok_or_else(|| {
-                EgressError::ModelNotFound(if model.is_empty() {
-                    "(none)".into()
-                } else {
-                    model.into()
-                })
-            });
-    }
-    if let Some(alias) = config.aliases.get(model) {
-        let candidates: Vec<Candidate> = std::iter::once(&alias.target)
-            .chain(alias.fallbacks.iter())
-            .filter_map(|r| resolve(config, r))
-            .collect();
-        if candidates.is_empty() {
-            return Err(EgressError::ModelNotFound(model.into()));
+    let hint = [HINT_HEADER, LEGACY_HINT_HEADER].into_iter().find_map(|h| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|v| (h, v))
+    });
+    let mut hint_missed = None;
+    if let Some((header, hint)) = hint {
+        match by_name(config, hint, model) {
+            Some(selection) => return Ok(selection),
+            None => {
+                tracing::info!(
+                    header,
+                    hint = %bounded(hint),
+                    "provider hint matches no configured model; selecting by the body's model"
+                );
+                hint_missed = Some(header);
+            }
         }
-        return Ok(Selection {
-            alias: Some(model.to_string()),
-            candidates,
-        });
     }
-    resolve(config, model)
-        .map(|c| Selection {
-            alias: None,
-            candidates: vec![c],
-        })
-        .ok_or_else(|| EgressError::ModelNotFound(model.into()))
+    let mut selection = if model.is_empty() || model == "none" || model == "default" {
+        let i = config.models.default_provider().ok_or_else(|| {
+            EgressError::ModelNotFound(if model.is_empty() {
+                "(none)".into()
+            } else {
+                model.into()
+            })
+        })?;
+        Selection::of(
+            None,
+            vec![Target {
+                provider: i,
+                model_id: config.providers[i].model_id.clone(),
+            }],
+        )
+    } else {
+        match config.models.lookup(model) {
+            Some(Lookup::Alias(name, targets)) => {
+                Selection::of(Some(name.to_string()), targets.to_vec())
+            }
+            Some(Lookup::Model(t)) => Selection::of(None, vec![t]),
+            // A wildcard provider names no model.
+            Some(Lookup::Wildcard(_)) | None => {
+                return Err(EgressError::ModelNotFound(model.into()));
+            }
+        }
+    };
+    selection.hint_missed = hint_missed;
+    Ok(selection)
 }
 
-/// A model reference to a concrete provider and upstream model id.
-fn resolve(config: &Config, r: &str) -> Option<Candidate> {
-    let ps = &config.providers;
-    if let Some(i) = ps
-        .iter()
-        .position(|p| !p.wildcard && (p.name == r || p.model == r))
-    {
-        return Some(Candidate {
-            provider: i,
-            model_id: ps[i].model_id.clone(),
-        });
+/// A hint: any name a body's `model` may carry, or a wildcard provider itself, which then
+/// serves the body's model (its `prefix/` stripped).
+fn by_name(config: &Config, hint: &str, model: &str) -> Option<Selection> {
+    Some(match config.models.lookup(hint)? {
+        Lookup::Alias(name, targets) => Selection::of(Some(name.to_string()), targets.to_vec()),
+        Lookup::Model(t) => Selection::of(None, vec![t]),
+        Lookup::Wildcard(i) => {
+            let p = &config.providers[i];
+            let id = model
+                .strip_prefix(p.prefix.as_str())
+                .and_then(|m| m.strip_prefix('/'))
+                .unwrap_or(model);
+            if id.is_empty() || id == "none" || id == "default" || id == "*" {
+                return None;
+            }
+            Selection::of(
+                None,
+                vec![Target {
+                    provider: i,
+                    model_id: id.to_string(),
+                }],
+            )
+        }
+    })
+}
+
+/// A client-sent value as it may appear in a log line: at most 64 characters.
+fn bounded(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
-    let mut bare = ps
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| !p.wildcard && p.model_id == r);
-    if let (Some((i, p)), None) = (bare.next(), bare.next()) {
-        return Some(Candidate {
-            provider: i,
-            model_id: p.model_id.clone(),
-        });
-    }
-    let (prefix, id) = r.split_once('/')?;
-    if id.is_empty() || id == "*" {
-        return None;
-    }
-    ps.iter()
-        .position(|p| p.wildcard && p.prefix == prefix)
-        .map(|i| Candidate {
-            provider: i,
-            model_id: id.to_string(),
-        })
 }
 
 #[cfg(test)]
@@ -231,14 +214,83 @@ model_aliases:
         );
     }
 
+    fn hinted(
+        c: &Config,
+        header: &'static str,
+        hint: &'static str,
+        model: Option<&str>,
+    ) -> Selection {
+        let mut h = HeaderMap::new();
+        h.insert(header, HeaderValue::from_static(hint));
+        select(c, &h, model).unwrap()
+    }
+
+    fn first(c: &Config, s: &Selection) -> (String, String) {
+        (
+            c.providers[s.candidates[0].provider].name.clone(),
+            s.candidates[0].model_id.clone(),
+        )
+    }
+
     #[test]
     fn hint_header_wins() {
         let c = config();
+        let s = hinted(&c, LEGACY_HINT_HEADER, "local", Some("gpt-4o"));
+        assert_eq!(first(&c, &s).0, "local");
+        assert_eq!(s.hint_missed, None);
+    }
+
+    #[test]
+    fn hints_resolve_like_models() {
+        let c = config();
+        let cases = [
+            ("gpt-4o-mini", ("openai/gpt-4o-mini", "gpt-4o-mini")),
+            ("openai/gpt-4o-mini", ("openai/gpt-4o-mini", "gpt-4o-mini")),
+            ("llama3.2", ("local", "llama3.2")),
+            ("mistral/mistral-small", ("mistral/*", "mistral-small")),
+            ("smart", ("openai/gpt-4o", "gpt-4o")),
+        ];
+        for (hint, (name, id)) in cases {
+            for header in [HINT_HEADER, LEGACY_HINT_HEADER] {
+                let s = hinted(&c, header, hint, Some("local"));
+                assert_eq!(first(&c, &s), (name.to_string(), id.to_string()), "{hint}");
+                assert_eq!(s.hint_missed, None);
+            }
+        }
+        assert_eq!(
+            hinted(&c, HINT_HEADER, "smart", None).alias.as_deref(),
+            Some("smart")
+        );
+        // A wildcard provider named by the hint serves the body's model.
+        let s = hinted(&c, HINT_HEADER, "mistral/*", Some("mistral/codestral"));
+        assert_eq!(first(&c, &s), ("mistral/*".into(), "codestral".into()));
+    }
+
+    #[test]
+    fn unknown_hints_fall_back_to_the_body_model_then_the_default() {
+        let c = config();
+        let s = hinted(&c, HINT_HEADER, "nope", Some("local"));
+        assert_eq!(first(&c, &s).0, "local");
+        assert_eq!(s.hint_missed, Some(HINT_HEADER));
+        let s = hinted(&c, LEGACY_HINT_HEADER, "nope", None);
+        assert_eq!(first(&c, &s).0, "openai/gpt-4o");
+        assert_eq!(s.hint_missed, Some(LEGACY_HINT_HEADER));
+        // A wildcard hint with no model to serve is a miss too, not a 404.
+        let s = hinted(&c, HINT_HEADER, "mistral/*", None);
+        assert_eq!(first(&c, &s).0, "openai/gpt-4o");
+        assert_eq!(s.hint_missed, Some(HINT_HEADER));
+        // The body's own unknown model is still a 404.
         let mut h = HeaderMap::new();
-        h.insert(LEGACY_HINT_HEADER, HeaderValue::from_static("local"));
-        let s = select(&c, &h, Some("gpt-4o")).unwrap();
-        assert_eq!(c.providers[s.candidates[0].provider].name, "local");
         h.insert(HINT_HEADER, HeaderValue::from_static("nope"));
-        assert!(select(&c, &h, Some("gpt-4o")).is_err());
+        assert_eq!(
+            select(&c, &h, Some("gpt-5")).unwrap_err().reason(),
+            "model_not_found"
+        );
+    }
+
+    #[test]
+    fn bounded_log_values() {
+        assert_eq!(bounded("abc"), "abc");
+        assert_eq!(bounded(&"é".repeat(100)).chars().count(), 64);
     }
 }

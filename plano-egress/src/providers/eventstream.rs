@@ -7,7 +7,7 @@
 //! length (u8) | name | value type (u8) | value`; every value type of the format is parsed
 //! so that unknown headers can be skipped, but only string headers (type 7) are kept.
 //!
-//! The decoder mirrors [`super::sse::SseDecoder`] so that the stream code treats both
+//! The decoder mirrors [`plano_common::sse::SseDecoder`] so that the stream code treats both
 //! framings alike: each message becomes an [`SseEvent`].
 //! - `:message-type: event` → `SseEvent { event: <:event-type>, data: <payload as UTF-8> }`.
 //! - `:message-type: exception` (and the older `error` type) → an *event*, not an `Err`:
@@ -24,7 +24,7 @@
 use bytes::{Buf, BytesMut};
 use serde_json::{Value, json};
 
-use super::sse::SseEvent;
+use plano_common::sse::SseEvent;
 
 /// Default cap on one message: 4 MiB (Bedrock's events are a few hundred bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -92,7 +92,7 @@ impl Decoder {
 
     /// End of body: bytes left over mean the upstream stopped inside a message. Never an
     /// event (every message carries its own length, unlike SSE's last event); the `Option`
-    /// keeps the shape of [`super::sse::SseDecoder::finish`].
+    /// keeps the shape of [`plano_common::sse::SseDecoder::finish`].
     pub fn finish(&mut self) -> Result<Option<SseEvent>, EventStreamError> {
         match self.buf.len() {
             0 => Ok(None),

@@ -1,6 +1,13 @@
 //! Everything provider-specific lives under this folder: wire formats, auth styles and
 //! translations between API families.
 //!
+//! - `plan.rs`: per request and provider, which API is spoken upstream, the upstream path
+//!   and body, and how the answer becomes the client's (every call into a family module);
+//! - `upstream_request.rs`: the HTTP request for any provider (URL, auth, headers);
+//! - `framing.rs`: SSE / AWS event-stream decoding and what a valid stream opening is;
+//! - `usage.rs`: token usage read from every API, for metering and limits;
+//! - `openai.rs`, `anthropic/`, `responses/`, `bedrock/` (+ `eventstream.rs`): each family.
+//!
 //! Translation pivots on OpenAI chat completions: a client API other than chat is turned
 //! into a chat request, and a provider API other than chat answers in chat form, so each
 //! family needs one pair of translations instead of one per pair of families. A request
@@ -17,14 +24,15 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod eventstream;
+pub mod framing;
 pub mod openai;
 pub mod plan;
 pub mod responses;
-pub mod sse;
+pub mod upstream_request;
+pub mod usage;
 
+use plano_common::sse::SseEvent;
 use serde_json::Value;
-
-use self::sse::SseEvent;
 
 /// A body that cannot be translated. On a client's request it becomes a 400 naming
 /// `param`; on an upstream's answer it is a protocol error of that upstream.

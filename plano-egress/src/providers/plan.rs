@@ -7,8 +7,8 @@ use bytes::Bytes;
 use plano_config::{Provider, ProviderApi};
 use serde_json::{Map, Value};
 
-use super::{ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, responses};
-use crate::stream::Usage;
+use super::usage::Usage;
+use super::{ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, openai, responses};
 
 /// An API family, as a client speaks it to us or as we speak it to a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +34,12 @@ impl Api {
     }
 }
 
-/// The API a provider is spoken to in, for a client speaking `client`. Only OpenAI's own
-/// API (prefix `openai`) is assumed to serve `/responses`; every other OpenAI-style
-/// provider gets Responses requests translated to chat completions.
+/// The API a provider is spoken to in, for a client speaking `client`.
 pub fn upstream_api(provider: &Provider, client: Api) -> Api {
     match provider.api {
         ProviderApi::Anthropic => Api::Messages,
         ProviderApi::Bedrock => Api::Converse,
-        ProviderApi::OpenAi if client == Api::Responses && provider.prefix == "openai" => {
+        ProviderApi::OpenAi if client == Api::Responses && openai::serves_responses(provider) => {
             Api::Responses
         }
         ProviderApi::OpenAi | ProviderApi::AzureOpenAi => Api::Chat,
@@ -107,7 +105,7 @@ impl Route {
         Route {
             client,
             upstream: upstream_api(provider, client),
-            completion_tokens_name: matches!(provider.prefix.as_str(), "openai" | "azure_openai"),
+            completion_tokens_name: openai::wants_max_completion_tokens(provider),
         }
     }
 
@@ -184,9 +182,18 @@ impl Route {
                 #[serde(default)]
                 usage: Option<Value>,
             }
+            // Parsing still checks the whole answer is one JSON object: a 2xx HTML page
+            // (a misconfigured base URL) is a broken answer, not one to relay.
+            if upstream.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err(TranslateError::new(
+                    "the provider's answer is not a JSON object",
+                ));
+            }
             let usage = serde_json::from_slice::<UsageOnly>(upstream)
-                .ok()
-                .and_then(|u| u.usage)
+                .map_err(|e| {
+                    TranslateError::new(format!("the provider's answer is not a JSON object: {e}"))
+                })?
+                .usage
                 .map(|u| Usage::of_usage(self.upstream, &u))
                 .unwrap_or_default();
             return Ok((upstream.clone(), usage));
@@ -323,6 +330,29 @@ mod tests {
             upstream_of(&config.providers[0], Api::Chat, chat)["max_tokens"],
             5
         );
+    }
+
+    #[test]
+    fn a_native_answer_that_is_not_json_is_refused() {
+        let config = providers();
+        let route = Route::new(&config.providers[1], Api::Chat);
+        let body = Map::new();
+        let req = ClientRequest {
+            api: Api::Chat,
+            body: &body,
+            model: "m",
+            stream: false,
+            response_id: "",
+        };
+        let html = Bytes::from_static(b"<html><body>Welcome to nginx!</body></html>");
+        assert!(route.response_body(&req, &html).is_err());
+        assert!(
+            route
+                .response_body(&req, &Bytes::from_static(b"[1]"))
+                .is_err()
+        );
+        let ok = Bytes::from_static(br#"{"usage": {"prompt_tokens": 2, "completion_tokens": 3}}"#);
+        assert_eq!(route.response_body(&req, &ok).unwrap().1.total(), 5);
     }
 
     #[test]

@@ -17,9 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::response::IntoResponse;
-use http::{HeaderMap, StatusCode};
-use plano_common::errors::{ApiError, ApiShape};
+use http::HeaderMap;
+use plano_common::errors::ApiShape;
 use plano_common::metrics::{RATELIMIT_BACKEND_ERRORS_TOTAL, RATELIMIT_REJECTIONS_TOTAL};
 use plano_config::{Config, LimitUnit, RateLimit, RateLimitStorage, SelectorValue};
 
@@ -77,16 +76,11 @@ impl Decision {
         else {
             return None;
         };
-        let err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
-            message.clone(),
-        )
-        .with_shape(shape);
-        let mut res = err.into_response();
-        res.headers_mut()
-            .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Some(res)
+        let err = crate::error::EgressError::RateLimited {
+            message: message.clone(),
+            headers: headers.clone(),
+        };
+        Some(err.into_response(shape))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use plano_config::{LimitKind, LimitUnit, RateLimit, RateLimitStorage, Selector, SelectorValue};
 
 use super::*;

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
 use crate::dispatch::select;
-use crate::providers::openai;
 use crate::providers::plan::{self, Api, ClientRequest, Route};
+use crate::providers::upstream_request;
 use crate::state::Runtime;
 
 /// Why the router gave no answer (each a fallback reason label).
@@ -101,10 +101,20 @@ impl RouterBackend for Upstream<'_> {
             .request_body(&req, &candidate.model_id)
             .map_err(|e| CallError::Protocol(e.message))?;
         let path = plan::upstream_path(provider, route.upstream, false);
-        let uri = openai::uri(provider, &path).map_err(CallError::Protocol)?;
-        let http_req =
-            openai::build_request(provider, uri, &HeaderMap::new(), self.request_id, bytes)
-                .map_err(CallError::Protocol)?;
+        let uri = upstream_request::uri(provider, &path).map_err(CallError::Protocol)?;
+        let prepared = self
+            .rt
+            .prepared
+            .get(candidate.provider)
+            .ok_or_else(|| CallError::UnknownModel(model.to_string()))?;
+        let http_req = upstream_request::build_request(
+            provider,
+            prepared,
+            uri,
+            &HeaderMap::new(),
+            self.request_id,
+            bytes,
+        );
         let work = async {
             let res = self
                 .rt

@@ -188,28 +188,6 @@ impl Routing {
         Ok(selection)
     }
 
-    /// The upstream body with Anthropic cache breakpoints added, when
-    /// `prompt_caching.inject_cache_control` asks for them (`cache_control.rs`).
-    pub fn upstream_body(&self, upstream: Api, body: Bytes) -> Bytes {
-        let Some(min) = self
-            .router
-            .as_ref()
-            .and_then(|r| r.settings().cache_control_min_tokens)
-        else {
-            return body;
-        };
-        if upstream != Api::Messages {
-            return body;
-        }
-        let Ok(mut map) = serde_json::from_slice::<Map<String, Value>>(&body) else {
-            return body;
-        };
-        if !super::cache_control::inject(&mut map, min) {
-            return body;
-        }
-        serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
-    }
-
     /// `provider` answered: pin the session to it and show the route.
     pub fn answered(&self, provider: &Provider, response_headers: &mut HeaderMap) {
         if let Some(route) = &self.route
@@ -233,4 +211,26 @@ fn push_new(candidates: &mut Vec<Candidate>, c: Candidate) {
     if !candidates.contains(&c) {
         candidates.push(c);
     }
+}
+
+/// The upstream body with Anthropic cache breakpoints added, when
+/// `prompt_caching.inject_cache_control` asks for them (`cache_control.rs`).
+pub fn upstream_body(rt: &Runtime, upstream: Api, body: Bytes) -> Bytes {
+    let Some(min) = rt
+        .router
+        .as_ref()
+        .and_then(|r| r.settings().cache_control_min_tokens)
+    else {
+        return body;
+    };
+    if upstream != Api::Messages {
+        return body;
+    }
+    let Ok(mut map) = serde_json::from_slice::<Map<String, Value>>(&body) else {
+        return body;
+    };
+    if !super::cache_control::inject(&mut map, min) {
+        return body;
+    }
+    serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{ResponseCtx, Tokens, matched_stop_sequence, message_id, stop_reason_from_chat};
 use crate::providers::ClientStream;
-use crate::providers::sse::SseEvent;
+use plano_common::sse::SseEvent;
 
 /// Turns chat chunks into `message_start`, `content_block_start`/`_delta`/`_stop`,
 /// `message_delta` and `message_stop`.

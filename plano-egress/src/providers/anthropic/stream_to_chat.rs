@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::{Tokens, finish_reason_from_anthropic, unix_now};
-use crate::providers::sse::SseEvent;
 use crate::providers::{TranslateError, UpstreamStream};
+use plano_common::sse::SseEvent;
 
 /// Turns an Anthropic event stream into chat chunks: the first chunk carries
 /// `role: assistant`; a `tool_use` block becomes a tool call (its `index` counts tool

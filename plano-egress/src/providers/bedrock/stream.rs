@@ -14,8 +14,8 @@
 use serde_json::{Value, json};
 
 use super::{ResponseCtx, finish_reason, usage_to_chat};
-use crate::providers::sse::SseEvent;
 use crate::providers::{TranslateError, UpstreamStream};
+use plano_common::sse::SseEvent;
 
 /// Exception event types Bedrock can send mid-stream (see [`crate::providers::eventstream`]
 /// for how the binary framing surfaces them as `exception`).

@@ -19,7 +19,7 @@ use super::response::{
     reasoning_text, refusal_part, text_part, usage_from_chat,
 };
 use crate::providers::ClientStream;
-use crate::providers::sse::SseEvent;
+use plano_common::sse::SseEvent;
 
 pub struct StreamFromChat {
     ctx: ResponseCtx,
@@ -86,11 +86,6 @@ impl StreamFromChat {
             finish_reason: None,
             usage: None,
         }
-    }
-
-    /// The id of the Response this stream produces (what the lead stores it under).
-    pub fn response_id(&self) -> &str {
-        &self.ctx.id
     }
 
     fn emit(&mut self, out: &mut Vec<SseEvent>, ty: &str, body: Value) {

@@ -1,4 +1,4 @@
-//! Streaming responses, event by event (never the whole body buffered). Same API on both
+//! Phase 5 for streams: the answer event by event (never the whole body buffered). Same API on both
 //! sides: upstream events are relayed as they are, and usage is read on the way (the chat
 //! usage chunk we asked for is hidden from a client that did not). Different APIs: each
 //! upstream event becomes chat chunks, and each chunk the client API's events
@@ -11,152 +11,44 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
-use metrics::counter;
-use plano_common::metrics as m;
+use plano_common::sse::SseEvent;
 use plano_config::Provider;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::conversations::Conversations;
+use super::record;
+use super::remember::Remember;
+use crate::providers::framing::Framing;
 use crate::providers::plan::{Api, ClientSide, StreamShape};
-use crate::providers::sse::{DEFAULT_MAX_EVENT_BYTES, SseDecoder, SseEvent};
-use crate::providers::{eventstream, responses};
+use crate::providers::usage::{Usage, is_usage_only_chunk};
 use crate::ratelimit::{RateLimiter, Ticket};
 
-/// Token usage as providers report it, normalised.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub input: u64,
-    pub output: u64,
-    pub cached_input: u64,
-    pub reasoning: u64,
-}
-
-impl Usage {
-    /// From an OpenAI `usage` object.
-    pub fn from_value(u: &Value) -> Self {
-        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-        Usage {
-            input: n(u.get("prompt_tokens")),
-            output: n(u.get("completion_tokens")),
-            cached_input: n(u.pointer("/prompt_tokens_details/cached_tokens")),
-            reasoning: n(u.pointer("/completion_tokens_details/reasoning_tokens")),
-        }
-    }
-
-    /// From a whole answer (or one event object) of `api`; zero when it has none.
-    /// Anthropic and Bedrock count cache reads and writes apart from `input_tokens`; here
-    /// `input` is every prompt token and `cached_input` the cache reads among them.
-    pub fn of(api: Api, v: &Value) -> Self {
-        match v.get("usage") {
-            Some(u) => Self::of_usage(api, u),
-            None => Usage::default(),
-        }
-    }
-
-    /// From the `usage` object itself.
-    pub fn of_usage(api: Api, u: &Value) -> Self {
-        if !u.is_object() {
-            return Usage::default();
-        }
-        let n = |key: &str| u.pointer(key).and_then(Value::as_u64).unwrap_or(0);
-        match api {
-            Api::Chat => Self::from_value(u),
-            Api::Messages => Usage {
-                input: n("/input_tokens")
-                    + n("/cache_read_input_tokens")
-                    + n("/cache_creation_input_tokens"),
-                output: n("/output_tokens"),
-                cached_input: n("/cache_read_input_tokens"),
-                reasoning: 0,
-            },
-            Api::Responses => Usage {
-                input: n("/input_tokens"),
-                output: n("/output_tokens"),
-                cached_input: n("/input_tokens_details/cached_tokens"),
-                reasoning: n("/output_tokens_details/reasoning_tokens"),
-            },
-            Api::Converse => Usage {
-                input: n("/inputTokens") + n("/cacheReadInputTokens") + n("/cacheWriteInputTokens"),
-                output: n("/outputTokens"),
-                cached_input: n("/cacheReadInputTokens"),
-                reasoning: 0,
-            },
-        }
-    }
-
-    /// Fold a later report into this one: Anthropic streams give input tokens at the start
-    /// and output tokens at the end, each event carrying only what it knows.
-    fn merge(&mut self, later: Usage) {
-        let pick = |a: u64, b: u64| if b > 0 { b } else { a };
-        self.input = pick(self.input, later.input);
-        self.output = pick(self.output, later.output);
-        self.cached_input = pick(self.cached_input, later.cached_input);
-        self.reasoning = pick(self.reasoning, later.reasoning);
-    }
-
-    pub fn total(&self) -> u64 {
-        self.input + self.output
-    }
-
-    pub fn record(&self, provider: &Provider) {
-        for (kind, n) in [
-            ("input", self.input),
-            ("output", self.output),
-            ("cached_input", self.cached_input),
-            ("reasoning", self.reasoning),
-        ] {
-            if n > 0 {
-                counter!(m::LLM_TOKENS_TOTAL, "provider" => provider.name.clone(), "model" => provider.model.clone(), "kind" => kind)
-                    .increment(n);
-            }
-        }
-    }
+/// A stream committed to: the upstream's framing (holding whatever followed the first
+/// event), its first event, and the rest of its body.
+pub struct Opening {
+    pub framing: Framing,
+    pub first: SseEvent,
+    pub rest: hyper::body::Incoming,
 }
 
 pub struct StreamPlan {
     pub provider: Provider,
     pub shape: StreamShape,
     pub deadline: Instant,
+    /// When the attempt was sent (its duration is recorded when the body ends).
+    pub sent: Instant,
     pub limiter: Option<std::sync::Arc<RateLimiter>>,
     pub ticket: Option<Ticket>,
     /// Responses: where to store the conversation once the stream completes.
     pub remember: Option<Remember>,
 }
 
-/// A Responses stream's conversation, stored under the answer's id at `response.completed`.
-pub struct Remember {
-    pub conversations: std::sync::Arc<Conversations>,
-    /// The request as sent (its input already holds any earlier conversation).
-    pub request: Map<String, Value>,
-}
-
-/// Store `request`'s input items followed by `response`'s output items under the response
-/// id, unless the client said `store: false`.
-pub fn store_conversation(
-    conversations: &Conversations,
-    request: &Map<String, Value>,
-    response: &Value,
-) {
-    if request.get("store").and_then(Value::as_bool) == Some(false) {
-        return;
-    }
-    let Some(id) = response.get("id").and_then(Value::as_str) else {
-        return;
-    };
-    let Ok(mut items) = responses::conversation_items(request) else {
-        return;
-    };
-    items.extend(responses::output_items(response));
-    conversations.put(id.to_string(), items);
-}
-
 /// The streaming response: headers now, events as they come.
-pub fn respond(first: Bytes, rest: hyper::body::Incoming, plan: StreamPlan) -> Response {
+pub fn respond(opening: Box<Opening>, plan: StreamPlan) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(pump(first, rest, plan, tx));
+    tokio::spawn(pump(opening, plan, tx));
     let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     *res.status_mut() = StatusCode::OK;
     let h = res.headers_mut();
@@ -166,35 +58,6 @@ pub fn respond(first: Bytes, rest: hyper::body::Incoming, plan: StreamPlan) -> R
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
-}
-
-/// Upstream framing: SSE, or AWS event-stream (Bedrock) carried as `SseEvent`s.
-enum Framing {
-    Sse(SseDecoder),
-    Binary(eventstream::Decoder),
-}
-
-impl Framing {
-    fn push(&mut self, data: &[u8]) {
-        match self {
-            Framing::Sse(d) => d.push(data),
-            Framing::Binary(d) => d.push(data),
-        }
-    }
-
-    fn next_event(&mut self) -> Result<Option<SseEvent>, String> {
-        match self {
-            Framing::Sse(d) => d.next_event().map_err(|e| e.to_string()),
-            Framing::Binary(d) => d.next_event().map_err(|e| e.to_string()),
-        }
-    }
-
-    fn finish(&mut self) -> Result<Option<SseEvent>, String> {
-        match self {
-            Framing::Sse(d) => d.finish().map_err(|e| e.to_string()),
-            Framing::Binary(d) => d.finish().map_err(|e| e.to_string()),
-        }
-    }
 }
 
 /// One stream's translation state: upstream events in, client bytes out.
@@ -239,13 +102,11 @@ impl Flow {
     }
 
     fn chunk(&mut self, chunk: &Value, out: &mut BytesMut) {
-        if chunk.get("usage").is_some_and(Value::is_object) {
-            self.usage = Usage::of(Api::Chat, chunk);
-        }
+        self.usage.read_event(Api::Chat, chunk);
         if let StreamShape::Translate { client, .. } = &mut self.shape {
             match client {
                 ClientSide::Chat { client_wants_usage } => {
-                    if *client_wants_usage || !is_usage_only(chunk) {
+                    if *client_wants_usage || !is_usage_only_chunk(chunk) {
                         SseEvent::data(chunk.to_string()).encode_into(out);
                         self.sent += 1;
                     }
@@ -349,16 +210,6 @@ fn chat_chunk(ev: &SseEvent) -> Result<Option<Value>, String> {
     Ok(Some(v))
 }
 
-/// The chunk we asked for with `include_usage`: usage and no choices (hidden from a
-/// client that did not ask for it).
-fn is_usage_only(chunk: &Value) -> bool {
-    chunk
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty)
-        && chunk.get("usage").is_some_and(Value::is_object)
-}
-
 /// Relaying: reads usage from the events that carry it, and says whether to relay `ev`
 /// (only a chat usage chunk the client did not ask for is held back).
 fn relay_keeps(api: Api, ev: &SseEvent, wants_usage: bool, usage: &mut Usage) -> bool {
@@ -368,41 +219,20 @@ fn relay_keeps(api: Api, ev: &SseEvent, wants_usage: bool, usage: &mut Usage) ->
     let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
         return true;
     };
-    match api {
-        Api::Chat => {
-            if v.get("usage").is_some_and(Value::is_object) {
-                *usage = Usage::of(Api::Chat, &v);
-                return wants_usage || !is_usage_only(&v);
-            }
-        }
-        // `message_start` carries `message.usage`, `message_delta` carries `usage`.
-        Api::Messages => {
-            let source = v.get("message").unwrap_or(&v);
-            usage.merge(Usage::of(Api::Messages, source));
-        }
-        // `response.completed` / `.incomplete` / `.failed` carry `response.usage`.
-        Api::Responses => {
-            if let Some(r) = v.get("response") {
-                usage.merge(Usage::of(Api::Responses, r));
-            }
-        }
-        Api::Converse => {}
-    }
-    true
+    usage.read_event(api, &v);
+    !(api == Api::Chat && !wants_usage && is_usage_only_chunk(&v))
 }
 
 async fn pump(
-    first: Bytes,
-    mut rest: hyper::body::Incoming,
+    opening: Box<Opening>,
     plan: StreamPlan,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
-    let mut framing = match &plan.shape {
-        StreamShape::Translate { binary: true, .. } => {
-            Framing::Binary(eventstream::Decoder::new(DEFAULT_MAX_EVENT_BYTES))
-        }
-        _ => Framing::Sse(SseDecoder::default()),
-    };
+    let Opening {
+        mut framing,
+        first,
+        mut rest,
+    } = *opening;
     let mut flow = Flow {
         shape: plan.shape,
         usage: Usage::default(),
@@ -411,32 +241,38 @@ async fn pump(
     };
     let deadline = tokio::time::sleep_until(plan.deadline);
     tokio::pin!(deadline);
-    let mut chunk = Some(first);
+    let mut first = Some(first);
     let mut broken: Option<String> = None;
-    let outcome = 'pump: loop {
-        if let Some(data) = chunk.take() {
-            framing.push(&data);
-            let mut out = BytesMut::new();
-            loop {
-                match framing
-                    .next_event()
-                    .and_then(|ev| ev.map(|ev| flow.event(ev, &mut out)).transpose())
-                {
-                    Ok(Some(())) => {}
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Ok(out.freeze())).await;
-                        broken = Some(e);
-                        break 'pump "upstream_error";
-                    }
-                }
+    let outcome = loop {
+        // Every whole event buffered so far (the first one included), translated.
+        let mut out = BytesMut::new();
+        let mut failed = first
+            .take()
+            .map_or(Ok(()), |ev| flow.event(ev, &mut out))
+            .err();
+        while failed.is_none() {
+            match framing
+                .next_event()
+                .and_then(|ev| ev.map(|ev| flow.event(ev, &mut out)).transpose())
+            {
+                Ok(Some(())) => {}
+                Ok(None) => break,
+                Err(e) => failed = Some(e),
             }
-            if !out.is_empty() {
-                // A client that stops reading must not hold the upstream past the deadline.
-                tokio::select! {
-                    sent = tx.send(Ok(out.freeze())) => if sent.is_err() { break "client_closed" },
-                    _ = &mut deadline => break "timeout",
-                }
+        }
+        // Stored before the client sees `response.completed`: a follow-up may arrive at
+        // once, at another replica.
+        remember_before_send(&plan.remember, &mut flow).await;
+        if let Some(e) = failed {
+            let _ = tx.send(Ok(out.freeze())).await;
+            broken = Some(e);
+            break "upstream_error";
+        }
+        if !out.is_empty() {
+            // A client that stops reading must not hold the upstream past the deadline.
+            tokio::select! {
+                sent = tx.send(Ok(out.freeze())) => if sent.is_err() { break "client_closed" },
+                _ = &mut deadline => break "timeout",
             }
         }
         tokio::select! {
@@ -448,7 +284,7 @@ async fn pump(
             frame = rest.frame() => match frame {
                 Some(Ok(f)) => {
                     if let Ok(data) = f.into_data() {
-                        chunk = Some(data);
+                        framing.push(&data);
                     }
                 }
                 Some(Err(e)) => {
@@ -461,6 +297,7 @@ async fn pump(
                         .finish()
                         .and_then(|ev| ev.map(|ev| flow.event(ev, &mut out)).transpose())
                         .and_then(|_| flow.end(&mut out));
+                    remember_before_send(&plan.remember, &mut flow).await;
                     let _ = tx.send(Ok(out.freeze())).await;
                     match ended {
                         Ok(()) => break "complete",
@@ -475,6 +312,7 @@ async fn pump(
     };
     // Dropping `rest` here closes the upstream connection when the stream did not finish.
     drop(rest);
+    record::upstream_duration(&plan.provider, plan.sent.elapsed());
     if let Some(e) = &broken {
         tracing::warn!(provider = %plan.provider.name, error = %e, "upstream stream unusable; ending it");
     }
@@ -490,12 +328,19 @@ async fn pump(
         let _ = tx.try_send(Ok(flow.fail(outcome, &message)));
     }
     tracing::debug!(provider = %plan.provider.name, outcome, "stream finished");
-    if let (Some(r), Some(response)) = (&plan.remember, &flow.completed) {
-        store_conversation(&r.conversations, &r.request, response);
-    }
+    remember_before_send(&plan.remember, &mut flow).await;
     flow.usage.record(&plan.provider);
     if let (Some(l), Some(t)) = (plan.limiter, plan.ticket) {
         l.reconcile(t, flow.usage.total()).await;
+    }
+}
+
+/// Store the conversation once `response.completed` has been seen (at most once).
+async fn remember_before_send(remember: &Option<Remember>, flow: &mut Flow) {
+    if let Some(r) = remember
+        && let Some(response) = flow.completed.take()
+    {
+        r.store(&response).await;
     }
 }
 

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The long part of the abuse suite (docs/hardening.md): IDLE (default 10,000) idle
+# connections against each release binary — the egress model listener and an edge
+# listener — then a new client must still get its answer. Also prints each binary's RSS
+# and the connection metrics. Run on a quiet machine; results go in BENCHMARKS.md.
+#
+#   bench/abuse.sh                 # 10,000 idle connections per binary
+#   IDLE=2000 bench/abuse.sh       # a small run on a shared machine
+#   BIN=target/debug bench/abuse.sh  # without a release build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IDLE=${IDLE:-10000}
+BIN=${BIN:-target/release}
+if [ "$BIN" = target/release ]; then
+  cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
+    --bin plano-egress --bin plano-edge --bin mock-llm
+fi
+# The client side holds IDLE sockets too.
+ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+MOCK=127.0.0.1:18281; EGRESS=127.0.0.1:18282; EDGE=127.0.0.1:18284
+EGRESS_ADMIN=127.0.0.1:18292; EDGE_ADMIN=127.0.0.1:18291
+# A cap below IDLE on the edge, so shedding is exercised; the egress keeps its default
+# (derived from the open-files limit).
+EDGE_CAP=${EDGE_CAP:-$((IDLE / 2))}
+
+MOCK_WORKERS=1 "$BIN/mock-llm" --listen $MOCK >/dev/null 2>&1 & pids+=($!)
+cat > "$work/plano.yaml" <<YAML
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o-mini
+    base_url: http://$MOCK
+    default: true
+listeners:
+  - type: model
+    name: models
+    address: 127.0.0.1
+    port: ${EGRESS##*:}
+  - type: edge
+    name: public
+    address: 127.0.0.1
+    port: ${EDGE##*:}
+    connections: {max: $EDGE_CAP}
+egress:
+  url: http://$EGRESS
+  health: http://$EGRESS_ADMIN
+admin:
+  egress: $EGRESS_ADMIN
+  edge: $EDGE_ADMIN
+YAML
+RUST_LOG=warn "$BIN/plano-egress" --config "$work/plano.yaml" >"$work/egress.log" 2>&1 & egress_pid=$!; pids+=("$egress_pid")
+RUST_LOG=warn "$BIN/plano-edge" --config "$work/plano.yaml" >"$work/edge.log" 2>&1 & edge_pid=$!; pids+=("$edge_pid")
+for _ in $(seq 1 100); do
+  curl -fsS "http://$EDGE_ADMIN/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$1/status"; }
+
+probe() { # name addr pid admin
+  local name=$1 addr=$2 pid=$3 admin=$4
+  python3 - "$addr" "$IDLE" <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+n = int(sys.argv[2])
+socks = []
+start = time.time()
+for i in range(n):
+    try:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        socks.append(s)
+    except OSError as e:
+        print(f"  connect {i} failed: {e}", flush=True)
+        break
+print(f"  {len(socks)} idle connections opened in {time.time() - start:.1f}s", flush=True)
+time.sleep(30)
+PY
+  local holder=$!
+  # Wait until the holder has opened its sockets (bounded).
+  for _ in $(seq 1 600); do
+    [ "$(find "/proc/$holder/fd" -mindepth 1 2>/dev/null | wc -l)" -ge "$IDLE" ] && break
+    sleep 0.1
+  done
+  local t0 t1 code
+  t0=$(date +%s.%N)
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 \
+    -H 'content-type: application/json' \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
+    "http://$addr/v1/chat/completions" || true)
+  t1=$(date +%s.%N)
+  echo "$name: a new client with $IDLE idle connections open: HTTP $code in $(awk "BEGIN {printf \"%.3f\", $t1 - $t0}") s; RSS $(rss "$pid")"
+  curl -s "http://$admin/metrics" | grep -E '^plano_connections_(open|rejected_total|closed_total)' | sed 's/^/  /' || true
+  kill "$holder" 2>/dev/null || true
+  wait "$holder" 2>/dev/null || true
+  [ "$code" = 200 ] || { echo "FAIL: $name did not serve the new client"; exit 1; }
+}
+
+echo "idle RSS: egress $(rss $egress_pid), edge $(rss $edge_pid)"
+probe egress "$EGRESS" "$egress_pid" "$EGRESS_ADMIN"
+probe edge "$EDGE" "$edge_pid" "$EDGE_ADMIN"
+echo "PASS"

@@ -1,0 +1,226 @@
+//! One upstream attempt: build the request, send it, wait (bounded) for the answer, and
+//! read it: a whole body (turned into the client's API), or for a stream the opening up to
+//! its first real event. Records the attempt's outcome and duration and tells the
+//! provider's circuit breaker. Nothing reaches the client here, so whatever fails can
+//! still be retried or failed over (`failover.rs` decides).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use plano_config::Provider;
+use tokio::time::Instant;
+
+use super::circuit::Circuits;
+use super::record;
+use super::retry;
+use super::stream::Opening;
+use crate::error::AttemptError;
+use crate::providers::framing::{self, Framing};
+use crate::providers::plan::{Api, ClientRequest, Route};
+use crate::providers::upstream_request::{self, Prepared};
+use crate::providers::usage::Usage;
+use crate::upstream::HttpClient;
+
+/// Largest non-streaming upstream body we relay (a sane bound on a chat answer).
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// Largest upstream error body kept (for the client and the log).
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// What one attempt sends, and to whom.
+pub struct Attempt<'a> {
+    pub client: &'a HttpClient,
+    pub circuits: &'a Circuits,
+    pub provider: &'a Provider,
+    pub prepared: &'a Prepared,
+    pub route: Route,
+    pub request: &'a ClientRequest<'a>,
+    /// The client's request headers (some are propagated) and our request id.
+    pub headers: &'a HeaderMap,
+    pub request_id: &'a HeaderValue,
+    pub uri: http::Uri,
+    pub body: Bytes,
+    /// How long to wait for the whole answer, or for a stream's first event.
+    pub wait: Duration,
+}
+
+/// An attempt's answer, in the client's API (whole) or about to be (stream).
+pub enum Answer {
+    Whole {
+        status: StatusCode,
+        body: Bytes,
+        usage: Usage,
+    },
+    Stream(Box<Opening>),
+}
+
+impl Attempt<'_> {
+    /// Send once. A 2xx whose body cannot be read in the provider's API counts as a
+    /// broken attempt (retried, failed over), like a broken connection.
+    pub async fn run(self) -> Result<Answer, AttemptError> {
+        let req = upstream_request::build_request(
+            self.provider,
+            self.prepared,
+            self.uri.clone(),
+            self.headers,
+            self.request_id,
+            self.body.clone(),
+        );
+        let stream = self.request.stream.then_some(self.route.upstream);
+        let sent = Instant::now();
+        let result = match exchange(self.client, req, stream, self.wait).await {
+            Ok(Reply::Whole { status, body }) => self
+                .route
+                .response_body(self.request, &body)
+                .map(|(body, usage)| Answer::Whole {
+                    status,
+                    body,
+                    usage,
+                })
+                .map_err(|e| AttemptError::Protocol(format!("unusable answer: {}", e.message))),
+            Ok(Reply::Stream(opening)) => Ok(Answer::Stream(opening)),
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(answer) => {
+                // A stream's duration is recorded when its body ends.
+                if matches!(answer, Answer::Whole { .. }) {
+                    record::upstream_duration(self.provider, sent.elapsed());
+                }
+                record::attempt(self.provider, "success");
+                self.circuits.success(&self.provider.name);
+            }
+            Err(err) => {
+                record::upstream_duration(self.provider, sent.elapsed());
+                record::attempt(self.provider, err.outcome());
+                if err.counts_against_provider() {
+                    self.circuits.failure(&self.provider.name);
+                } else if matches!(err, AttemptError::Status { .. }) {
+                    // A 4xx about the request still proves the provider is up (and
+                    // settles a half-open probe).
+                    self.circuits.success(&self.provider.name);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// What came back from one exchange, before translation.
+pub enum Reply {
+    Whole { status: StatusCode, body: Bytes },
+    Stream(Box<Opening>),
+}
+
+/// Send `req` and wait at most `wait` for the whole body or, when `stream` names the
+/// upstream API of a stream, for its first real event (SSE comments and keep-alives are
+/// not events): only then is the stream committed to. A 2xx stream with the wrong content
+/// type or a first event that is not one of the API's is a broken answer.
+pub async fn exchange(
+    client: &HttpClient,
+    req: http::Request<http_body_util::Full<Bytes>>,
+    stream: Option<Api>,
+    wait: Duration,
+) -> Result<Reply, AttemptError> {
+    let work = async {
+        let res = client
+            .request(req)
+            .await
+            .map_err(|e| classify_client_error(&e))?;
+        let status = res.status();
+        if !status.is_success() {
+            let retry_after = retry::retry_after(res.headers());
+            let mut body = res.into_body();
+            let bytes = read_limited(&mut body, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
+            return Err(AttemptError::Status {
+                status,
+                body: bytes,
+                retry_after,
+            });
+        }
+        let Some(api) = stream else {
+            let mut body = res.into_body();
+            let bytes = read_limited(&mut body, MAX_UPSTREAM_BODY)
+                .await
+                .map_err(AttemptError::Protocol)?;
+            return Ok(Reply::Whole {
+                status,
+                body: bytes,
+            });
+        };
+        framing::check_stream_content_type(api, res.headers()).map_err(AttemptError::Protocol)?;
+        let mut rest = res.into_body();
+        let mut framing = Framing::of(api);
+        loop {
+            if let Some(first) = framing.next_event().map_err(AttemptError::Protocol)? {
+                framing::check_first_event(api, &first).map_err(AttemptError::Protocol)?;
+                return Ok(Reply::Stream(Box::new(Opening {
+                    framing,
+                    first,
+                    rest,
+                })));
+            }
+            match rest.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        framing.push(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(AttemptError::Protocol(e.to_string())),
+                None => {
+                    let first = framing
+                        .finish()
+                        .map_err(AttemptError::Protocol)?
+                        .ok_or_else(|| {
+                            AttemptError::Protocol("stream ended before its first event".into())
+                        })?;
+                    framing::check_first_event(api, &first).map_err(AttemptError::Protocol)?;
+                    return Ok(Reply::Stream(Box::new(Opening {
+                        framing,
+                        first,
+                        rest,
+                    })));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(wait, work).await {
+        Ok(r) => r,
+        Err(_) => Err(AttemptError::Timeout(if stream.is_some() {
+            "the first event"
+        } else {
+            "the response"
+        })),
+    }
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> AttemptError {
+    if e.is_connect() {
+        let mut source: Option<&dyn std::error::Error> = Some(e);
+        let mut detail = String::new();
+        while let Some(s) = source {
+            detail = s.to_string();
+            source = s.source();
+        }
+        AttemptError::Connect(detail)
+    } else {
+        AttemptError::Protocol(e.to_string())
+    }
+}
+
+async fn read_limited(body: &mut hyper::body::Incoming, limit: usize) -> Result<Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(format!("upstream body larger than {limit} bytes"));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}

@@ -1,0 +1,189 @@
+//! Phase 4: the candidates in order (the target, then an alias's fallbacks), each while
+//! its circuit allows: route the request to the provider's API, attempt, and on a
+//! retryable failure back off (honouring `Retry-After`) and attempt again, up to
+//! `max_retries`; then fail over to the next candidate. A client error (4xx) ends the
+//! request at once: another provider would say the same.
+
+use std::borrow::Cow;
+
+use plano_config::Provider;
+use plano_config::resolve::Target;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::attempt::{Answer, Attempt};
+use super::parse::{Ask, body_for};
+use super::{Cx, record, retry};
+use crate::error::{AttemptError, EgressError};
+use crate::providers::plan::{ClientRequest, Route, upstream_path};
+use crate::providers::upstream_request;
+
+/// The attempt that answered.
+pub struct Won<'a> {
+    pub provider: &'a Provider,
+    pub route: Route,
+    /// The client's body as this provider was sent it (Responses: history included).
+    pub client_body: Cow<'a, Map<String, Value>>,
+    /// The `model` echoed back in translated answers.
+    pub echo_model: String,
+    pub answer: Answer,
+    /// When the winning attempt was sent.
+    pub sent: Instant,
+    /// Attempts made, over every provider.
+    pub attempts: u32,
+}
+
+pub async fn run<'a, 'c: 'a>(
+    cx: &mut Cx<'c>,
+    ask: &'a Ask,
+    candidates: &[Target],
+) -> Result<Won<'a>, EgressError> {
+    let mut failures: Vec<(String, AttemptError)> = Vec::new();
+    let mut attempts = 0u32;
+    let mut previous: Option<&Provider> = None;
+    for candidate in candidates {
+        let provider: &'a Provider = &cx.rt.config.providers[candidate.provider];
+        if let Some(prev) = previous {
+            record::failover(prev, provider);
+            tracing::info!(request_id = ?cx.request_id, from = %prev.name, to = %provider.name, "failing over");
+        }
+        previous = Some(provider);
+        let route = Route::new(provider, ask.api);
+        let client_body = body_for(ask, &route)?;
+        let echo_model = ask.model.clone().unwrap_or_else(|| provider.name.clone());
+        let client_req = ClientRequest {
+            api: ask.api,
+            body: &client_body,
+            model: &echo_model,
+            stream: ask.stream,
+            response_id: &ask.response_id,
+        };
+        // A body this provider's API cannot express is the client's problem only when no
+        // other provider is left to try.
+        let upstream_body = match route.request_body(&client_req, &candidate.model_id) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(request_id = ?cx.request_id, provider = %provider.name, error = %e, "request not translatable for this provider");
+                failures.push((
+                    provider.name.clone(),
+                    AttemptError::Untranslatable(e.message),
+                ));
+                continue;
+            }
+        };
+        let upstream_body =
+            crate::routing::phase::upstream_body(cx.rt, route.upstream, upstream_body);
+        let (Some(prepared), Ok(uri)) = (
+            cx.rt.prepared.get(candidate.provider),
+            upstream_request::uri(
+                provider,
+                &upstream_path(provider, route.upstream, ask.stream),
+            ),
+        ) else {
+            // Checked when the runtime was built; never expected here.
+            failures.push((
+                provider.name.clone(),
+                AttemptError::Unaddressable("no valid upstream URL".into()),
+            ));
+            continue;
+        };
+        for attempt in 0..=cx.limits.max_retries {
+            if !cx.state.circuits.allow(&provider.name) {
+                record::attempt(provider, AttemptError::CircuitOpen.outcome());
+                failures.push((provider.name.clone(), AttemptError::CircuitOpen));
+                break;
+            }
+            let now = Instant::now();
+            if now >= cx.deadline {
+                return Err(deadline_error(failures, cx.limits.timeout));
+            }
+            attempts += 1;
+            let wait = if ask.stream {
+                cx.limits.first_token_timeout.min(cx.deadline - now)
+            } else {
+                cx.deadline - now
+            };
+            let sent = Instant::now();
+            let result = Attempt {
+                client: &cx.rt.client,
+                circuits: &cx.state.circuits,
+                provider,
+                prepared,
+                route,
+                request: &client_req,
+                headers: cx.headers,
+                request_id: cx.request_id,
+                uri: uri.clone(),
+                body: upstream_body.clone(),
+                wait,
+            }
+            .run()
+            .await;
+            cx.clock.waited += sent.elapsed();
+            let err = match result {
+                Ok(answer) => {
+                    return Ok(Won {
+                        provider,
+                        route,
+                        client_body: client_body.clone(),
+                        echo_model: echo_model.clone(),
+                        answer,
+                        sent,
+                        attempts,
+                    });
+                }
+                Err(err) => err,
+            };
+            tracing::warn!(request_id = ?cx.request_id, provider = %provider.name, attempt = attempt + 1, error = %err.describe(), "upstream attempt failed");
+            let retryable = err.is_retryable();
+            let retry_after = match &err {
+                AttemptError::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            failures.push((provider.name.clone(), err));
+            if !retryable {
+                // The client's own mistake (4xx): another provider would say the same.
+                return Err(EgressError::AllFailed(failures));
+            }
+            if attempt == cx.limits.max_retries {
+                break;
+            }
+            let pause = match retry_after {
+                Some(d) if d > retry::MAX_RETRY_AFTER => break, // too long: fail over now
+                Some(d) => d,
+                None => retry::backoff(attempt),
+            };
+            if Instant::now() + pause >= cx.deadline {
+                break;
+            }
+            if let Some((_, last)) = failures.last() {
+                record::retry(provider, last);
+            }
+            let slept = Instant::now();
+            tokio::time::sleep(pause).await;
+            cx.clock.waited += slept.elapsed();
+        }
+    }
+    if Instant::now() >= cx.deadline {
+        return Err(deadline_error(failures, cx.limits.timeout));
+    }
+    Err(EgressError::AllFailed(failures))
+}
+
+fn deadline_error(
+    failures: Vec<(String, AttemptError)>,
+    timeout: std::time::Duration,
+) -> EgressError {
+    if failures.is_empty() {
+        return EgressError::DeadlineExceeded(timeout);
+    }
+    let mut failures = failures;
+    if let Some((name, _)) = failures.last().cloned() {
+        failures.push((name, AttemptError::Timeout("the listener timeout")));
+    }
+    // A timeout is the last word: answer 504 even if an earlier attempt had a status.
+    match EgressError::AllFailed(failures) {
+        e if e.status() == http::StatusCode::GATEWAY_TIMEOUT => e,
+        _ => EgressError::DeadlineExceeded(timeout),
+    }
+}

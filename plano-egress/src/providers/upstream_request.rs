@@ -1,0 +1,317 @@
+//! The upstream HTTP request for any provider: the URL from the provider table and
+//! `base_url` rules, the provider's auth style, `http_host`, extra `headers`, and the client
+//! headers we propagate or strip. What is fixed by the config is prepared once per runtime
+//! ([`Prepared`], built when a config is loaded or reloaded), so an attempt only copies it.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use plano_config::{AuthStyle, Provider};
+
+/// Headers never forwarded from the client besides the hop-by-hop ones: framing, and
+/// credentials (the provider's own key is added instead, unless `passthrough_auth`).
+const STRIPPED: &[&str] = &[
+    "host",
+    "content-length",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "accept-encoding",
+];
+
+/// Client headers worth passing upstream as they are.
+const PROPAGATED: &[&str] = &[
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "user-agent",
+    "openai-organization",
+    "openai-project",
+    "anthropic-beta",
+    "anthropic-version",
+];
+
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// A provider's headers as its config fixes them, parsed once.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    host: Option<HeaderValue>,
+    /// The provider's own key in its auth style (absent with `passthrough_auth`).
+    auth: Option<(HeaderName, HeaderValue)>,
+    anthropic_version: bool,
+    /// `headers`, in file order (stripped names other than `authorization` dropped).
+    extra: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Prepared {
+    /// Parse the provider's `http_host`, key and `headers`, and check that its base URL
+    /// makes a valid request URI. An error names the bad key (validation refuses these
+    /// before they get here; this is the runtime's own guard).
+    pub fn new(provider: &Provider) -> Result<Self, String> {
+        let host = provider
+            .http_host
+            .as_deref()
+            .map(|h| {
+                HeaderValue::from_str(h)
+                    .map_err(|_| format!("http_host `{h}` is not a valid Host header"))
+            })
+            .transpose()?;
+        let auth = match (&provider.access_key, provider.passthrough_auth) {
+            (Some(key), false) => {
+                let mut value = match provider.auth {
+                    AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {}", key.expose())),
+                    AuthStyle::AnthropicKey | AuthStyle::AzureApiKey | AuthStyle::None => {
+                        HeaderValue::from_str(key.expose())
+                    }
+                }
+                .map_err(|_| "access_key is not a valid header value".to_string())?;
+                value.set_sensitive(true);
+                let name = match provider.auth {
+                    AuthStyle::Bearer | AuthStyle::None => header::AUTHORIZATION,
+                    AuthStyle::AnthropicKey => HeaderName::from_static("x-api-key"),
+                    AuthStyle::AzureApiKey => HeaderName::from_static("api-key"),
+                };
+                Some((name, value))
+            }
+            _ => None,
+        };
+        let mut extra = Vec::with_capacity(provider.headers.len());
+        for (k, v) in &provider.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers: `{k}` is not a valid header name"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("headers: the value of `{k}` is not a valid header value"))?;
+            if is_stripped(name.as_str()) && name != header::AUTHORIZATION {
+                continue;
+            }
+            extra.push((name, value));
+        }
+        uri(provider, &provider.chat_path())?;
+        Ok(Prepared {
+            host,
+            auth,
+            anthropic_version: provider.auth == AuthStyle::AnthropicKey,
+            extra,
+        })
+    }
+}
+
+/// The full upstream URI for `path` (e.g. `chat_path()`) on this provider.
+pub fn uri(provider: &Provider, path: &str) -> Result<Uri, String> {
+    let base = provider.base_url.as_str().trim_end_matches('/');
+    let mut s = format!("{base}{path}");
+    if let Some(q) = &provider.query {
+        s.push('?');
+        s.push_str(q);
+    }
+    s.parse::<Uri>()
+        .map_err(|e| format!("bad upstream URL `{s}`: {e}"))
+}
+
+/// The request for one attempt. `client_headers` are the client's request headers.
+pub fn build_request(
+    provider: &Provider,
+    prepared: &Prepared,
+    uri: Uri,
+    client_headers: &HeaderMap,
+    request_id: &HeaderValue,
+    body: bytes::Bytes,
+) -> Request<http_body_util::Full<bytes::Bytes>> {
+    let mut headers = HeaderMap::with_capacity(16);
+    for name in PROPAGATED {
+        if let Some(v) = client_headers.get(*name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    if let Some(host) = &prepared.host {
+        headers.insert(header::HOST, host.clone());
+    }
+    if provider.passthrough_auth {
+        for name in ["authorization", "x-api-key"] {
+            if let Some(v) = client_headers.get(name) {
+                headers.insert(HeaderName::from_static(name), v.clone());
+            }
+        }
+    } else if let Some((name, value)) = &prepared.auth {
+        headers.insert(name.clone(), value.clone());
+    }
+    if prepared.anthropic_version && !headers.contains_key("anthropic-version") {
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+    }
+    for (name, value) in &prepared.extra {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut req = Request::new(http_body_util::Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    req
+}
+
+/// Whether a client header may ever be forwarded (used by tests and the edge's rules).
+pub fn is_stripped(name: &str) -> bool {
+    STRIPPED.contains(&name) || plano_common::headers::is_hop_by_hop(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plano_config::{ProviderApi, Secret};
+
+    fn provider(auth: AuthStyle) -> Provider {
+        Provider {
+            name: "p".into(),
+            model: "openai/gpt".into(),
+            prefix: "openai".into(),
+            model_id: "gpt".into(),
+            wildcard: false,
+            api: ProviderApi::OpenAi,
+            base_url: url::Url::parse("https://api.example.com").unwrap(),
+            path_prefix: "/v1".into(),
+            query: None,
+            http_host: Some("llm.example.com".into()),
+            access_key: Some(Secret::new("sk-provider")),
+            auth,
+            passthrough_auth: false,
+            headers: vec![("x-team".into(), "a".into())],
+            default: false,
+        }
+    }
+
+    #[test]
+    fn provider_key_replaces_client_credentials() {
+        let p = provider(AuthStyle::Bearer);
+        let mut client = HeaderMap::new();
+        client.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer client-key"),
+        );
+        client.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        client.insert("connection", HeaderValue::from_static("close"));
+        let uri = uri(&p, &p.chat_path()).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://api.example.com/v1/chat/completions"
+        );
+        let req = build_request(
+            &p,
+            &Prepared::new(&p).unwrap(),
+            uri,
+            &client,
+            &HeaderValue::from_static("rid"),
+            bytes::Bytes::new(),
+        );
+        let h = req.headers();
+        assert_eq!(h["authorization"], "Bearer sk-provider");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["traceparent"], "00-abc-def-01");
+        assert_eq!(h["host"], "llm.example.com");
+        assert_eq!(h["x-team"], "a");
+        assert_eq!(h["x-request-id"], "rid");
+        assert!(!h.contains_key("connection"));
+    }
+
+    #[test]
+    fn anthropic_and_azure_styles() {
+        let p = provider(AuthStyle::AnthropicKey);
+        let u = uri(&p, "/v1/messages").unwrap();
+        let req = build_request(
+            &p,
+            &Prepared::new(&p).unwrap(),
+            u,
+            &HeaderMap::new(),
+            &HeaderValue::from_static("r"),
+            bytes::Bytes::new(),
+        );
+        assert_eq!(req.headers()["x-api-key"], "sk-provider");
+        assert_eq!(req.headers()["anthropic-version"], ANTHROPIC_VERSION);
+        assert!(!req.headers().contains_key("authorization"));
+
+        let mut p = provider(AuthStyle::AzureApiKey);
+        p.query = Some("api-version=2024-10-21".into());
+        let u = uri(&p, "/openai/deployments/d/chat/completions").unwrap();
+        assert_eq!(u.query(), Some("api-version=2024-10-21"));
+        let req = build_request(
+            &p,
+            &Prepared::new(&p).unwrap(),
+            u,
+            &HeaderMap::new(),
+            &HeaderValue::from_static("r"),
+            bytes::Bytes::new(),
+        );
+        assert_eq!(req.headers()["api-key"], "sk-provider");
+    }
+
+    #[test]
+    fn passthrough_forwards_client_credentials_only() {
+        let mut p = provider(AuthStyle::Bearer);
+        p.passthrough_auth = true;
+        let mut client = HeaderMap::new();
+        client.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer virtual-key"),
+        );
+        let u = uri(&p, "/v1/chat/completions").unwrap();
+        let req = build_request(
+            &p,
+            &Prepared::new(&p).unwrap(),
+            u,
+            &client,
+            &HeaderValue::from_static("r"),
+            bytes::Bytes::new(),
+        );
+        assert_eq!(req.headers()["authorization"], "Bearer virtual-key");
+    }
+}
+
+#[cfg(test)]
+mod prepared_tests {
+    use super::*;
+    use plano_config::{ProviderApi, Secret};
+
+    #[test]
+    fn bad_configured_headers_are_refused_once_not_per_request() {
+        let mut p = Provider {
+            name: "p".into(),
+            model: "openai/gpt".into(),
+            prefix: "openai".into(),
+            model_id: "gpt".into(),
+            wildcard: false,
+            api: ProviderApi::OpenAi,
+            base_url: url::Url::parse("https://api.example.com").unwrap(),
+            path_prefix: "/v1".into(),
+            query: None,
+            http_host: None,
+            access_key: Some(Secret::new("k")),
+            auth: AuthStyle::Bearer,
+            passthrough_auth: false,
+            headers: vec![("bad name".into(), "a".into())],
+            default: false,
+        };
+        assert!(Prepared::new(&p).unwrap_err().contains("bad name"));
+        p.headers = vec![("x-ok".into(), "line\nbreak".into())];
+        assert!(Prepared::new(&p).unwrap_err().contains("x-ok"));
+        p.headers.clear();
+        p.http_host = Some("bad\nhost".into());
+        assert!(Prepared::new(&p).unwrap_err().contains("http_host"));
+        p.http_host = None;
+        p.access_key = Some(Secret::new("bad\nkey"));
+        let err = Prepared::new(&p).unwrap_err();
+        assert!(
+            err.contains("access_key") && !err.contains("bad\nkey"),
+            "{err}"
+        );
+    }
+}
