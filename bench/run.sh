@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark of the data plane against a zero-delay local mock (DESIGN.md §9).
+# Benchmark of the data plane against a zero-delay local mock; writes BENCHMARKS.md
+# (the budget table at its end lists each target).
 #   bench/run.sh            # builds release binaries, runs everything, rewrites BENCHMARKS.md
 # Needs: nginx (installed with apt-get if missing). Takes about 3 minutes after the build.
 set -euo pipefail
@@ -169,7 +170,7 @@ contention; compare rows, not machines. Errors across all runs: ${errs}.
 | direct to mock | $dt50 | $dt99 |
 | through plano-egress | $et50 | $et99 |
 
-## Against the budget (DESIGN.md §9)
+## Against the performance budget
 
 | target | budget | measured | met |
 |---|---|---|---|

@@ -32,11 +32,7 @@ impl Egress {
         admin: SocketAddr,
     ) -> anyhow::Result<Self> {
         let mut config = load(yaml, env)?;
-        for l in &mut config.listeners {
-            if l.kind == plano_config::ListenerKind::Model {
-                l.addr = listen;
-            }
-        }
+        config.model_listener.addr = listen;
         let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
         let admin = plano_common::admin::bind(admin, &ctx).await?.local_addr();
         let server = plano_egress::bind(&ctx).await?;
@@ -93,8 +89,8 @@ impl Edge {
         keep_ports: bool,
     ) -> anyhow::Result<Self> {
         let mut config = load(yaml, env)?;
-        for l in &mut config.listeners {
-            if l.kind != plano_config::ListenerKind::Model && !keep_ports {
+        if !keep_ports {
+            for l in &mut config.listeners {
                 l.addr = SocketAddr::from(([127, 0, 0, 1], 0));
             }
         }

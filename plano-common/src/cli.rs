@@ -1,5 +1,5 @@
-//! The command line both binaries share (DESIGN.md §3) and the process lifecycle around a
-//! component's `run`.
+//! The command line both binaries share (README.md, docs/deployment.md) and the process
+//! lifecycle around a component's `run`.
 //!
 //! Lifecycle: parse args → logging → load the config (invalid: every problem on stderr,
 //! exit 78) → `--check` prints the summary and exits 0 → log config warnings once → start

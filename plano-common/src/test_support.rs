@@ -1,9 +1,10 @@
 //! Helpers for tests that need a `Config` without going through the loader.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use plano_config::{Admin, Config, EgressLink, Overrides, RateLimitStorage, StateStorage};
+use plano_config::{
+    Admin, Config, EgressLink, Overrides, PromptCaching, RateLimitStorage, Routing, StateStorage,
+};
 
 /// A config with nothing configured: no listeners, no providers. Valid enough for tests of
 /// the admin plane and reload, which never look inside it.
@@ -11,6 +12,7 @@ pub fn bare_config() -> Config {
     Config {
         version: "v0.1".into(),
         source: None,
+        model_listener: plano_config::Listener::predefined_model(),
         listeners: Vec::new(),
         providers: Vec::new(),
         aliases: BTreeMap::new(),
@@ -22,12 +24,7 @@ pub fn bare_config() -> Config {
         system_prompt: None,
         ratelimits: Vec::new(),
         ratelimit_storage: RateLimitStorage::Memory,
-        overrides: Overrides {
-            upstream_connect_timeout: Duration::from_secs(5),
-            upstream_tls_ca_path: None,
-            agent_orchestration_model: None,
-            function_calling_model: None,
-        },
+        overrides: Overrides::default(),
         egress: EgressLink {
             url: url("http://127.0.0.1:12000"),
             health: url("http://127.0.0.1:9902"),
@@ -38,6 +35,12 @@ pub fn bare_config() -> Config {
         },
         state_storage: StateStorage::default(),
         tracing: None,
+        routing: Routing::default(),
+        routing_preferences: Vec::new(),
+        model_metrics_sources: Vec::new(),
+        prompt_caching: PromptCaching::default(),
+        mode: None,
+        prompt_guards: None,
         warnings: Vec::new(),
     }
 }

@@ -49,7 +49,7 @@ pub fn load_str(
         for (k, v) in doc.iter_mut() {
             load::substitute_env(v, k, env, &mut problems);
         }
-        validate::build(doc, &mut problems, source.map(Path::to_path_buf))
+        validate::build(doc, &mut problems, source.map(Path::to_path_buf), env)
     });
     match config {
         Some(c) if problems.errors.is_empty() => Ok(c),

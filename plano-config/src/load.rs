@@ -289,6 +289,18 @@ pub(crate) fn map<T: DeserializeOwned>(
 
 /// serde's messages mention Rust types; say it in YAML terms.
 fn humanise(msg: &str) -> String {
+    // `expected RawRouting` (a struct of raw.rs) → `expected a mapping`.
+    let msg = msg.replace("expected struct ", "expected ");
+    let msg = match msg.find("expected Raw") {
+        Some(i) => {
+            let rest = &msg[i + "expected ".len()..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            format!("{}expected a map{}", &msg[..i], &rest[end..])
+        }
+        None => msg,
+    };
     msg.replace("u32", "an integer")
         .replace("u64", "an integer")
         .replace("f64", "a number")

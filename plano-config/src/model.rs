@@ -47,8 +47,11 @@ pub struct Config {
     /// File the config was loaded from, when it came from a file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
-    /// Every listener. Exactly one has `kind == Model` (the predefined 127.0.0.1:12000 one
-    /// when the file configures none).
+    /// The egress model listener: `type: model`, the legacy `egress_traffic`, or the
+    /// predefined 127.0.0.1:12000 one ([`Listener::predefined_model`]) when the file
+    /// configures none.
+    pub model_listener: Listener,
+    /// The inbound listeners the edge serves (`edge`, `prompt`, `agent`), in file order.
     pub listeners: Vec<Listener>,
     /// `model_providers` (or the deprecated `llm_providers`), in file order.
     pub providers: Vec<Provider>,
@@ -73,24 +76,28 @@ pub struct Config {
     pub admin: Admin,
     pub state_storage: StateStorage,
     pub tracing: Option<TracingConfig>,
+    /// `routing`: session pinning and the switching budget (defaults when absent).
+    pub routing: Routing,
+    /// Top-level `routing_preferences`, plus the deprecated per-provider form lifted into
+    /// it the way Plano does (one entry per name, `models` in file order).
+    pub routing_preferences: Vec<RoutingPreference>,
+    /// `model_metrics_sources`: where cost and latency figures for routing come from.
+    pub model_metrics_sources: Vec<MetricsSource>,
+    /// `prompt_caching` (disabled when absent).
+    pub prompt_caching: PromptCaching,
+    /// `mode`, when set.
+    pub mode: Option<Mode>,
+    /// `prompt_guards`, when set.
+    pub prompt_guards: Option<PromptGuards>,
     /// One line per key that is parsed but not acted on yet, each naming its key path.
     /// The binaries log each once at start-up.
     pub warnings: Vec<String>,
 }
 
 impl Config {
-    /// The egress (model) listener; validation guarantees there is exactly one.
-    pub fn model_listener(&self) -> Option<&Listener> {
-        self.listeners
-            .iter()
-            .find(|l| l.kind == ListenerKind::Model)
-    }
-
     /// Listeners served by the edge (`edge`, `prompt`, `agent`).
     pub fn inbound_listeners(&self) -> impl Iterator<Item = &Listener> {
-        self.listeners
-            .iter()
-            .filter(|l| l.kind != ListenerKind::Model)
+        self.listeners.iter()
     }
 
     pub fn provider(&self, name: &str) -> Option<&Provider> {
@@ -161,6 +168,37 @@ pub struct Listener {
     pub auth: Option<ClientAuth>,
     /// Extension `connections`: connection cap and slow/idle client timeouts.
     pub connections: crate::ConnectionLimits,
+}
+
+impl Listener {
+    /// Default `timeout` (and `first_token_timeout`) of every listener.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_retries` of the model listener.
+    pub const DEFAULT_MAX_RETRIES: u32 = 2;
+    /// Default `max_body_bytes`: 10 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+    /// The model listener used when the file configures none: 127.0.0.1:12000 with the
+    /// defaults above. The one place those defaults are written down.
+    pub fn predefined_model() -> Self {
+        Self {
+            name: "model_listener".into(),
+            kind: ListenerKind::Model,
+            origin: ListenerOrigin::Predefined,
+            addr: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 12000)),
+            timeout: Self::DEFAULT_TIMEOUT,
+            first_token_timeout: Self::DEFAULT_TIMEOUT,
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            input_filters: Vec::new(),
+            output_filters: Vec::new(),
+            agents: Vec::new(),
+            router: None,
+            tls: None,
+            auth: None,
+            connections: crate::ConnectionLimits::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -322,6 +360,9 @@ pub struct Endpoint {
     #[serde(with = "duration_str")]
     pub timeout: Duration,
     pub http_host: Option<String>,
+    /// `prefix_affinity`: consistent-hash requests over the endpoint's replicas by the
+    /// `x-plano-prefix-hash` header. Default false.
+    pub prefix_affinity: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -448,6 +489,32 @@ pub struct Overrides {
     pub upstream_tls_ca_path: Option<PathBuf>,
     pub agent_orchestration_model: Option<String>,
     pub function_calling_model: Option<String>,
+    /// `llm_routing_model`: the model that picks a route from `routing_preferences`
+    /// (Plano's default is `Plano-Orchestrator`).
+    pub llm_routing_model: Option<String>,
+    /// `use_agent_orchestrator`. Default false.
+    pub use_agent_orchestrator: bool,
+    /// `orchestrator_model_context_length`: token budget of the routing/orchestrator
+    /// model's prompt. Default 8192.
+    pub orchestrator_model_context_length: u32,
+}
+
+impl Overrides {
+    pub const DEFAULT_ORCHESTRATOR_CONTEXT_LENGTH: u32 = 8192;
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self {
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_tls_ca_path: None,
+            agent_orchestration_model: None,
+            function_calling_model: None,
+            llm_routing_model: None,
+            use_agent_orchestrator: false,
+            orchestrator_model_context_length: Self::DEFAULT_ORCHESTRATOR_CONTEXT_LENGTH,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -517,8 +584,178 @@ impl Default for StateStorage {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TracingConfig {
+    /// Percentage of requests traced, 0–100.
     pub random_sampling: Option<u32>,
-    pub opentracing_grpc_endpoint: Option<String>,
+    /// `trace_arch_internal`: also trace Plano's own internal calls. Default false.
+    pub trace_arch_internal: bool,
+    /// OTLP/gRPC collector (`http://host:port`, no path).
+    pub opentracing_grpc_endpoint: Option<Url>,
+    pub span_attributes: SpanAttributes,
+    pub exporters: Vec<TraceExporter>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpanAttributes {
+    /// Request headers whose name starts with one of these become span attributes.
+    pub header_prefixes: Vec<String>,
+    /// `static`: attributes added to every span.
+    pub fixed: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum TraceExporter {
+    Posthog {
+        url: Url,
+        api_key: Secret,
+        distinct_id_header: Option<String>,
+        /// Default false.
+        capture_messages: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Routing {
+    /// `llm_provider` and `model`: the router model, as written.
+    pub llm_provider: Option<String>,
+    pub model: Option<String>,
+    /// `session_ttl_seconds`: lifetime of a session's pinned model. Default 600s.
+    #[serde(with = "duration_str")]
+    pub session_ttl: Duration,
+    /// `session_max_entries`, 1–10000. Default 10000.
+    pub session_max_entries: u32,
+    pub session_cache: SessionCache,
+    /// `session_cache.tenant_header`: header whose value scopes cache keys per tenant.
+    pub tenant_header: Option<String>,
+    /// `routing_budget`: present = on.
+    pub routing_budget: Option<RoutingBudget>,
+    /// `route_on_user_only`. Default false.
+    pub route_on_user_only: bool,
+}
+
+impl Routing {
+    pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(600);
+    pub const MAX_SESSION_ENTRIES: u32 = 10_000;
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            llm_provider: None,
+            model: None,
+            session_ttl: Self::DEFAULT_SESSION_TTL,
+            session_max_entries: Self::MAX_SESSION_ENTRIES,
+            session_cache: SessionCache::Memory,
+            tenant_header: None,
+            routing_budget: None,
+            route_on_user_only: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum SessionCache {
+    Memory,
+    Redis { url: Secret },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingBudget {
+    /// 0–100: switching spend allowed, as a percentage of the never-switch baseline.
+    pub max_switch_spend_pct: f64,
+    /// Default true.
+    pub replenish_on_rebind: bool,
+    /// 0–1. Default 0.1.
+    pub cache_read_discount: f64,
+    /// Default false.
+    pub record_counterfactual: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingPreference {
+    pub name: String,
+    pub description: String,
+    /// Model references (non-empty), each validated to resolve to a configured provider.
+    pub models: Vec<String>,
+    pub prefer: Option<SelectionPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionPolicy {
+    Cheapest,
+    Fastest,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum MetricsSource {
+    Cost {
+        provider: CostCatalog,
+        /// Catalogue URL override.
+        url: Option<Url>,
+        #[serde(with = "opt_duration_str")]
+        refresh_interval: Option<Duration>,
+        /// Catalogue key → Plano model name.
+        model_aliases: BTreeMap<String, String>,
+    },
+    Latency {
+        /// Always Prometheus.
+        url: Url,
+        query: String,
+        #[serde(with = "opt_duration_str")]
+        refresh_interval: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CostCatalog {
+    #[serde(rename = "digitalocean")]
+    DigitalOcean,
+    #[serde(rename = "models.dev")]
+    ModelsDev,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptCaching {
+    /// Default false.
+    pub enabled: bool,
+    /// Default true.
+    pub session_affinity: bool,
+    /// Default true.
+    pub inject_cache_control: bool,
+    /// Default 1024.
+    pub min_prefix_tokens: u32,
+    /// `session_ttl_seconds`; `None`: `routing.session_ttl_seconds`.
+    #[serde(with = "opt_duration_str")]
+    pub session_ttl: Option<Duration>,
+}
+
+impl Default for PromptCaching {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            session_affinity: true,
+            inject_cache_control: true,
+            min_prefix_tokens: 1024,
+            session_ttl: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Llm,
+    Prompt,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptGuards {
+    /// `input_guards.jailbreak.on_exception.message`.
+    pub jailbreak_message: String,
 }
 
 /// Serialises durations as humantime strings (`30s`, `500ms`) for readable snapshots.
@@ -527,5 +764,16 @@ pub(crate) mod duration_str {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+pub(crate) mod opt_duration_str {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
     }
 }

@@ -14,6 +14,11 @@ pub struct ProviderDefaults {
     pub api: ProviderApi,
     pub auth: AuthStyle,
     pub query: Option<&'static str>,
+    /// Headers sent upstream unless the provider's `headers` set the same name.
+    pub headers: &'static [(&'static str, &'static str)],
+    /// Forward the client's credentials when neither `access_key` nor `passthrough_auth`
+    /// is configured (ChatGPT: the client's own subscription token).
+    pub passthrough_by_default: bool,
 }
 
 /// Azure OpenAI `api-version` sent on every request (a GA version that serves chat
@@ -32,8 +37,23 @@ const fn openai_style(
         api: ProviderApi::OpenAi,
         auth: AuthStyle::Bearer,
         query: None,
+        headers: &[],
+        passthrough_by_default: false,
     }
 }
+
+/// ChatGPT subscription (Codex backend): `originator` and `user-agent` as the Codex CLI
+/// sends them, like Plano's config generator.
+pub const CHATGPT_HEADERS: &[(&str, &str)] = &[
+    ("originator", "codex_cli_rs"),
+    (
+        "user-agent",
+        "codex_cli_rs/0.0.0 (Unknown 0; unknown) unknown",
+    ),
+];
+
+/// Environment variable whose value becomes ChatGPT's `ChatGPT-Account-Id` header.
+pub const CHATGPT_ACCOUNT_ENV: &str = "CHATGPT_ACCOUNT_ID";
 
 pub const TABLE: &[ProviderDefaults] = &[
     openai_style("openai", Some("https://api.openai.com"), "/v1"),
@@ -44,6 +64,8 @@ pub const TABLE: &[ProviderDefaults] = &[
         api: ProviderApi::Anthropic,
         auth: AuthStyle::AnthropicKey,
         query: None,
+        headers: &[],
+        passthrough_by_default: false,
     },
     openai_style(
         "gemini",
@@ -60,6 +82,29 @@ pub const TABLE: &[ProviderDefaults] = &[
     openai_style("openrouter", Some("https://openrouter.ai"), "/api/v1"),
     openai_style("digitalocean", Some("https://inference.do-ai.run"), "/v1"),
     openai_style("vercel", Some("https://ai-gateway.vercel.sh"), "/v1"),
+    openai_style("xiaomi", Some("https://api.xiaomimimo.com"), "/v1"),
+    openai_style("edenai", Some("https://api.edenai.run"), "/v3"),
+    ProviderDefaults {
+        prefix: "chatgpt",
+        base_url: Some("https://chatgpt.com"),
+        path_prefix: "/backend-api/codex",
+        api: ProviderApi::OpenAi,
+        auth: AuthStyle::Bearer,
+        query: None,
+        headers: CHATGPT_HEADERS,
+        passthrough_by_default: true,
+    },
+    // Plano's own models (Arch-Router, Plano-Orchestrator, …) served where `base_url` says.
+    ProviderDefaults {
+        prefix: "plano",
+        base_url: None,
+        path_prefix: "/v1",
+        api: ProviderApi::OpenAi,
+        auth: AuthStyle::None,
+        query: None,
+        headers: &[],
+        passthrough_by_default: false,
+    },
     ProviderDefaults {
         prefix: "ollama",
         base_url: None,
@@ -67,6 +112,8 @@ pub const TABLE: &[ProviderDefaults] = &[
         api: ProviderApi::OpenAi,
         auth: AuthStyle::None,
         query: None,
+        headers: &[],
+        passthrough_by_default: false,
     },
     openai_style("qwen", None, "/compatible-mode/v1"),
     ProviderDefaults {
@@ -76,6 +123,8 @@ pub const TABLE: &[ProviderDefaults] = &[
         api: ProviderApi::AzureOpenAi,
         auth: AuthStyle::AzureApiKey,
         query: Some("api-version=2024-10-21"),
+        headers: &[],
+        passthrough_by_default: false,
     },
     ProviderDefaults {
         prefix: "amazon_bedrock",
@@ -84,6 +133,8 @@ pub const TABLE: &[ProviderDefaults] = &[
         api: ProviderApi::Bedrock,
         auth: AuthStyle::Bearer,
         query: None,
+        headers: &[],
+        passthrough_by_default: false,
     },
 ];
 
@@ -95,7 +146,6 @@ pub fn lookup(prefix: &str) -> Option<&'static ProviderDefaults> {
 pub fn interface(name: &str) -> Option<&'static ProviderDefaults> {
     let prefix = match name {
         "claude" | "anthropic" => "anthropic",
-        "plano" | "chatgpt" | "xiaomi" | "openai" => "openai",
         "azure" | "azure_openai" => "azure_openai",
         "bedrock" | "amazon_bedrock" => "amazon_bedrock",
         other => other,
@@ -127,6 +177,10 @@ mod tests {
             "azure_openai",
             "qwen",
             "amazon_bedrock",
+            "xiaomi",
+            "edenai",
+            "chatgpt",
+            "plano",
         ] {
             assert!(lookup(p).is_some(), "{p}");
         }
@@ -135,5 +189,27 @@ mod tests {
             Some("api-version=2024-10-21")
         );
         assert!(AZURE_API_VERSION.len() == 10);
+    }
+
+    /// Every `provider_interface` value in Plano 0.4.36's schema is known.
+    #[test]
+    fn every_plano_interface_is_known() {
+        for i in [
+            "plano",
+            "deepseek",
+            "groq",
+            "mistral",
+            "openai",
+            "xiaomi",
+            "gemini",
+            "chatgpt",
+            "digitalocean",
+            "vercel",
+            "openrouter",
+            "edenai",
+            "moonshotai",
+        ] {
+            assert_eq!(interface(i).map(|d| d.prefix), Some(i), "{i}");
+        }
     }
 }

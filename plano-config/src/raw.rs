@@ -99,7 +99,15 @@ pub struct RawProvider {
     pub http_host: Option<String>,
     pub provider_interface: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
-    pub routing_preferences: Option<Json>,
+    pub routing_preferences: Option<Vec<RawProviderPreference>>,
+}
+
+/// Plano's deprecated inline form of a routing preference (v0.3.0).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviderPreference {
+    pub name: String,
+    pub description: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +145,7 @@ pub struct RawEndpoint {
     pub timeout: Option<RawDuration>,
     pub protocol: Option<String>,
     pub http_host: Option<String>,
+    pub prefix_affinity: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,22 +240,121 @@ pub struct RawOverrides {
 #[serde(deny_unknown_fields)]
 pub struct RawTracing {
     pub random_sampling: Option<u32>,
-    #[allow(
-        dead_code,
-        reason = "accepted for Plano compatibility; tracing is not exported yet"
-    )]
     pub trace_arch_internal: Option<bool>,
     pub opentracing_grpc_endpoint: Option<String>,
-    #[allow(
-        dead_code,
-        reason = "accepted for Plano compatibility; tracing is not exported yet"
-    )]
-    pub span_attributes: Option<Json>,
-    #[allow(
-        dead_code,
-        reason = "accepted for Plano compatibility; tracing is not exported yet"
-    )]
-    pub exporters: Option<Json>,
+    pub span_attributes: Option<RawSpanAttributes>,
+    pub exporters: Option<Vec<RawExporter>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpanAttributes {
+    pub header_prefixes: Option<Vec<String>>,
+    #[serde(rename = "static")]
+    pub fixed: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExporter {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    pub api_key: String,
+    pub distinct_id_header: Option<String>,
+    pub capture_messages: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub llm_provider: Option<String>,
+    pub model: Option<String>,
+    pub session_ttl_seconds: Option<u64>,
+    pub session_max_entries: Option<u64>,
+    pub session_cache: Option<RawSessionCache>,
+    pub routing_budget: Option<RawRoutingBudget>,
+    pub route_on_user_only: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessionCache {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub tenant_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutingBudget {
+    pub max_switch_spend_pct: f64,
+    pub replenish_on_rebind: Option<bool>,
+    pub cache_read_discount: Option<f64>,
+    pub record_counterfactual: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutingPreference {
+    pub name: String,
+    pub description: String,
+    pub models: Vec<String>,
+    pub selection_policy: Option<RawSelectionPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelectionPolicy {
+    pub prefer: String,
+}
+
+/// One `model_metrics_sources` item; which keys a `type` allows is checked in validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetricsSource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub provider: String,
+    pub url: Option<String>,
+    pub query: Option<String>,
+    pub refresh_interval: Option<u64>,
+    pub model_aliases: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptCaching {
+    pub enabled: Option<bool>,
+    pub session_affinity: Option<bool>,
+    pub inject_cache_control: Option<bool>,
+    pub min_prefix_tokens: Option<u64>,
+    pub session_ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptGuards {
+    pub input_guards: RawInputGuards,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInputGuards {
+    pub jailbreak: RawJailbreak,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJailbreak {
+    pub on_exception: RawOnException,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnException {
+    pub message: String,
 }
 
 #[derive(Debug, Deserialize)]

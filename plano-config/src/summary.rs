@@ -10,7 +10,7 @@ impl Config {
         let mut s = String::new();
         let _ = writeln!(s, "configuration is valid (version {})", self.version);
         let _ = writeln!(s, "listeners:");
-        for l in &self.listeners {
+        for l in std::iter::once(&self.model_listener).chain(&self.listeners) {
             let kind = match l.kind {
                 ListenerKind::Model => "model",
                 ListenerKind::Edge => "edge",

@@ -34,10 +34,7 @@ pub struct EgressServer {
 /// Bind the model listener of the current config.
 pub async fn bind(ctx: &Context) -> anyhow::Result<EgressServer> {
     let config = ctx.current_config();
-    let addr = config
-        .model_listener()
-        .map(|l| l.addr)
-        .context("the config has no model listener")?;
+    let addr = config.model_listener.addr;
     for w in &config.warnings {
         tracing::debug!(warning = %w, "config");
     }
@@ -117,10 +114,7 @@ fn spawn_listener(
     let addr = listener.local_addr()?;
     let stop = ctx.shutdown.token().child_token();
     let config = ctx.current_config();
-    let opts = config
-        .model_listener()
-        .map(|l| ListenOptions::new("egress", l))
-        .context("the config has no model listener")?;
+    let opts = ListenOptions::new("egress", &config.model_listener);
     let until = stop.clone();
     // The edge follows a moved listener only once this says the port is served.
     let listener_service = plano_common::health::model_listener_service(addr.port());
@@ -158,14 +152,14 @@ async fn follow_reloads(
     app: axum::Router,
     mut current: (SocketAddr, CancellationToken),
 ) {
-    let mut configured = ctx.current_config().model_listener().map(|l| l.addr);
+    let mut configured = ctx.current_config().model_listener.addr;
     loop {
         tokio::select! {
             _ = ctx.shutdown.requested() => return,
             changed = ctx.config.changed() => if changed.is_err() { return },
         }
         let config = ctx.current_config();
-        let wanted = config.model_listener().map(|l| l.addr);
+        let wanted = config.model_listener.addr;
         match state.reload(config).await {
             Ok(()) => tracing::info!("egress applied the new configuration"),
             Err(e) => {
@@ -173,16 +167,17 @@ async fn follow_reloads(
                 continue;
             }
         }
-        let Some(addr) = wanted.filter(|a| Some(*a) != configured) else {
+        let addr = wanted;
+        if addr == configured {
             continue;
-        };
+        }
         match TcpListener::bind(addr).await {
             Ok(listener) => match spawn_listener(&servers, listener, app.clone(), &ctx) {
                 Ok(next) => {
                     tracing::info!(from = %current.0, to = %next.0, "model listener moved; the old address drains");
                     current.1.cancel();
                     current = next;
-                    configured = Some(addr);
+                    configured = addr;
                 }
                 Err(e) => {
                     tracing::error!(%addr, error = %e, "cannot serve the new model listener address")

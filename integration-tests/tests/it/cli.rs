@@ -365,3 +365,99 @@ async fn the_binary_reloads_on_file_change_and_on_sighup_and_rejects_bad_configs
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The Plano-shaped fixtures of plano-config (every key and form Plano 0.4.36's configs
+/// use, written here): each valid one passes `--check` on both binaries, with a warning
+/// naming each key that is not acted on yet; each invalid one fails with exit 78 and
+/// every problem of its `.errors` file, key paths included.
+#[test]
+fn check_runs_every_plano_shaped_fixture_on_both_binaries() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plano-config/tests/fixtures");
+    let fixtures = |dir: &str| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "yaml")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("plano_"))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let check = |exe: &Path, file: &Path| {
+        let mut cmd = Command::new(exe);
+        cmd.arg("--config").arg(file).arg("--check");
+        cmd.env_remove("PLANO_CONFIG")
+            .env_remove("CHATGPT_ACCOUNT_ID");
+        for var in [
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "GROQ_API_KEY",
+            "MISTRAL_API_KEY",
+            "CUSTOM_API_KEY",
+            "AZURE_KEY",
+            "GEMINI_KEY",
+            "BEDROCK_KEY",
+        ] {
+            cmd.env(var, "test-key");
+        }
+        cmd.output().unwrap()
+    };
+    let valid = fixtures("valid");
+    let invalid = fixtures("invalid");
+    assert!(
+        valid.len() >= 4 && invalid.len() >= 6,
+        "{valid:?} {invalid:?}"
+    );
+    for bin in ["plano-egress", "plano-edge"] {
+        let exe = binary(bin);
+        for file in &valid {
+            let out = check(&exe, file);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{bin} {}: {out:?}",
+                file.display()
+            );
+            assert!(stdout.contains("configuration is valid"), "{stdout}");
+            if file.ends_with("plano_routing.yaml") {
+                for key in [
+                    "`routing`",
+                    "`routing_preferences`",
+                    "`model_metrics_sources`",
+                    "`prompt_caching`",
+                    "`overrides.llm_routing_model`",
+                    "`overrides.orchestrator_model_context_length`",
+                    "`overrides.use_agent_orchestrator`",
+                ] {
+                    assert!(
+                        stdout.contains(&format!("warning: {key}: ")),
+                        "{bin}: no warning for {key}:\n{stdout}"
+                    );
+                }
+            }
+        }
+        for file in &invalid {
+            let out = check(&exe, file);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(78),
+                "{bin} {}: {out:?}",
+                file.display()
+            );
+            let expected = std::fs::read_to_string(file.with_extension("errors")).unwrap();
+            assert!(!expected.trim().is_empty(), "{}", file.display());
+            for line in expected.lines() {
+                assert!(
+                    stderr.contains(line),
+                    "{bin} {}: missing `{line}` in:\n{stderr}",
+                    file.display()
+                );
+            }
+        }
+    }
+}

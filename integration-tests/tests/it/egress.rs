@@ -699,11 +699,7 @@ async fn a_reloaded_config_routes_new_requests() {
     assert!(yaml.contains("target: openai/gpt-4o-mini"));
     let lookup = |k: &str| (k == "PRIMARY_KEY").then(|| SECRET.to_string());
     let mut new: plano_config::Config = plano_config::load_str(&yaml, None, &lookup).unwrap();
-    for l in &mut new.listeners {
-        if l.kind == plano_config::ListenerKind::Model {
-            l.addr = egress.addr;
-        }
-    }
+    new.model_listener.addr = egress.addr;
     egress
         .control
         .config

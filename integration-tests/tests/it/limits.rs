@@ -258,9 +258,7 @@ model_aliases:
         };
         let config = plano_config::load_str(&yaml(target), None, &|_| None).unwrap();
         let mut config = config;
-        for l in &mut config.listeners {
-            l.addr = egress.addr;
-        }
+        config.model_listener.addr = egress.addr;
         egress.control.config.send(Arc::new(config)).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -17,26 +17,6 @@ use crate::raw::*;
 
 const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-pub(super) fn predefined_model_listener() -> Listener {
-    Listener {
-        name: "model_listener".into(),
-        kind: ListenerKind::Model,
-        origin: ListenerOrigin::Predefined,
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 12000)),
-        timeout: DEFAULT_TIMEOUT,
-        first_token_timeout: DEFAULT_TIMEOUT,
-        max_retries: DEFAULT_MAX_RETRIES,
-        max_body_bytes: DEFAULT_MAX_BODY,
-        input_filters: Vec::new(),
-        output_filters: Vec::new(),
-        agents: Vec::new(),
-        router: None,
-        tls: None,
-        auth: None,
-        connections: crate::ConnectionLimits::default(),
-    }
-}
-
 pub(super) fn listeners(value: &Value, p: &mut Problems) -> Vec<Listener> {
     match value {
         Value::Null => Vec::new(),
@@ -106,7 +86,7 @@ pub(super) fn legacy_listeners(value: &Value, p: &mut Problems) -> Vec<Listener>
             DEFAULT_TIMEOUT,
             p,
         );
-        let mut listener = predefined_model_listener();
+        let mut listener = Listener::predefined_model();
         listener.name = name.into();
         listener.kind = kind;
         listener.origin = ListenerOrigin::Legacy;
@@ -365,9 +345,13 @@ pub(super) fn check_listener_refs(
         }
         for (j, a) in l.agents.iter().enumerate() {
             if !agent_ids.contains(a.id.as_str()) {
-                p.error(
-                    format!("{path}.agents[{j}].id"),
-                    format!("`{}` is not an agent id in `agents`", a.id),
+                // Plano loads this too; a request routed to it is refused at request time.
+                p.warn(
+                    &format!("{path}.agents[{j}].id"),
+                    &format!(
+                        "`{}` is not an agent id in `agents`: requests routed to it answer 500 `agent_not_configured`",
+                        a.id
+                    ),
                 );
             }
             for (k, id) in a.input_filters.iter().enumerate() {
@@ -449,7 +433,7 @@ pub(super) fn admin(value: &Value, p: &mut Problems) -> Admin {
 
 pub(super) fn egress(
     value: &Value,
-    listeners: &[Listener],
+    model_listener: &Listener,
     admin: &Admin,
     p: &mut Problems,
 ) -> Option<EgressLink> {
@@ -461,10 +445,7 @@ pub(super) fn egress(
         };
         SocketAddr::new(ip, a.port())
     };
-    let model = listeners
-        .iter()
-        .find(|l| l.kind == ListenerKind::Model)
-        .map_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 12000)), |l| l.addr);
+    let model = model_listener.addr;
     let fallback_url = |a: SocketAddr| Url::parse(&format!("http://{}", loopback(a))).ok();
     let raw = if value.is_null() {
         None

@@ -4,7 +4,8 @@
 //! One file per section: `listeners.rs` (listeners, admin, egress link), `providers.rs`,
 //! `aliases.rs` (aliases and model references), `filters.rs` (filters, agents),
 //! `targets.rs` (endpoints, prompt targets), `overrides.rs`, `limits.rs` (rate limits and
-//! their storage), `state.rs` (state storage, tracing). This file holds the top-level keys,
+//! their storage), `routing.rs` (routing, routing preferences, metrics sources, prompt
+//! caching), `state.rs` (state storage, tracing, mode, prompt guards). This file holds the top-level keys,
 //! the order sections are built in, and the helpers they share.
 
 mod aliases;
@@ -13,6 +14,7 @@ mod limits;
 mod listeners;
 mod overrides;
 mod providers;
+mod routing;
 mod state;
 mod targets;
 
@@ -30,12 +32,11 @@ use crate::raw::RawDuration;
 use aliases::aliases;
 use filters::{agents, filters};
 use limits::{ratelimit_storage, ratelimits};
-use listeners::{
-    admin, check_addresses, check_listener_refs, egress, listeners, predefined_model_listener,
-};
+use listeners::{admin, check_addresses, check_listener_refs, egress, listeners};
 use overrides::overrides;
 use providers::model_providers;
-use state::{state_storage, tracing};
+use routing::{model_metrics_sources, prompt_caching, routing, routing_preferences};
+use state::{mode, prompt_guards, state_storage, tracing};
 use targets::{endpoints, prompt_targets};
 
 const VERSIONS: &[&str] = &[
@@ -48,12 +49,9 @@ const VERSIONS: &[&str] = &[
     "v0.3.0",
     "v0.4.0",
 ];
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_MAX_RETRIES: u32 = 2;
-const DEFAULT_MAX_BODY: usize = 10 * 1024 * 1024;
-
-/// Keys Plano accepts that this data plane parses but does not act on yet.
-const NOT_ACTED_ON: &[&str] = &["mode", "routing", "prompt_guards", "routing_preferences"];
+const DEFAULT_TIMEOUT: Duration = Listener::DEFAULT_TIMEOUT;
+const DEFAULT_MAX_RETRIES: u32 = Listener::DEFAULT_MAX_RETRIES;
+const DEFAULT_MAX_BODY: usize = Listener::DEFAULT_MAX_BODY_BYTES;
 
 const TOP_LEVEL: &[&str] = &[
     "version",
@@ -77,21 +75,44 @@ const TOP_LEVEL: &[&str] = &[
     "routing",
     "prompt_guards",
     "routing_preferences",
+    "model_metrics_sources",
+    "prompt_caching",
+];
+
+/// Top-level sections that are mappings of keys (not lists, not scalars).
+const MAPPINGS: &[&str] = &[
+    "model_aliases",
+    "endpoints",
+    "ratelimit_storage",
+    "overrides",
+    "tracing",
+    "state_storage",
+    "egress",
+    "admin",
+    "routing",
+    "prompt_guards",
+    "prompt_caching",
 ];
 
 pub(crate) fn build(
     doc: Map<String, Value>,
     p: &mut Problems,
     source: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Config> {
     for key in doc.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) {
             p.error(key.clone(), "unknown key");
         }
     }
-    for key in NOT_ACTED_ON {
-        if doc.contains_key(*key) {
-            p.warn(key, "parsed but not acted on yet");
+    // serde would read a list as a struct's fields in order; these sections are mappings.
+    let mut doc = doc;
+    for key in MAPPINGS {
+        if let Some(v) = doc.get(*key)
+            && !matches!(v, Value::Object(_) | Value::Null)
+        {
+            p.error(*key, format!("expected a mapping, found {}", kind(v)));
+            doc.remove(*key);
         }
     }
     let get = |k: &str| doc.get(k).cloned().unwrap_or(Value::Null);
@@ -124,8 +145,20 @@ pub(crate) fn build(
     let filters = filters(&get("filters"), p);
     let agents = agents(&get("agents"), p);
 
-    let providers = model_providers(&doc, p);
+    let (providers, inline_preferences) = model_providers(&doc, env, p);
     let aliases = aliases(&get("model_aliases"), &providers, p);
+    let routing_preferences = routing_preferences(
+        &get("routing_preferences"),
+        &inline_preferences,
+        &providers,
+        &aliases,
+        p,
+    );
+    let routing = routing(&get("routing"), p);
+    let model_metrics_sources = model_metrics_sources(&get("model_metrics_sources"), p);
+    let prompt_caching = prompt_caching(&get("prompt_caching"), p);
+    let mode = mode(&get("mode"), p);
+    let prompt_guards = prompt_guards(&get("prompt_guards"), p);
     let endpoints = endpoints(&get("endpoints"), p);
     let prompt_targets = prompt_targets(&get("prompt_targets"), &endpoints, p);
     let overrides = overrides(&get("overrides"), &providers, &aliases, p);
@@ -148,10 +181,11 @@ pub(crate) fn build(
     let mut listeners = listeners(&get("listeners"), p);
     check_listener_refs(&listeners, &filters, &agents, p);
     check_addresses(&listeners, &admin, p);
-    if !listeners.iter().any(|l| l.kind == ListenerKind::Model) {
-        listeners.push(predefined_model_listener());
-    }
-    let egress = egress(&get("egress"), &listeners, &admin, p);
+    let model_listener = match listeners.iter().position(|l| l.kind == ListenerKind::Model) {
+        Some(i) => listeners.remove(i),
+        None => Listener::predefined_model(),
+    };
+    let egress = egress(&get("egress"), &model_listener, &admin, p);
 
     if !p.errors.is_empty() {
         return None;
@@ -161,6 +195,7 @@ pub(crate) fn build(
     Some(Config {
         version,
         source,
+        model_listener,
         listeners,
         providers,
         aliases,
@@ -177,6 +212,12 @@ pub(crate) fn build(
         admin,
         state_storage,
         tracing,
+        routing,
+        routing_preferences,
+        model_metrics_sources,
+        prompt_caching,
+        mode,
+        prompt_guards,
         warnings: std::mem::take(&mut p.warnings),
     })
 }

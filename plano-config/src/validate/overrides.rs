@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -18,40 +17,66 @@ pub(super) fn overrides(
     aliases: &BTreeMap<String, Alias>,
     p: &mut Problems,
 ) -> Overrides {
-    let mut out = Overrides {
-        upstream_connect_timeout: Duration::from_secs(5),
-        upstream_tls_ca_path: None,
-        agent_orchestration_model: None,
-        function_calling_model: None,
-    };
+    let mut out = Overrides::default();
     if value.is_null() {
         return out;
     }
     let Some(raw) = section::<RawOverrides>(value, "overrides", p) else {
         return out;
     };
-    for (key, set) in [
+    for (key, set, why) in [
         (
             "prompt_target_intent_matching_threshold",
             raw.prompt_target_intent_matching_threshold.is_some(),
+            "not acted on (prompt targets are chosen by the model's tool calls, not an intent threshold)",
         ),
         (
             "optimize_context_window",
             raw.optimize_context_window.is_some(),
+            "not acted on yet (no context-window trimming)",
         ),
         (
             "use_agent_orchestrator",
             raw.use_agent_orchestrator.is_some(),
+            "parsed, not acted on yet (agent listeners pick agents as docs/agents.md says)",
         ),
-        ("disable_signals", raw.disable_signals.is_some()),
-        ("llm_routing_model", raw.llm_routing_model.is_some()),
+        (
+            "disable_signals",
+            raw.disable_signals.is_some(),
+            "has no effect (this data plane runs no signal analysis)",
+        ),
+        (
+            "llm_routing_model",
+            raw.llm_routing_model.is_some(),
+            "parsed, not acted on yet (no preference-based router)",
+        ),
         (
             "orchestrator_model_context_length",
             raw.orchestrator_model_context_length.is_some(),
+            "parsed and checked, not acted on yet (no orchestrator model)",
         ),
     ] {
         if set {
-            p.warn(&format!("overrides.{key}"), "parsed but not acted on yet");
+            p.warn(&format!("overrides.{key}"), why);
+        }
+    }
+    if let Some(t) = raw.prompt_target_intent_matching_threshold
+        && !(0.0..=1.0).contains(&t)
+    {
+        p.error(
+            "overrides.prompt_target_intent_matching_threshold",
+            format!("{t} is out of range (0–1)"),
+        );
+    }
+    out.use_agent_orchestrator = raw.use_agent_orchestrator.unwrap_or(false);
+    out.llm_routing_model = raw.llm_routing_model;
+    if let Some(n) = raw.orchestrator_model_context_length {
+        match u32::try_from(n) {
+            Ok(n) if n > 0 => out.orchestrator_model_context_length = n,
+            _ => p.error(
+                "overrides.orchestrator_model_context_length",
+                format!("{n} is out of range (1–{})", u32::MAX),
+            ),
         }
     }
     out.upstream_connect_timeout = duration_or(
@@ -74,8 +99,13 @@ pub(super) fn overrides(
         ),
     ] {
         if let Some(v) = v {
+            // Plano adds its hosted model when this names no provider; there is no hosted
+            // model here, so the call fails and the fallback in docs/config.md applies.
             if let Err(e) = model_ref_ok(&v, providers, aliases) {
-                p.error(format!("overrides.{key}"), e);
+                p.warn(
+                    &format!("overrides.{key}"),
+                    &format!("{e}: calls to it fail (configure a provider for it, e.g. `plano/{v}` with a `base_url`)"),
+                );
             }
             *slot = Some(v);
         }

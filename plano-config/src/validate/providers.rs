@@ -1,5 +1,9 @@
 //! `model_providers` (or the deprecated `llm_providers`): each provider against the
-//! provider table (`crate::providers`), its `base_url` path rules and auth style.
+//! provider table (`crate::providers`), its `base_url` path rules and auth style, and
+//! the values that go on the wire as they are (`headers`, `http_host`, `access_key`), so a
+//! bad one is refused here instead of failing every request.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -10,14 +14,37 @@ use crate::model::*;
 use crate::providers;
 use crate::raw::*;
 
-pub(super) fn model_providers(doc: &Map<String, Value>, p: &mut Problems) -> Vec<Provider> {
+/// A provider's deprecated inline `routing_preferences`: (key path, `model`, items).
+pub(super) type InlinePreferences = Vec<(String, String, Vec<RawProviderPreference>)>;
+
+/// Headers the proxy sets or strips itself: a `headers` entry for one would be ignored.
+const PROXY_OWNED: &[(&str, &str)] = &[
+    ("host", "use `http_host`"),
+    ("content-length", "the proxy frames the body"),
+    ("transfer-encoding", "the proxy frames the body"),
+    ("connection", "hop-by-hop"),
+    ("keep-alive", "hop-by-hop"),
+    ("proxy-connection", "hop-by-hop"),
+    ("te", "hop-by-hop"),
+    ("trailer", "hop-by-hop"),
+    ("upgrade", "hop-by-hop"),
+    ("accept-encoding", "the proxy negotiates encoding"),
+    ("x-api-key", "set from `access_key` or `passthrough_auth`"),
+    ("api-key", "set from `access_key` or `passthrough_auth`"),
+];
+
+pub(super) fn model_providers(
+    doc: &Map<String, Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> (Vec<Provider>, InlinePreferences) {
     let (key, value) = match (doc.get("model_providers"), doc.get("llm_providers")) {
         (Some(_), Some(_)) => {
             p.error(
                 "llm_providers",
                 "`llm_providers` is the deprecated spelling of `model_providers`; use only one",
             );
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         (Some(v), None) => ("model_providers", v),
         (None, Some(v)) => {
@@ -27,17 +54,21 @@ pub(super) fn model_providers(doc: &Map<String, Value>, p: &mut Problems) -> Vec
             );
             ("llm_providers", v)
         }
-        (None, None) => return Vec::new(),
+        (None, None) => return (Vec::new(), Vec::new()),
     };
     let raws = list::<RawProvider>(value, key, p);
     let mut out: Vec<Provider> = Vec::new();
     let mut defaults = Vec::new();
-    for (i, r) in raws.into_iter().enumerate() {
+    let mut inline = Vec::new();
+    for (i, mut r) in raws.into_iter().enumerate() {
         let path = format!("{key}[{i}]");
         if r.default == Some(true) {
             defaults.push(path.clone());
         }
-        if let Some(pr) = provider(r, &path, p) {
+        if let Some(prefs) = r.routing_preferences.take() {
+            inline.push((path.clone(), r.model.clone(), prefs));
+        }
+        if let Some(pr) = provider(r, &path, env, p) {
             if let Some(prev) = out.iter().position(|o| o.name == pr.name) {
                 p.error(
                     join(&path, "name"),
@@ -59,16 +90,15 @@ pub(super) fn model_providers(doc: &Map<String, Value>, p: &mut Problems) -> Vec
             ),
         );
     }
-    out
+    (out, inline)
 }
 
-pub(super) fn provider(r: RawProvider, path: &str, p: &mut Problems) -> Option<Provider> {
-    if r.routing_preferences.is_some() {
-        p.warn(
-            &join(path, "routing_preferences"),
-            "parsed but not acted on yet",
-        );
-    }
+pub(super) fn provider(
+    r: RawProvider,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<Provider> {
     let Some((prefix, model_id)) = r
         .model
         .split_once('/')
@@ -105,7 +135,22 @@ pub(super) fn provider(r: RawProvider, path: &str, p: &mut Problems) -> Option<P
     };
     let (base_url, path_prefix) = match &r.base_url {
         Some(b) => {
-            let url = http_url(b, &join(path, "base_url"), p)?;
+            let bpath = join(path, "base_url");
+            let url = http_url(b, &bpath, p)?;
+            if !url.username().is_empty() || url.password().is_some() {
+                p.error(
+                    &bpath,
+                    "must not carry credentials (set `access_key` instead)",
+                );
+                return None;
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                p.error(
+                    &bpath,
+                    format!("`{b}`: a query or fragment would not be sent; remove it"),
+                );
+                return None;
+            }
             let own_path = url.path().trim_end_matches('/').to_string();
             let mut origin = url.clone();
             origin.set_path("");
@@ -129,6 +174,32 @@ pub(super) fn provider(r: RawProvider, path: &str, p: &mut Problems) -> Option<P
         },
     };
     let access_key = r.access_key.filter(|k| !k.is_empty()).map(Secret::new);
+    if let Some(k) = &access_key
+        && http::HeaderValue::from_str(k.expose()).is_err()
+    {
+        // Never echo the key itself.
+        p.error(
+            join(path, "access_key"),
+            "is not a valid HTTP header value (control characters or non-ASCII)",
+        );
+    }
+    let upstream = format!(
+        "{}{path_prefix}/chat/completions",
+        base_url.as_str().trim_end_matches('/')
+    );
+    if upstream.parse::<http::Uri>().is_err() {
+        p.error(
+            join(path, "base_url"),
+            format!("`{upstream}` is not a valid request URI"),
+        );
+    }
+    if let Some(h) = &r.http_host {
+        check_http_host(h, &join(path, "http_host"), p);
+    }
+    let headers = headers(r.headers.as_ref(), defaults, env, path, p);
+    let passthrough_auth = r
+        .passthrough_auth
+        .unwrap_or(defaults.passthrough_by_default && access_key.is_none());
     let auth = match (defaults.auth, &access_key) {
         (AuthStyle::None, Some(_)) => AuthStyle::Bearer,
         (style, _) => style,
@@ -147,8 +218,62 @@ pub(super) fn provider(r: RawProvider, path: &str, p: &mut Problems) -> Option<P
         http_host: r.http_host,
         access_key,
         auth,
-        passthrough_auth: r.passthrough_auth.unwrap_or(false),
-        headers: r.headers.unwrap_or_default().into_iter().collect(),
+        passthrough_auth,
+        headers,
         default: r.default.unwrap_or(false),
     })
+}
+
+/// The table's default headers (ChatGPT's, plus `ChatGPT-Account-Id` from
+/// `CHATGPT_ACCOUNT_ID` when set), then the provider's own `headers`, which replace a
+/// default of the same name. Every name and value must be valid HTTP.
+fn headers(
+    configured: Option<&BTreeMap<String, String>>,
+    defaults: &providers::ProviderDefaults,
+    env: &dyn Fn(&str) -> Option<String>,
+    path: &str,
+    p: &mut Problems,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = defaults
+        .headers
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    if defaults.prefix == "chatgpt"
+        && let Some(id) = env(providers::CHATGPT_ACCOUNT_ENV).filter(|v| !v.is_empty())
+    {
+        out.push(("ChatGPT-Account-Id".into(), id));
+    }
+    for (k, v) in configured.into_iter().flatten() {
+        let hpath = format!("{}.{k}", join(path, "headers"));
+        let Ok(name) = http::HeaderName::from_bytes(k.as_bytes()) else {
+            p.error(&hpath, format!("`{k}` is not a valid HTTP header name"));
+            continue;
+        };
+        if let Some((_, why)) = PROXY_OWNED.iter().find(|(n, _)| *n == name.as_str()) {
+            p.error(&hpath, format!("cannot be set here ({why})"));
+            continue;
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            p.error(
+                &hpath,
+                "the value is not a valid HTTP header value (control characters or non-ASCII)",
+            );
+            continue;
+        }
+        out.retain(|(d, _)| !d.eq_ignore_ascii_case(k));
+        out.push((k.clone(), v.clone()));
+    }
+    out
+}
+
+/// `http_host` becomes the Host header: it must be a valid `host[:port]`.
+pub(super) fn check_http_host(h: &str, path: &str, p: &mut Problems) {
+    let ok = h
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|a| !a.as_str().contains('@'))
+        && http::HeaderValue::from_str(h).is_ok();
+    if !ok {
+        p.error(path, format!("`{h}` is not a valid host[:port]"));
+    }
 }

@@ -35,6 +35,16 @@ pub(super) fn endpoints(value: &Value, p: &mut Problems) -> BTreeMap<String, End
                 DEFAULT_TIMEOUT,
                 p,
             );
+            if let Some(h) = &e.http_host {
+                super::providers::check_http_host(h, &join(&path, "http_host"), p);
+            }
+            let prefix_affinity = e.prefix_affinity.unwrap_or(false);
+            if prefix_affinity {
+                p.warn(
+                    &join(&path, "prefix_affinity"),
+                    "parsed, not acted on yet (endpoints are called on one address, no replica hashing)",
+                );
+            }
             let base_url = http_url(
                 &format!("{scheme}://{}", e.endpoint),
                 &join(&path, "endpoint"),
@@ -48,6 +58,7 @@ pub(super) fn endpoints(value: &Value, p: &mut Problems) -> BTreeMap<String, End
                     connect_timeout,
                     timeout,
                     http_host: e.http_host,
+                    prefix_affinity,
                 },
             ))
         })

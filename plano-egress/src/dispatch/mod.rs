@@ -67,13 +67,12 @@ pub struct Limits {
 
 impl Limits {
     pub fn of(config: &Config) -> Self {
-        let l = config.model_listener();
-        let timeout = l.map_or(Duration::from_secs(30), |l| l.timeout);
+        let l = &config.model_listener;
         Limits {
-            timeout,
-            first_token_timeout: l.map_or(timeout, |l| l.first_token_timeout),
-            max_retries: l.map_or(2, |l| l.max_retries),
-            max_body_bytes: l.map_or(10 * 1024 * 1024, |l| l.max_body_bytes),
+            timeout: l.timeout,
+            first_token_timeout: l.first_token_timeout,
+            max_retries: l.max_retries,
+            max_body_bytes: l.max_body_bytes,
         }
     }
 }
@@ -112,9 +111,8 @@ pub async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body:
     headers.insert("x-request-id", request_id.clone());
     let rt = state.runtime();
     let limits = Limits::of(&rt.config);
-    let (input_ids, output_ids) = rt.config.model_listener().map_or((&[][..], &[][..]), |l| {
-        (&l.input_filters[..], &l.output_filters[..])
-    });
+    let l = &rt.config.model_listener;
+    let (input_ids, output_ids) = (&l.input_filters[..], &l.output_filters[..]);
 
     // 1. The body, through the input filters.
     let raw = match parse::read_body(body, limits.max_body_bytes).await {
