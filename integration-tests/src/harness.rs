@@ -141,11 +141,7 @@ impl Egress {
     ) -> anyhow::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut config = load(yaml, &[])?;
-        for l in &mut config.listeners {
-            if l.kind == plano_config::ListenerKind::Model {
-                l.addr = any;
-            }
-        }
+        config.model_listener.addr = any;
         let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
         let admin = plano_common::admin::bind(any, &ctx).await?.local_addr();
         let server = plano_egress::bind(&ctx).await?.with_routing(routing);

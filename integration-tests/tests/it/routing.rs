@@ -571,3 +571,20 @@ async fn long_stable_prefixes_get_anthropic_cache_breakpoints() {
     }
     egress.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_routing_config_file_routes() {
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        "{}\noverrides:\n  llm_routing_model: openai/router\nrouting_preferences:\n  - name: code_generation\n    description: generating new code, writing functions\n    models: [{CODE_MODEL}, {CHAT_MODEL}]\n  - name: small_talk\n    description: casual chat and greetings\n    models: [{CHAT_MODEL}]\nprompt_caching:\n  enabled: true\n",
+        yaml(&mock.url(), &mock.url())
+    );
+    let egress = Egress::start(&yaml, &[]).await.unwrap();
+    let (status, provider, route) = ask(&egress, "write a Python function").await;
+    assert_eq!((status, provider.as_str()), (200, CODE_MODEL));
+    assert_eq!(route.as_deref(), Some("code_generation"));
+    let (_, provider, route) = ask(&egress, "hello there").await;
+    assert_eq!(provider, CHAT_MODEL);
+    assert_eq!(route.as_deref(), Some("small_talk"));
+    egress.stop().await.unwrap();
+}
