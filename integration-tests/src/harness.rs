@@ -131,3 +131,28 @@ fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
     };
     Ok(plano_config::load_str(yaml, None, &lookup)?)
 }
+
+impl Egress {
+    /// Like [`Egress::start`], routing by preference with `routing` (instead of the
+    /// config's routing keys).
+    pub async fn start_routed(
+        yaml: &str,
+        routing: plano_egress::routing::RoutingSettings,
+    ) -> anyhow::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = load(yaml, &[])?;
+        config.model_listener.addr = any;
+        let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
+        let admin = plano_common::admin::bind(any, &ctx).await?.local_addr();
+        let server = plano_egress::bind(&ctx).await?.with_routing(routing);
+        let addr = server.local_addr();
+        let task = tokio::spawn(server.serve());
+        Ok(Self {
+            addr,
+            admin,
+            ctx,
+            control,
+            task,
+        })
+    }
+}

@@ -33,6 +33,12 @@ pub const CIRCUIT_OPEN: &str = "plano_llm_circuit_open";
 pub const ACTIVE_REQUESTS: &str = "plano_active_requests";
 pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "plano_trace_spans_exported_total";
 pub const TRACE_SPANS_DROPPED_TOTAL: &str = "plano_trace_spans_dropped_total";
+// Routing by preference (egress `routing/`).
+pub const ROUTING_DECISIONS_TOTAL: &str = "plano_routing_decisions_total";
+pub const ROUTING_FALLBACKS_TOTAL: &str = "plano_routing_fallbacks_total";
+pub const ROUTING_CACHE_LOOKUPS_TOTAL: &str = "plano_routing_cache_lookups_total";
+pub const ROUTING_ROUTER_DURATION_SECONDS: &str = "plano_routing_router_duration_seconds";
+pub const ROUTING_METRICS_REFRESHES_TOTAL: &str = "plano_routing_metrics_refreshes_total";
 pub const CONNECTIONS_OPEN: &str = "plano_connections_open";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "plano_connections_rejected_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "plano_connections_closed_total";
@@ -251,6 +257,27 @@ fn describe() {
     describe_counter!(
         TRACE_SPANS_DROPPED_TOTAL,
         "Trace spans lost, by reason (queue_full, export_failed, export_timeout, shutdown)."
+    );
+    describe_counter!(
+        ROUTING_DECISIONS_TOTAL,
+        "Routing decisions for requests that were routing targets, by route (a configured route name, `inline` for a request's own preferences, `none` when no route fit) and source (router, cache, session)."
+    );
+    describe_counter!(
+        ROUTING_FALLBACKS_TOTAL,
+        "Requests served by their requested model because routing failed, by reason (router_unreachable, router_timeout, router_status, router_bad_answer, router_nonsense, unknown_route, router_not_configured)."
+    );
+    describe_counter!(
+        ROUTING_CACHE_LOOKUPS_TOTAL,
+        "Routing cache lookups, by cache (decision: conversation → route; session: conversation → pinned model) and outcome (hit, miss)."
+    );
+    describe_histogram!(
+        ROUTING_ROUTER_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of each call to the router model, failed ones included."
+    );
+    describe_counter!(
+        ROUTING_METRICS_REFRESHES_TOTAL,
+        "Fetches of model_metrics_sources, by type (cost, latency) and outcome (ok, error; on error the last values stay)."
     );
     describe_gauge!(
         CONNECTIONS_OPEN,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod providers;
 pub mod ratelimit;
 pub mod routes;
+pub mod routing;
 pub mod state;
 pub mod upstream;
 
@@ -51,6 +52,13 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EgressServer> {
 }
 
 impl EgressServer {
+    /// Route by preference with these settings (instead of the config's routing keys),
+    /// across reloads too.
+    pub fn with_routing(self, settings: routing::RoutingSettings) -> Self {
+        self.state.set_routing(settings);
+        self
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

@@ -13,14 +13,29 @@ use crate::conversations::{self, ConversationStore};
 use crate::dispatch::circuit::Circuits;
 use crate::providers::upstream_request::Prepared;
 use crate::ratelimit::RateLimiter;
+use crate::routing::{self, Router, RoutingSettings};
 use crate::upstream::{self, HttpClient};
 
 pub struct Runtime {
     pub config: Arc<Config>,
     pub client: HttpClient,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// Routing by preference, when the config (or the embedder) asks for it.
+    pub router: Option<Arc<Router>>,
     /// Per provider (same index as `config.providers`): its headers, parsed once.
     pub prepared: Vec<Prepared>,
+}
+
+/// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its settings.
+fn router_for(
+    config: &Config,
+    set: Option<&RoutingSettings>,
+    client: &HttpClient,
+) -> Option<Arc<Router>> {
+    let settings = set
+        .cloned()
+        .or_else(|| routing::settings::from_config(config))?;
+    routing::settings::active(&settings).then(|| Arc::new(Router::new(settings, client.clone())))
 }
 
 /// Every provider's fixed request parts. A provider whose `headers`, `http_host`, key or
@@ -45,6 +60,8 @@ pub struct AppState {
     pub conversations: Arc<ConversationStore>,
     /// The model listener's filter chains (HTTP client and MCP sessions), kept across reloads.
     pub filters: Arc<FilterRunner>,
+    /// Routing settings set by the embedder, kept across reloads (they win over the config's).
+    routing: std::sync::Mutex<Option<RoutingSettings>>,
 }
 
 impl AppState {
@@ -64,9 +81,11 @@ impl AppState {
         let conversations = Arc::new(ConversationStore::new(&config.state_storage)?);
         conversations.prepare().await;
         conversations.spawn_cleanup(conversations::cleanup_interval(config.state_storage.ttl));
+        let client = upstream::client(&config)?;
         let runtime = Runtime {
+            router: router_for(&config, None, &client),
             prepared: prepare(&config)?,
-            client: upstream::client(&config)?,
+            client,
             config,
             limiter,
         };
@@ -75,7 +94,24 @@ impl AppState {
             circuits,
             conversations,
             filters,
+            routing: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Route with these settings from now on, whatever the config says.
+    pub fn set_routing(&self, settings: RoutingSettings) {
+        let old = self.runtime();
+        let router = router_for(&old.config, Some(&settings), &old.client);
+        if let Ok(mut set) = self.routing.lock() {
+            *set = Some(settings);
+        }
+        self.runtime.store(Arc::new(Runtime {
+            config: old.config.clone(),
+            client: old.client.clone(),
+            limiter: old.limiter.clone(),
+            prepared: old.prepared.clone(),
+            router,
+        }));
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -99,7 +135,9 @@ impl AppState {
             self.circuits.register(&p.name);
         }
         let client = upstream::client(&config)?;
+        let set = self.routing.lock().ok().and_then(|s| s.clone());
         self.runtime.store(Arc::new(Runtime {
+            router: router_for(&config, set.as_ref(), &client),
             prepared,
             config,
             client,

@@ -25,6 +25,9 @@
 //! Directives in the last user text steer clients whose tool lists a test does not
 //! control (Codex, Claude Code; `tests/it/coding_agents.rs`): `mock:say <words>` answers
 //! those words and `mock:text` the usual text reply although tools are offered, `mock:call <tool> <JSON arguments>` calls that tool.
+//! A routing prompt in Plano's router format gets a routing answer chosen by keywords, and
+//! models named `…router-down`, `…router-slow`, `…router-nonsense` play a failing router
+//! (`router.rs`).
 //!
 //! A request for model `mock-error-<status>` (e.g. `mock-error-429`; for Bedrock the model id
 //! in the path) gets that status with an error body in the route's shape, so tests can drive
@@ -65,6 +68,7 @@ mod bedrock;
 mod conversation;
 mod openai;
 mod responses;
+mod router;
 mod server;
 
 use std::collections::VecDeque;

@@ -125,6 +125,23 @@ pub(super) async fn handle(
     }
     let status = reply.status;
     let cache = (reply.cached_tokens, reply.cache_write_tokens);
+    // Routing prompts get a routing answer (`router.rs`).
+    if matches!(reply.body, ReplyBody::Default)
+        && let Some(api) = api
+        && let Some(routed) = super::router::answer(
+            &request_model(api, uri.path(), &body),
+            conversation(api, &body).user_text.as_deref(),
+        )
+    {
+        tokio::time::sleep(routed.delay).await;
+        return match routed.text {
+            Ok(text) => {
+                let out = render(api, &uri, &body, raw.len(), &Answer::Text(text), cache);
+                respond(&inner, out, options.chunk_delay)
+            }
+            Err(code) => api.error(code, "mock router down"),
+        };
+    }
     let mut res = match (reply.body, api) {
         (ReplyBody::Hang, _) => {
             std::future::pending::<()>().await;
@@ -300,6 +317,17 @@ fn render(
         Api::Messages => anthropic::render(&ctx, answer),
         Api::Responses => responses::render(&ctx, answer),
         Api::Converse | Api::ConverseStream => bedrock::render(&ctx, answer),
+    }
+}
+
+fn request_model(api: Api, path: &str, body: &Value) -> String {
+    match api {
+        Api::Converse | Api::ConverseStream => bedrock::model_id(path).unwrap_or_default(),
+        _ => body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 

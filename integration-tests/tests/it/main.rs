@@ -23,6 +23,7 @@ mod prometheus;
 mod prompt_targets;
 mod quickstart;
 mod reload;
+mod routing;
 mod sdk;
 mod state_storage;
 mod support;

@@ -45,16 +45,6 @@ pub(super) fn overrides(
             raw.disable_signals.is_some(),
             "has no effect (this data plane runs no signal analysis)",
         ),
-        (
-            "llm_routing_model",
-            raw.llm_routing_model.is_some(),
-            "parsed, not acted on yet (no preference-based router)",
-        ),
-        (
-            "orchestrator_model_context_length",
-            raw.orchestrator_model_context_length.is_some(),
-            "parsed and checked, not acted on yet (no orchestrator model)",
-        ),
     ] {
         if set {
             p.warn(&format!("overrides.{key}"), why);

@@ -14,7 +14,7 @@ use crate::load::{Problems, join, list, section};
 use crate::model::*;
 use crate::raw::*;
 
-const NOT_ROUTED: &str = "parsed and checked, not acted on yet (no preference-based router)";
+const NOT_ROUTED: &str = "`model` / `llm_provider` and `session_ttl_seconds` / `session_max_entries` are acted on; `session_cache`, `routing_budget` and `route_on_user_only` are parsed and checked, not acted on yet";
 
 pub(super) fn routing(value: &Value, p: &mut Problems) -> Routing {
     let mut out = Routing::default();
@@ -108,9 +108,6 @@ pub(super) fn routing_preferences(
 ) -> Vec<RoutingPreference> {
     let mut out: Vec<RoutingPreference> = Vec::new();
     let raws = list::<RawRoutingPreference>(value, "routing_preferences", p);
-    if !raws.is_empty() {
-        p.warn("routing_preferences", NOT_ROUTED);
-    }
     for (i, r) in raws.into_iter().enumerate() {
         let path = format!("routing_preferences[{i}]");
         if out.iter().any(|o| o.name == r.name) {
@@ -150,8 +147,7 @@ pub(super) fn routing_preferences(
         let ppath = join(path, "routing_preferences");
         p.warn(
             &ppath,
-            "deprecated per-provider form, lifted into top-level `routing_preferences`; \
-             parsed and checked, not acted on yet (no preference-based router)",
+            "deprecated per-provider form, lifted into top-level `routing_preferences`",
         );
         if model.ends_with("/*") {
             p.error(
@@ -181,9 +177,6 @@ pub(super) fn routing_preferences(
 
 pub(super) fn model_metrics_sources(value: &Value, p: &mut Problems) -> Vec<MetricsSource> {
     let raws = list::<RawMetricsSource>(value, "model_metrics_sources", p);
-    if !raws.is_empty() {
-        p.warn("model_metrics_sources", NOT_ROUTED);
-    }
     raws.into_iter()
         .enumerate()
         .filter_map(|(i, r)| {
@@ -283,12 +276,6 @@ pub(super) fn prompt_caching(value: &Value, p: &mut Problems) -> PromptCaching {
     out.session_ttl = raw
         .session_ttl_seconds
         .map(|s| seconds(s, "prompt_caching.session_ttl_seconds", p));
-    if out.enabled {
-        p.warn(
-            "prompt_caching",
-            "parsed and checked, not acted on yet (no session affinity or cache-control injection)",
-        );
-    }
     out
 }
 

@@ -82,6 +82,8 @@ pub async fn run<'a, 'c: 'a>(
                 continue;
             }
         };
+        let upstream_body =
+            crate::routing::phase::upstream_body(cx.rt, route.upstream, upstream_body);
         let (Some(prepared), Ok(uri)) = (
             cx.rt.prepared.get(candidate.provider),
             upstream_request::uri(

@@ -190,8 +190,18 @@ async fn handle(cx: &mut Cx<'_>, raw: &Bytes) -> Result<Response, EgressError> {
     if cx.api == Api::Responses {
         parse::expand_history(&cx.state.conversations, &mut ask).await?;
     }
+    // 2. Route by preference (`routing/phase.rs`): which model to select for.
+    let routing = crate::routing::phase::run(
+        cx.rt,
+        cx.api,
+        cx.headers,
+        &mut ask.body,
+        ask.history.as_deref().map(Vec::as_slice),
+        cx.request_id,
+    )
+    .await;
     // 2. Select.
-    let selection = select::select(&cx.rt.config, cx.headers, ask.model.as_deref())?;
+    let selection = routing.select(&cx.rt.config, cx.headers, ask.model.as_deref())?;
     if let Some(header) = selection.hint_missed {
         record::hint_miss(header);
     }
@@ -201,15 +211,20 @@ async fn handle(cx: &mut Cx<'_>, raw: &Bytes) -> Result<Response, EgressError> {
     let won = failover::run(cx, &ask, &selection.candidates).await;
     // 5. Respond.
     match won {
-        Ok(won) => Ok(respond::answer(
-            cx,
-            won,
-            ask.client_wants_usage,
-            &ask.response_id,
-            ticket.take(),
-            limit_headers,
-        )
-        .await),
+        Ok(won) => {
+            let provider = won.provider;
+            let mut response = respond::answer(
+                cx,
+                won,
+                ask.client_wants_usage,
+                &ask.response_id,
+                ticket.take(),
+                limit_headers,
+            )
+            .await;
+            routing.answered(provider, response.headers_mut());
+            Ok(response)
+        }
         Err(e) => {
             if let (Some(l), Some(t)) = (cx.rt.limiter.as_ref(), ticket.take()) {
                 l.reconcile(t, 0).await;
