@@ -1,4 +1,4 @@
-//! Phase 4: the candidates in order (the target, then an alias's fallbacks), each while
+//! Phase 5: the candidates in order (the target, then an alias's fallbacks), each while
 //! its circuit allows: route the request to the provider's API, attempt, and on a
 //! retryable failure back off (honouring `Retry-After`) and attempt again, up to
 //! `max_retries`; then fail over to the next candidate. A client error (4xx) ends the

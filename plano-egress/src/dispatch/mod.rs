@@ -6,18 +6,20 @@
 //! 1. the body, up to the listener's `max_body_bytes` (413), through the `input_filters`,
 //!    then parsed (`parse.rs`: 400 naming the problem, in the client API's error shape;
 //!    a Responses `previous_response_id` is looked up);
-//! 2. select the providers to try (`select.rs`): hint header, alias target then its
-//!    fallbacks, or one model (a routing phase, choosing the model, goes before this);
-//! 3. admit against the rate limits (429 before anything is sent upstream);
-//! 4. fail over through the candidates (`failover.rs`), retrying each with backoff;
+//! 2. route by preference (`routing/phase.rs`): when a router model and preferences are
+//!    configured, it chooses the model to select for (falling back to the requested one);
+//! 3. select the providers to try (`select.rs`): hint header, alias target then its
+//!    fallbacks, or one model;
+//! 4. admit against the rate limits (429 before anything is sent upstream);
+//! 5. fail over through the candidates (`failover.rs`), retrying each with backoff;
 //!    every try is one attempt (`attempt.rs`): send, wait, read the whole answer or a
 //!    stream's first real event. A stream is committed only then, so every failure before
 //!    that point can still be retried or failed over; nothing is retried once a byte
 //!    reached the client;
-//! 5. respond (`respond.rs`): the answer in the client's API, whole or event by event
+//! 6. respond (`respond.rs`): the answer in the client's API, whole or event by event
 //!    (`stream.rs`), with `x-request-id`, `x-plano-provider`, `x-plano-attempts`,
 //!    `x-plano-overhead-ms`; tokens are metered when the body ends;
-//! 6. the `output_filters` over a successful answer (`filters.rs`).
+//! 7. the `output_filters` over a successful answer (`filters.rs`).
 //!
 //! Metrics are recorded through `record.rs`. `POST /v1/messages/count_tokens` and
 //! `GET /v1/models` have their own small modules.
@@ -165,7 +167,7 @@ pub async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body:
         h.insert("x-plano-overhead-ms", v);
     }
 
-    // 6. The output filters.
+    // 7. The output filters.
     if output_ids.is_empty() {
         return response;
     }
@@ -200,16 +202,16 @@ async fn handle(cx: &mut Cx<'_>, raw: &Bytes) -> Result<Response, EgressError> {
         cx.request_id,
     )
     .await;
-    // 2. Select.
+    // 3. Select.
     let selection = routing.select(&cx.rt.config, cx.headers, ask.model.as_deref())?;
     if let Some(header) = selection.hint_missed {
         record::hint_miss(header);
     }
-    // 3. Admit.
+    // 4. Admit.
     let (mut ticket, limit_headers) = admit(cx, &selection, raw).await?;
-    // 4. Fail over.
+    // 5. Fail over.
     let won = failover::run(cx, &ask, &selection.candidates).await;
-    // 5. Respond.
+    // 6. Respond.
     match won {
         Ok(won) => {
             let provider = won.provider;

@@ -1,4 +1,4 @@
-//! Phase 5: the answer in the client's API: whole, or event by event (`stream.rs`), with
+//! Phase 6: the answer in the client's API: whole, or event by event (`stream.rs`), with
 //! `x-plano-provider`, `x-plano-attempts` and any `x-ratelimit-*` headers; tokens are
 //! metered and limits reconciled when the body ends. Errors are rendered here too.
 

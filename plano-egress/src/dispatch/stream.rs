@@ -1,4 +1,4 @@
-//! Phase 5 for streams: the answer event by event (never the whole body buffered). Same API on both
+//! Phase 6 for streams: the answer event by event (never the whole body buffered). Same API on both
 //! sides: upstream events are relayed as they are, and usage is read on the way (the chat
 //! usage chunk we asked for is hidden from a client that did not). Different APIs: each
 //! upstream event becomes chat chunks, and each chunk the client API's events
