@@ -34,10 +34,12 @@ use std::time::Duration;
 
 use metrics::{counter, histogram};
 use plano_common::metrics as m;
+use plano_common::telemetry;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::answer::Parsed;
 use self::cache::TtlCache;
@@ -290,38 +292,51 @@ impl Router {
                     .replace("{routes}", routes_block)
                     .replace("{conversation}", &conversation_block);
                 let body = prompt::router_body(router_model, prompt);
+                let span = telemetry::client_span("routing", router_model);
                 let started = Instant::now();
                 let answer = backend
                     .complete(router_model, body, self.settings.router_timeout)
+                    .instrument(span.clone())
                     .await;
-                histogram!(m::ROUTING_ROUTER_DURATION_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                let route = match answer {
-                    Err(e) => return fallback(e.reason(), &e.to_string()),
+                let took = started.elapsed();
+                histogram!(m::ROUTING_ROUTER_DURATION_SECONDS).record(took.as_secs_f64());
+                let routed = match answer {
+                    Err(e) => Err((e.reason(), e.to_string())),
                     Ok(text) => {
                         let names: Vec<&str> =
                             preferences.iter().map(|p| p.name.as_str()).collect();
                         match answer::parse(&text, &names) {
-                            Parsed::Nonsense => {
-                                return fallback(
-                                    "router_nonsense",
-                                    "the router's answer names no route",
-                                );
-                            }
-                            Parsed::Routes(routes) if routes.is_empty() => None,
+                            Parsed::Nonsense => Err((
+                                "router_nonsense",
+                                "the router's answer names no route".to_string(),
+                            )),
+                            Parsed::Routes(routes) if routes.is_empty() => Ok(None),
+                            // Several intents: the first one the router listed that we offered.
                             Parsed::Routes(routes) => {
-                                // Several intents: the first one the router listed that we offered.
                                 match routes.iter().find(|r| names.contains(&r.as_str())) {
-                                    Some(r) => Some(r.clone()),
-                                    None => {
-                                        return fallback(
-                                            "unknown_route",
-                                            "the router chose a route it was not offered",
-                                        );
-                                    }
+                                    Some(r) => Ok(Some(r.clone())),
+                                    None => Err((
+                                        "unknown_route",
+                                        "the router chose a route it was not offered".to_string(),
+                                    )),
                                 }
                             }
                         }
+                    }
+                };
+                let route = match routed {
+                    Err((reason, detail)) => {
+                        telemetry::record_routing(&span, reason, None, took);
+                        return fallback(reason, &detail);
+                    }
+                    Ok(route) => {
+                        let outcome = if route.is_some() {
+                            "routed"
+                        } else {
+                            "no_route"
+                        };
+                        telemetry::record_routing(&span, outcome, route.as_deref(), took);
+                        route
                     }
                 };
                 self.decisions.insert(key, route.clone());
