@@ -77,6 +77,10 @@ pub struct RoutingSettings {
     /// `prompt_caching.inject_cache_control`: the `min_prefix_tokens` above which Anthropic
     /// requests get cache breakpoints (`cache_control.rs`); `None`: off.
     pub cache_control_min_tokens: Option<usize>,
+    /// `routing.route_on_user_only`: only a request whose last message is a user turn asks
+    /// the router; tool results and other non-user tails replay the session's last
+    /// routed model.
+    pub route_on_user_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +107,7 @@ impl Default for RoutingSettings {
             sources: Vec::new(),
             affinity: None,
             cache_control_min_tokens: None,
+            route_on_user_only: false,
         }
     }
 }
@@ -116,6 +121,8 @@ pub enum Source {
     Cache,
     /// Session affinity: the conversation's pinned model.
     Session,
+    /// `route_on_user_only`: not a user turn, so the session's last routed model again.
+    Replay,
 }
 
 impl Source {
@@ -124,6 +131,7 @@ impl Source {
             Source::Router => "router",
             Source::Cache => "cache",
             Source::Session => "session",
+            Source::Replay => "replay",
         }
     }
 }
@@ -161,6 +169,8 @@ pub struct Router {
     /// hash(routes, conversation) → route name (`None`: the router chose none).
     decisions: TtlCache<u64, Option<String>>,
     sessions: Option<TtlCache<String, Pin>>,
+    /// `route_on_user_only`: session → (requested model, where its last routed turn went).
+    replays: Option<TtlCache<String, (String, Pin)>>,
     /// Stops the metrics sources' refresh tasks when this router is replaced.
     cancel: CancellationToken,
 }
@@ -202,6 +212,9 @@ impl Router {
             sessions: settings
                 .affinity
                 .map(|a| TtlCache::new(a.ttl, a.max_entries)),
+            replays: settings
+                .route_on_user_only
+                .then(|| TtlCache::new(settings.decision_ttl, settings.decision_max_entries)),
             cancel: CancellationToken::new(),
             settings,
         }
@@ -223,6 +236,43 @@ impl Router {
 
     pub fn affinity_enabled(&self) -> bool {
         self.sessions.is_some()
+    }
+
+    /// Whether sessions are tracked at all (affinity, or `route_on_user_only` replays).
+    pub fn sessions_enabled(&self) -> bool {
+        self.sessions.is_some() || self.replays.is_some()
+    }
+
+    /// `route_on_user_only`: the routed decision to replay for a request of `session`
+    /// asking for `requested` whose conversation does not end in a user turn. `None`:
+    /// route it normally (a user turn, no earlier routed turn, or another model asked for).
+    pub fn replay(
+        &self,
+        conversation: &Conversation,
+        session: Option<&str>,
+        requested: &str,
+    ) -> Option<Decision> {
+        let replays = self.replays.as_ref()?;
+        if conversation.ends_with_user_turn() {
+            return None;
+        }
+        let (lane, pin) = replays.get(&session?.to_string())?;
+        if lane != requested {
+            return None;
+        }
+        counter!(m::ROUTING_DECISIONS_TOTAL, "route" => pin.route.as_deref().map_or("none", |r| self.route_label(r, None)).to_string(), "source" => "replay").increment(1);
+        Some(Decision::Routed {
+            route: pin.route,
+            models: vec![pin.model],
+            source: Source::Replay,
+        })
+    }
+
+    /// `route_on_user_only`: remember where a routed request of `session` went.
+    pub fn remember_route(&self, session: &str, requested: &str, pin: Pin) {
+        if let Some(replays) = &self.replays {
+            replays.insert(session.to_string(), (requested.to_string(), pin));
+        }
     }
 
     /// The pin of a session, if it is still live.
