@@ -377,6 +377,13 @@ pub fn inject_current(headers: &mut HeaderMap) {
     inject(&Span::current(), headers);
 }
 
+/// Whether `span` is recorded and exported (tracing on and the trace sampled): work done
+/// only for attributes can be skipped when it is not.
+pub fn is_recording(span: &Span) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
+}
+
 /// The OpenTelemetry trace id of `span` as 32 hex digits, when it has one.
 pub fn trace_id(span: &Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
@@ -420,6 +427,12 @@ pub mod attr {
     pub const SERVER_ADDRESS: &str = "server.address";
     pub const PLANO_COMPONENT: &str = "plano.component";
     pub const PLANO_REQUEST_ID: &str = "plano.request_id";
+    /// Router-model calls: `routed`, `no_route` or the fallback reason.
+    pub const PLANO_ROUTING_OUTCOME: &str = "plano.routing.outcome";
+    /// The route the router chose.
+    pub const PLANO_ROUTING_ROUTE: &str = "plano.routing.route";
+    /// Milliseconds the router call took.
+    pub const PLANO_ROUTING_DURATION_MS: &str = "plano.routing.duration_ms";
 }
 
 /// The `gen_ai.system` / `gen_ai.provider.name` value for a provider prefix (`openai/…`,
@@ -523,6 +536,154 @@ pub fn record_finish_reasons(span: &Span, reasons: &[&str]) {
         attr::GEN_AI_RESPONSE_FINISH_REASONS,
         Value::Array(values.into()),
     );
+}
+
+/// What a model's answer says about itself: the model that answered
+/// (`gen_ai.response.model`) and why generation stopped (`gen_ai.response.finish_reasons`).
+/// Read from a whole response body or event by event from a stream, in every API shape
+/// the egress speaks:
+///
+/// | API | model | finish reasons |
+/// |---|---|---|
+/// | chat completions | `model` | `choices[].finish_reason` |
+/// | Messages | `model`, stream: `message_start.message.model` | `stop_reason`, stream: `message_delta.delta.stop_reason` |
+/// | Responses | `model`, stream: `response.*.response.model` | `incomplete_details.reason`, else `status` |
+/// | Converse | — | `stopReason` |
+///
+/// Only names and short codes are kept, never content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseFacts {
+    pub model: Option<String>,
+    pub finish_reasons: Vec<String>,
+}
+
+/// Longest value kept (a model name or a reason code); longer ones are not recorded.
+const MAX_FACT_LEN: usize = 256;
+
+impl ResponseFacts {
+    /// The facts of a whole JSON response body (empty when it is not JSON).
+    pub fn of_body(body: &[u8]) -> Self {
+        let mut facts = Self::default();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            facts.observe_value(&v);
+        }
+        facts
+    }
+
+    /// One streamed event (`event:` name and `data:`). Only events that can carry a fact
+    /// not yet seen are parsed: the first one naming a model, and those with a non-null
+    /// finish or stop reason or a final Responses status.
+    pub fn observe_event(&mut self, event: Option<&str>, data: &str) {
+        let wants_model = self.model.is_none() && data.contains("\"model\"");
+        let terminal = matches!(
+            event,
+            Some("response.completed" | "response.incomplete" | "response.failed")
+        ) || has_non_null(data, "\"finish_reason\"")
+            || has_non_null(data, "\"stop_reason\"")
+            || has_non_null(data, "\"stopReason\"");
+        if !(wants_model || terminal) {
+            return;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(data) {
+            self.observe_value(&v);
+        }
+    }
+
+    /// A parsed body, stream chunk or stream event, whatever its API.
+    pub fn observe_value(&mut self, v: &serde_json::Value) {
+        use serde_json::Value;
+        let Some(obj) = v.as_object() else { return };
+        // Messages `message_start` and Responses `response.*` events wrap the object.
+        let inner = obj
+            .get("message")
+            .filter(|_| obj.get("type").and_then(Value::as_str) == Some("message_start"))
+            .or_else(|| obj.get("response"))
+            .and_then(Value::as_object)
+            .unwrap_or(obj);
+        if self.model.is_none()
+            && let Some(m) = inner.get("model").and_then(Value::as_str)
+            && !m.is_empty()
+            && m.len() <= MAX_FACT_LEN
+        {
+            self.model = Some(m.to_string());
+        }
+        if let Some(choices) = inner.get("choices").and_then(Value::as_array) {
+            for c in choices {
+                if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
+                    self.push_reason(r);
+                }
+            }
+            return;
+        }
+        let stop = inner
+            .get("stop_reason")
+            .or_else(|| inner.get("delta").and_then(|d| d.get("stop_reason")))
+            .or_else(|| inner.get("stopReason"))
+            .and_then(Value::as_str);
+        if let Some(r) = stop {
+            self.push_reason(r);
+            return;
+        }
+        // A Responses object: only a final one says why it stopped.
+        if inner.get("object").and_then(Value::as_str) == Some("response")
+            && let Some(status) = inner.get("status").and_then(Value::as_str)
+            && matches!(status, "completed" | "incomplete" | "failed" | "cancelled")
+        {
+            let reason = inner
+                .get("incomplete_details")
+                .and_then(|d| d.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or(status);
+            self.finish_reasons.clear();
+            self.push_reason(reason);
+        }
+    }
+
+    fn push_reason(&mut self, reason: &str) {
+        if !reason.is_empty() && reason.len() <= MAX_FACT_LEN && self.finish_reasons.len() < 64 {
+            self.finish_reasons.push(reason.to_string());
+        }
+    }
+
+    /// Set `gen_ai.response.model` and `gen_ai.response.finish_reasons` on `spans` (what
+    /// is known; nothing when nothing is).
+    pub fn record(&self, spans: &[&Span]) {
+        let reasons: Vec<&str> = self.finish_reasons.iter().map(String::as_str).collect();
+        for span in spans {
+            if let Some(m) = &self.model {
+                record_response_model(span, m);
+            }
+            record_finish_reasons(span, &reasons);
+        }
+    }
+}
+
+/// Whether `key` (quoted) occurs in `data` with a value other than `null`.
+fn has_non_null(data: &str, key: &str) -> bool {
+    data.match_indices(key).any(|(i, _)| {
+        let rest = data[i + key.len()..].trim_start();
+        let Some(rest) = rest.strip_prefix(':') else {
+            return false;
+        };
+        !rest.trim_start().starts_with("null")
+    })
+}
+
+/// Outcome of a router-model call (`routing` client span): `routed`, `no_route`, or the
+/// fallback reason (`router_timeout`, `router_nonsense`…, as in
+/// `plano_routing_fallbacks_total`).
+pub fn record_routing(span: &Span, outcome: &str, route: Option<&str>, duration: Duration) {
+    span.set_attribute(attr::PLANO_ROUTING_OUTCOME, outcome.to_string());
+    if let Some(r) = route {
+        span.set_attribute(attr::PLANO_ROUTING_ROUTE, r.to_string());
+    }
+    span.set_attribute(
+        attr::PLANO_ROUTING_DURATION_MS,
+        int(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+    );
+    if !matches!(outcome, "routed" | "no_route") {
+        record_error(span, outcome);
+    }
 }
 
 /// Mark `span` as failed with a short description (an error class, never a body).
@@ -901,6 +1062,97 @@ mod tests {
         assert_eq!(gen_ai_system("azure_openai"), "azure.ai.openai");
         assert_eq!(gen_ai_system("amazon_bedrock"), "aws.bedrock");
         assert_eq!(gen_ai_system("groq"), "groq");
+    }
+
+    #[test]
+    fn response_facts_of_every_api_shape() {
+        let chat = br#"{"id":"c","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[{"index":0,"finish_reason":"stop"},{"index":1,"finish_reason":"length"}]}"#;
+        let f = ResponseFacts::of_body(chat);
+        assert_eq!(f.model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(f.finish_reasons, vec!["stop", "length"]);
+
+        let messages = br#"{"type":"message","model":"claude-3-5-sonnet","stop_reason":"tool_use","content":[]}"#;
+        let f = ResponseFacts::of_body(messages);
+        assert_eq!(f.model.as_deref(), Some("claude-3-5-sonnet"));
+        assert_eq!(f.finish_reasons, vec!["tool_use"]);
+
+        let responses = br#"{"object":"response","model":"gpt-4.1","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}"#;
+        let f = ResponseFacts::of_body(responses);
+        assert_eq!(f.model.as_deref(), Some("gpt-4.1"));
+        assert_eq!(f.finish_reasons, vec!["max_output_tokens"]);
+
+        let converse =
+            br#"{"output":{"message":{"role":"assistant","content":[]}},"stopReason":"end_turn"}"#;
+        let f = ResponseFacts::of_body(converse);
+        assert_eq!(f.model, None);
+        assert_eq!(f.finish_reasons, vec!["end_turn"]);
+
+        assert_eq!(ResponseFacts::of_body(b"<html>"), ResponseFacts::default());
+    }
+
+    #[test]
+    fn response_facts_of_streams() {
+        // chat: every chunk names the model and a null finish reason until the last
+        let mut f = ResponseFacts::default();
+        f.observe_event(
+            None,
+            r#"{"model":"gpt-4o","choices":[{"delta":{"content":"a"},"finish_reason":null}]}"#,
+        );
+        f.observe_event(
+            None,
+            r#"{"model":"gpt-4o","choices":[{"delta":{},"finish_reason": null}]}"#,
+        );
+        f.observe_event(
+            None,
+            r#"{"model":"gpt-4o","choices":[{"delta":{},"finish_reason": "stop"}]}"#,
+        );
+        f.observe_event(None, "[DONE]");
+        assert_eq!(f.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(f.finish_reasons, vec!["stop"]);
+
+        // Messages
+        let mut f = ResponseFacts::default();
+        f.observe_event(
+            Some("message_start"),
+            r#"{"type":"message_start","message":{"model":"claude-x","stop_reason":null}}"#,
+        );
+        f.observe_event(
+            Some("content_block_delta"),
+            r#"{"type":"content_block_delta","delta":{"text":"the model said"}}"#,
+        );
+        f.observe_event(
+            Some("message_delta"),
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+        );
+        assert_eq!(f.model.as_deref(), Some("claude-x"));
+        assert_eq!(f.finish_reasons, vec!["end_turn"]);
+
+        // Responses: in_progress is not a finish reason; the completed status is
+        let mut f = ResponseFacts::default();
+        f.observe_event(Some("response.created"), r#"{"type":"response.created","response":{"object":"response","model":"gpt-4.1","status":"in_progress"}}"#);
+        f.observe_event(Some("response.completed"), r#"{"type":"response.completed","response":{"object":"response","model":"gpt-4.1","status":"completed"}}"#);
+        assert_eq!(f.model.as_deref(), Some("gpt-4.1"));
+        assert_eq!(f.finish_reasons, vec!["completed"]);
+    }
+
+    #[test]
+    fn non_null_detection() {
+        assert!(!has_non_null(
+            r#"{"finish_reason":null}"#,
+            "\"finish_reason\""
+        ));
+        assert!(!has_non_null(
+            r#"{"finish_reason" : null}"#,
+            "\"finish_reason\""
+        ));
+        assert!(has_non_null(
+            r#"{"finish_reason":"stop"}"#,
+            "\"finish_reason\""
+        ));
+        assert!(!has_non_null(
+            r#"{"text":"finish_reason"}"#,
+            "\"finish_reason\""
+        ));
     }
 
     #[test]

@@ -634,11 +634,16 @@ pub struct Routing {
     pub routing_budget: Option<RoutingBudget>,
     /// `route_on_user_only`. Default false.
     pub route_on_user_only: bool,
+    /// Extension `timeout`: a router-model call that takes longer falls back to the
+    /// requested model. Default 5s.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
 }
 
 impl Routing {
     pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(600);
     pub const MAX_SESSION_ENTRIES: u32 = 10_000;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 impl Default for Routing {
@@ -652,6 +657,7 @@ impl Default for Routing {
             tenant_header: None,
             routing_budget: None,
             route_on_user_only: false,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 }

@@ -276,6 +276,8 @@ pub struct RawRouting {
     pub session_cache: Option<RawSessionCache>,
     pub routing_budget: Option<RawRoutingBudget>,
     pub route_on_user_only: Option<bool>,
+    /// Extension: how long a router-model call may take.
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

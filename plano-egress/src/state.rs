@@ -26,16 +26,25 @@ pub struct Runtime {
     pub prepared: Vec<Prepared>,
 }
 
-/// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its settings.
+/// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its
+/// settings. `previous` is kept when its settings are the same: its decision and session
+/// caches and fetched metrics survive a reload that did not change routing.
 fn router_for(
     config: &Config,
     set: Option<&RoutingSettings>,
     client: &HttpClient,
+    previous: Option<&Arc<Router>>,
 ) -> Option<Arc<Router>> {
     let settings = set
         .cloned()
         .or_else(|| routing::settings::from_config(config))?;
-    routing::settings::active(&settings).then(|| Arc::new(Router::new(settings, client.clone())))
+    if !routing::settings::active(&settings) {
+        return None;
+    }
+    if let Some(p) = previous.filter(|p| *p.settings() == settings) {
+        return Some(p.clone());
+    }
+    Some(Arc::new(Router::new(settings, client.clone())))
 }
 
 /// Every provider's fixed request parts. A provider whose `headers`, `http_host`, key or
@@ -83,7 +92,7 @@ impl AppState {
         conversations.spawn_cleanup(conversations::cleanup_interval(config.state_storage.ttl));
         let client = upstream::client(&config)?;
         let runtime = Runtime {
-            router: router_for(&config, None, &client),
+            router: router_for(&config, None, &client, None),
             prepared: prepare(&config)?,
             client,
             config,
@@ -101,7 +110,7 @@ impl AppState {
     /// Route with these settings from now on, whatever the config says.
     pub fn set_routing(&self, settings: RoutingSettings) {
         let old = self.runtime();
-        let router = router_for(&old.config, Some(&settings), &old.client);
+        let router = router_for(&old.config, Some(&settings), &old.client, None);
         if let Ok(mut set) = self.routing.lock() {
             *set = Some(settings);
         }
@@ -137,7 +146,7 @@ impl AppState {
         let client = upstream::client(&config)?;
         let set = self.routing.lock().ok().and_then(|s| s.clone());
         self.runtime.store(Arc::new(Runtime {
-            router: router_for(&config, set.as_ref(), &client),
+            router: router_for(&config, set.as_ref(), &client, old.router.as_ref()),
             prepared,
             config,
             client,

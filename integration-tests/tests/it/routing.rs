@@ -588,3 +588,138 @@ async fn a_routing_config_file_routes() {
     assert_eq!(route.as_deref(), Some("small_talk"));
     egress.stop().await.unwrap();
 }
+
+/// A reload that leaves the routing keys alone keeps the router and its caches (the same
+/// conversation is not sent to the router again); one that changes them starts afresh.
+#[tokio::test]
+async fn routing_caches_survive_a_reload_that_does_not_change_routing() {
+    let mock = MockProvider::start().await.unwrap();
+    let routing = |description: &str| {
+        format!(
+            "\noverrides:\n  llm_routing_model: openai/router\nrouting_preferences:\n  - name: code_generation\n    description: {description}\n    models: [{CODE_MODEL}]\n  - name: small_talk\n    description: casual chat and greetings\n    models: [{CHAT_MODEL}]\n"
+        )
+    };
+    let base = yaml(&mock.url(), &mock.url());
+    let extra = format!(
+        "  - model: openai/gpt-4.1\n    base_url: {}\n    access_key: k\n",
+        mock.url()
+    );
+    let first = format!(
+        "{base}{}",
+        routing("generating new code, writing functions")
+    );
+    let egress = Egress::start(&first, &[]).await.unwrap();
+    let router_calls = || calls(&mock, "router");
+    let (_, provider, _) = ask(&egress, "write a Python function").await;
+    assert_eq!(provider, CODE_MODEL);
+    assert_eq!(router_calls(), 1);
+
+    // Reload with one more provider, routing unchanged.
+    let reload = |yaml: String| {
+        let mut config = plano_config::load_str(&yaml, None, &|_| None).unwrap();
+        // Stay on the port the test server was moved to.
+        config.model_listener.addr = egress.addr;
+        egress
+            .control
+            .config
+            .send(std::sync::Arc::new(config))
+            .unwrap();
+    };
+    reload(format!(
+        "{base}{extra}{}",
+        routing("generating new code, writing functions")
+    ));
+    let hinted = || async {
+        http_client()
+            .post(egress.url("/v1/chat/completions"))
+            .header("x-plano-llm-provider-hint", "openai/gpt-4.1")
+            .json(&json!({"model": REQUESTED, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .is_ok_and(|r| {
+                r.headers()
+                    .get("x-plano-provider")
+                    .is_some_and(|p| p == "openai/gpt-4.1")
+            })
+    };
+    eventually(Duration::from_secs(5), hinted).await;
+    let (_, provider, route) = ask(&egress, "write a Python function").await;
+    assert_eq!(provider, CODE_MODEL);
+    assert_eq!(route.as_deref(), Some("code_generation"));
+    assert_eq!(router_calls(), 1, "the cached decision survived the reload");
+
+    // Changed routing: a new router, so the same conversation is asked about again.
+    reload(format!(
+        "{base}{}",
+        routing("writing functions and programs")
+    ));
+    eventually(Duration::from_secs(5), || async { !hinted().await }).await;
+    let (_, provider, _) = ask(&egress, "write a Python function").await;
+    assert_eq!(provider, CODE_MODEL);
+    assert_eq!(router_calls(), 2);
+    egress.stop().await.unwrap();
+}
+
+/// `routing.route_on_user_only`: a tool-result turn goes where the conversation's last
+/// routed turn went, without asking the router; the next user turn is routed again.
+#[tokio::test]
+async fn route_on_user_only_replays_the_last_route_for_tool_results() {
+    let mock = MockProvider::start().await.unwrap();
+    let config = |on: bool| {
+        format!(
+            "{}\noverrides:\n  llm_routing_model: openai/router\nrouting:\n  route_on_user_only: {on}\nrouting_preferences:\n  - name: code_generation\n    description: generating new code, writing functions\n    models: [{CODE_MODEL}]\n  - name: small_talk\n    description: casual chat and greetings\n    models: [{CHAT_MODEL}]\n",
+            yaml(&mock.url(), &mock.url())
+        )
+    };
+    let first = json!({"role": "user", "content": "write a Python function"});
+    let tool_turn = json!([
+        {"role": "system", "content": "you are a coding agent"},
+        first,
+        // Assistant text makes the router's view of the conversation new (no decision-cache hit).
+        {"role": "assistant", "content": "running it now", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}
+    ]);
+    let send = |egress: &Egress, messages: Value| {
+        let url = egress.url("/v1/chat/completions");
+        async move {
+            let r = http_client()
+                .post(url)
+                .json(&json!({"model": REQUESTED, "messages": messages, "tools": [{"type": "function", "function": {"name": "run", "parameters": {"type": "object"}}}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+            (h("x-plano-provider").unwrap(), h("x-plano-route"))
+        }
+    };
+    for on in [true, false] {
+        let before = calls(&mock, "router");
+        let egress = Egress::start(&config(on), &[]).await.unwrap();
+        let (provider, route) = send(
+            &egress,
+            json!([{"role": "system", "content": "you are a coding agent"}, first]),
+        )
+        .await;
+        assert_eq!(provider, CODE_MODEL);
+        assert_eq!(route.as_deref(), Some("code_generation"));
+        assert_eq!(calls(&mock, "router") - before, 1);
+
+        let (provider, route) = send(&egress, tool_turn.clone()).await;
+        assert_eq!(provider, CODE_MODEL);
+        assert_eq!(route.as_deref(), Some("code_generation"));
+        // On: replayed, no router call. Off: the router is asked again.
+        let expected = if on { 1 } else { 2 };
+        assert_eq!(calls(&mock, "router") - before, expected, "on={on}");
+        if on {
+            assert!(
+                counter(
+                    &egress,
+                    "plano_routing_decisions_total",
+                    "source=\"replay\""
+                ) >= 1.0
+            );
+        }
+        egress.stop().await.unwrap();
+    }
+}

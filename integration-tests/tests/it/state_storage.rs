@@ -1,5 +1,6 @@
 //! Responses conversations in a real Postgres (`state_storage: postgres`): two egress
-//! replicas serve the turns of one conversation, a restart keeps it, Postgres going down
+//! replicas (two `plano-egress` processes, and two in-process servers) serve the turns of
+//! one conversation, a crash and restart keeps it, Postgres going down
 //! answers `previous_response_id` with 503 `state_unavailable` while everything else keeps
 //! working, and it recovers without a restart. Plus the in-memory store's size bound.
 //!
@@ -264,6 +265,134 @@ fn user_texts(mock: &MockProvider) -> Vec<String> {
         .collect()
 }
 
+/// A `plano-egress` process (the built binary) on free ports, with a config file of its
+/// own; killed when dropped.
+struct Replica {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl Replica {
+    /// Start the binary with `yaml` (its `listeners` get a free port, `admin` another) and
+    /// wait until it answers.
+    async fn start(dir: &Path, name: &str, mock: &MockProvider, pg: &Postgres) -> Self {
+        let port = free_port();
+        let admin = free_port();
+        let yaml = format!(
+            r#"version: v0.4.0
+model_providers:
+  - model: {MODEL}
+    access_key: sk-ant
+    base_url: {}
+    default: true
+listeners:
+  - type: model
+    name: models
+    address: 127.0.0.1
+    port: {port}
+    timeout: 10s
+    max_retries: 0
+admin:
+  egress: "127.0.0.1:{admin}"
+state_storage:
+  type: postgres
+  connection_string: {}
+  timeout: 1s
+"#,
+            mock.url(),
+            pg.url()
+        );
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = tokio::process::Command::new(crate::support::binary("plano-egress"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http_client().get(format!("{base}/v1/models")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "replica {name} exited before serving"
+            );
+            assert!(Instant::now() < deadline, "replica {name} not serving");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, base }
+    }
+
+    /// SIGKILL: a crash, nothing flushed or closed cleanly.
+    async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// One Responses turn on a replica process; returns (status, body).
+async fn turn_at(base: &str, input: &str, extra: Value) -> (u16, Value) {
+    let mut body = json!({"model": MODEL, "input": input});
+    if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        b.extend(extra);
+    }
+    let r = http_client()
+        .post(format!("{base}/v1/responses"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Two real `plano-egress` processes on one Postgres: turn 1 on A, turn 2 on B, A killed
+/// and started again, turn 3 on the new A sees the whole conversation.
+#[tokio::test]
+async fn two_replica_processes_on_one_postgres_share_conversations_across_a_crash() {
+    let Some(pg) = postgres_or_skip("two_replica_processes_on_one_postgres") else {
+        return;
+    };
+    let mock = MockProvider::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Both start together: the migration runs once, under its lock.
+    let (a, b) = tokio::join!(
+        Replica::start(dir.path(), "a", &mock, &pg),
+        Replica::start(dir.path(), "b", &mock, &pg)
+    );
+
+    let (status, first) = turn_at(&a.base, "turn one", json!({})).await;
+    assert_eq!(status, 200, "{first}");
+    let id1 = first["id"].as_str().unwrap().to_string();
+
+    let (status, second) = turn_at(&b.base, "turn two", json!({"previous_response_id": id1})).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(user_texts(&mock), ["turn one", "turn two"]);
+    let id2 = second["id"].as_str().unwrap().to_string();
+
+    a.kill().await;
+    let a = Replica::start(dir.path(), "a-restarted", &mock, &pg).await;
+    let (status, third) =
+        turn_at(&a.base, "turn three", json!({"previous_response_id": id2})).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(user_texts(&mock), ["turn one", "turn two", "turn three"]);
+
+    // An id neither replica stored is a 409, not a 503.
+    let (status, body) = turn_at(&b.base, "x", json!({"previous_response_id": "resp_nope"})).await;
+    assert_eq!(status, 409, "{body}");
+    a.kill().await;
+    b.kill().await;
+}
+
+/// The same across in-process replicas, with a streamed turn (stored before its end
+/// reaches the client) and a graceful restart.
 #[tokio::test]
 async fn two_replicas_on_one_postgres_continue_each_others_conversations_across_a_restart() {
     let Some(pg) = postgres_or_skip("two_replicas_on_one_postgres") else {

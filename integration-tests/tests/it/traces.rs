@@ -525,3 +525,216 @@ fn a_malformed_tracing_section_is_refused_with_its_key_path() {
     .to_string();
     assert!(err.contains("tracing"), "{err}");
 }
+
+/// A routed request: the router-model call is its own client span under the egress
+/// server span (model, outcome, route, duration, trace context sent to the router), and
+/// every model call's spans carry the answering model and its finish reasons, streamed or
+/// not, on chat completions, Messages and Responses.
+#[tokio::test(flavor = "current_thread")]
+async fn router_calls_and_response_models_and_finish_reasons_are_on_the_spans() {
+    use plano_egress::routing::{Prefer, Preference, RoutingSettings};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tracing = Tracing::install("plano-egress").await.unwrap();
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+listeners:
+  - type: model
+    name: models
+    port: 12000
+model_providers:
+  - model: openai/gpt-4o-mini
+    base_url: {0}
+    access_key: k
+    default: true
+  - model: anthropic/claude-sonnet
+    base_url: {0}
+    access_key: k
+  - model: openai/router
+    base_url: {0}
+    access_key: k
+  - model: openai/mock-router-nonsense
+    base_url: {0}
+    access_key: k
+"#,
+        mock.url()
+    );
+    let settings = |router: &str| RoutingSettings {
+        preferences: vec![
+            Preference {
+                name: "code_generation".into(),
+                description: "generating new code, writing functions".into(),
+                models: vec!["anthropic/claude-sonnet".into()],
+                prefer: Prefer::None,
+            },
+            Preference {
+                name: "small_talk".into(),
+                description: "casual chat and greetings".into(),
+                models: vec!["openai/gpt-4o-mini".into()],
+                prefer: Prefer::None,
+            },
+        ],
+        router_model: Some(router.into()),
+        router_timeout: std::time::Duration::from_secs(2),
+        ..RoutingSettings::default()
+    };
+    let egress = Egress::start_routed(&yaml, settings("openai/router"))
+        .await
+        .unwrap();
+
+    // The attributes say what the provider (Anthropic here) answered, whatever the
+    // client's API: its model id and its own finish reason.
+    let cases = [
+        ("/v1/chat/completions", "chat"),
+        ("/v1/messages", "messages"),
+        ("/v1/responses", "responses"),
+    ];
+    let mut n = 0;
+    for (path, api) in cases {
+        for stream in [false, true] {
+            n += 1;
+            // A new conversation each time: no decision-cache hit, so a router call each.
+            let text = format!("write a Python function number {n}");
+            let messages = json!([{"role": "user", "content": text}]);
+            let body = match api {
+                "chat" => {
+                    json!({"model": "openai/gpt-4o-mini", "messages": messages, "stream": stream})
+                }
+                "messages" => {
+                    json!({"model": "openai/gpt-4o-mini", "max_tokens": 64, "messages": messages, "stream": stream})
+                }
+                _ => json!({"model": "openai/gpt-4o-mini", "input": messages, "stream": stream}),
+            };
+            let res = reqwest::Client::new()
+                .post(egress.url(path))
+                .header("x-request-case", format!("{api}-{stream}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{api} stream={stream}");
+            assert_eq!(
+                res.headers()
+                    .get("x-plano-route")
+                    .and_then(|v| v.to_str().ok()),
+                Some("code_generation")
+            );
+            let _ = res.text().await.unwrap();
+        }
+    }
+
+    let spans = tracing
+        .wait_for(|s| {
+            server_spans(s).len() >= 6
+                && s.iter().filter(|x| x.name.starts_with("llm ")).count() >= 6
+        })
+        .await;
+    let servers = server_spans(&spans);
+    assert_eq!(servers.len(), 6, "{spans:#?}");
+    for server in servers {
+        let children: Vec<&RecordedSpan> = spans
+            .iter()
+            .filter(|s| s.parent_span_id.as_deref() == Some(server.span_id.as_str()))
+            .collect();
+
+        let router: Vec<&&RecordedSpan> = children
+            .iter()
+            .filter(|s| s.name == "routing openai/router")
+            .collect();
+        assert_eq!(
+            router.len(),
+            1,
+            "one router call under {server:#?}: {spans:#?}"
+        );
+        let router = router[0];
+        assert_eq!(router.kind, "client");
+        assert_eq!(router.trace_id, server.trace_id);
+        assert_eq!(router.str_attr("plano.routing.outcome"), Some("routed"));
+        assert_eq!(
+            router.str_attr("plano.routing.route"),
+            Some("code_generation")
+        );
+        assert!(
+            router.int_attr("plano.routing.duration_ms").is_some(),
+            "{router:#?}"
+        );
+        assert_eq!(router.str_attr("gen_ai.request.model"), Some("router"));
+        assert_eq!(router.str_attr("llm.provider"), Some("openai/router"));
+        assert_eq!(router.int_attr("http.response.status_code"), Some(200));
+        assert_eq!(router.status, "unset");
+
+        let llm: Vec<&&RecordedSpan> = children
+            .iter()
+            .filter(|s| s.name.starts_with("llm "))
+            .collect();
+        assert_eq!(llm.len(), 1, "{spans:#?}");
+        for s in [*llm[0], server] {
+            assert_eq!(
+                s.str_attr("gen_ai.response.model"),
+                Some("claude-sonnet"),
+                "{s:#?}"
+            );
+            assert_eq!(
+                s.attr("gen_ai.response.finish_reasons"),
+                Some(&json!(["end_turn"])),
+                "{s:#?}"
+            );
+        }
+    }
+    // The router got the router span's trace context.
+    let router_req = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.body["model"] == "router")
+        .unwrap();
+    let tp = router_req
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let router_span_ids: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "routing openai/router")
+        .map(|s| s.span_id.as_str())
+        .collect();
+    assert!(
+        router_span_ids.iter().any(|id| tp.contains(id)),
+        "{tp} names no router span"
+    );
+    egress.stop().await.unwrap();
+    drop(tracing);
+
+    // A router answering nonsense: the span says why routing fell back, and is an error.
+    let tracing2 = Tracing::install("plano-egress").await.unwrap();
+    let egress = Egress::start_routed(&yaml, settings("openai/mock-router-nonsense"))
+        .await
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "write a Python function"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.text().await.unwrap();
+    let spans = tracing2
+        .wait_for(|s| {
+            s.iter().any(|x| x.name.starts_with("routing ")) && !server_spans(s).is_empty()
+        })
+        .await;
+    let router = spans
+        .iter()
+        .find(|s| s.name == "routing openai/mock-router-nonsense")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(
+        router.str_attr("plano.routing.outcome"),
+        Some("router_nonsense")
+    );
+    assert_eq!(router.status, "error");
+    assert_eq!(router.str_attr("plano.routing.route"), None);
+    egress.stop().await.unwrap();
+}

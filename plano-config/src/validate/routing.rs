@@ -1,7 +1,9 @@
 //! Routing keys: `routing`, `routing_preferences` (top level, and the deprecated
 //! per-provider form), `model_metrics_sources`, `prompt_caching`. They load into typed
-//! models with every range Plano's schema sets; the router that acts on them is not built
-//! yet, so each present key also leaves a start-up warning.
+//! models with every range Plano's schema sets. The egress's router (docs/routing.md) acts
+//! on them (`routing.timeout` is ours: the router call's bound), except
+//! `routing.session_cache: redis` and `routing.routing_budget`, which leave
+//! a start-up warning.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use crate::load::{Problems, join, list, section};
 use crate::model::*;
 use crate::raw::*;
 
-const NOT_ROUTED: &str = "`model` / `llm_provider` and `session_ttl_seconds` / `session_max_entries` are acted on; `session_cache`, `routing_budget` and `route_on_user_only` are parsed and checked, not acted on yet";
+const NOT_ROUTED: &str = "parsed and checked, not acted on yet";
 
 pub(super) fn routing(value: &Value, p: &mut Problems) -> Routing {
     let mut out = Routing::default();
@@ -24,7 +26,6 @@ pub(super) fn routing(value: &Value, p: &mut Problems) -> Routing {
     let Some(raw) = section::<RawRouting>(value, "routing", p) else {
         return out;
     };
-    p.warn("routing", NOT_ROUTED);
     out.llm_provider = raw.llm_provider;
     out.model = raw.model;
     if let Some(ttl) = raw.session_ttl_seconds {
@@ -93,6 +94,28 @@ pub(super) fn routing(value: &Value, p: &mut Problems) -> Routing {
         });
     }
     out.route_on_user_only = raw.route_on_user_only.unwrap_or(false);
+    out.timeout = super::duration_or(
+        raw.timeout.as_ref(),
+        "routing.timeout",
+        Routing::DEFAULT_TIMEOUT,
+        p,
+    );
+    let unacted: Vec<&str> = [
+        (
+            matches!(out.session_cache, SessionCache::Redis { .. }),
+            "`session_cache: redis` (sessions and routing decisions are per replica, in memory)",
+        ),
+        (
+            out.routing_budget.is_some(),
+            "`routing_budget` (no per-session switch-cost gate; docs/routing.md says why)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(on, what)| on.then_some(what))
+    .collect();
+    if !unacted.is_empty() {
+        p.warn("routing", &format!("{NOT_ROUTED}: {}", unacted.join("; ")));
+    }
     out
 }
 

@@ -78,15 +78,21 @@ impl Attempt<'_> {
         )
         .await;
         let result = match exchanged {
-            Ok(Reply::Whole { status, body }) => self
-                .route
-                .response_body(self.request, &body)
-                .map(|(body, usage)| Answer::Whole {
-                    status,
-                    body,
-                    usage,
-                })
-                .map_err(|e| AttemptError::Protocol(format!("unusable answer: {}", e.message))),
+            Ok(Reply::Whole { status, body }) => {
+                // The provider's own answer names the model and finish reasons.
+                if plano_common::telemetry::is_recording(&self.span) {
+                    plano_common::telemetry::ResponseFacts::of_body(&body)
+                        .record(&[&self.span, &tracing::Span::current()]);
+                }
+                self.route
+                    .response_body(self.request, &body)
+                    .map(|(body, usage)| Answer::Whole {
+                        status,
+                        body,
+                        usage,
+                    })
+                    .map_err(|e| AttemptError::Protocol(format!("unusable answer: {}", e.message)))
+            }
             Ok(Reply::Stream(opening)) => Ok(Answer::Stream(opening)),
             Err(e) => Err(e),
         };

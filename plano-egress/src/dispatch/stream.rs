@@ -84,11 +84,17 @@ struct Flow {
     sent: u64,
     /// Responses: the final response object, seen in `response.completed`.
     completed: Option<Value>,
+    /// Response model and finish reasons for the trace (only when it is recorded).
+    facts: Option<plano_common::telemetry::ResponseFacts>,
 }
 
 impl Flow {
     /// One upstream event. `Err` ends the stream as broken.
     fn event(&mut self, ev: SseEvent, out: &mut BytesMut) -> Result<(), String> {
+        // The provider's own events name the model and finish reasons.
+        if let Some(f) = &mut self.facts {
+            f.observe_event(ev.event.as_deref(), &ev.data);
+        }
         match &mut self.shape {
             StreamShape::Relay {
                 api,
@@ -254,6 +260,11 @@ async fn pump(
         usage: Usage::default(),
         sent: 0,
         completed: None,
+        facts: plan
+            .spans
+            .first()
+            .filter(|s| plano_common::telemetry::is_recording(s))
+            .map(|_| plano_common::telemetry::ResponseFacts::default()),
     };
     let deadline = tokio::time::sleep_until(plan.deadline);
     tokio::pin!(deadline);
@@ -348,6 +359,9 @@ async fn pump(
     flow.usage.record(&plan.provider);
     let spans: Vec<&tracing::Span> = plan.spans.iter().collect();
     trace_usage(&spans, &flow.usage);
+    if let Some(f) = &flow.facts {
+        f.record(&spans);
+    }
     if matches!(outcome, "upstream_error" | "timeout")
         && let Some(attempt) = plan.spans.first()
     {

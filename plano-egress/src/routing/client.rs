@@ -107,13 +107,26 @@ impl RouterBackend for Upstream<'_> {
             .prepared
             .get(candidate.provider)
             .ok_or_else(|| CallError::UnknownModel(model.to_string()))?;
-        let http_req = upstream_request::build_request(
+        let mut http_req = upstream_request::build_request(
             provider,
             prepared,
             uri,
             &HeaderMap::new(),
             self.request_id,
             bytes,
+        );
+        // The `routing` client span this call runs in (`Router::decide`).
+        plano_common::telemetry::inject_current(http_req.headers_mut());
+        let span = tracing::Span::current();
+        plano_common::telemetry::record_llm_request(
+            &span,
+            &plano_common::telemetry::LlmRequest {
+                system: &provider.prefix,
+                provider: &provider.name,
+                model: &candidate.model_id,
+                operation: Some("chat"),
+                streaming: false,
+            },
         );
         let work = async {
             let res = self
@@ -123,6 +136,7 @@ impl RouterBackend for Upstream<'_> {
                 .await
                 .map_err(|e| CallError::Unreachable(e.to_string()))?;
             let status = res.status();
+            plano_common::telemetry::record_client_status(&span, status);
             let answer: Bytes = Limited::new(res.into_body(), MAX_ANSWER)
                 .collect()
                 .await
@@ -139,6 +153,9 @@ impl RouterBackend for Upstream<'_> {
         let (chat, _) = route
             .response_body(&req, &answer)
             .map_err(|e| CallError::Protocol(e.message))?;
+        if plano_common::telemetry::is_recording(&span) {
+            plano_common::telemetry::ResponseFacts::of_body(&chat).record(&[&span]);
+        }
         chat_text(&chat)
     }
 }

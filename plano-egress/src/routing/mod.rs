@@ -34,10 +34,12 @@ use std::time::Duration;
 
 use metrics::{counter, histogram};
 use plano_common::metrics as m;
+use plano_common::telemetry;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::answer::Parsed;
 use self::cache::TtlCache;
@@ -75,6 +77,10 @@ pub struct RoutingSettings {
     /// `prompt_caching.inject_cache_control`: the `min_prefix_tokens` above which Anthropic
     /// requests get cache breakpoints (`cache_control.rs`); `None`: off.
     pub cache_control_min_tokens: Option<usize>,
+    /// `routing.route_on_user_only`: only a request whose last message is a user turn asks
+    /// the router; tool results and other non-user tails replay the session's last
+    /// routed model.
+    pub route_on_user_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,7 @@ impl Default for RoutingSettings {
             sources: Vec::new(),
             affinity: None,
             cache_control_min_tokens: None,
+            route_on_user_only: false,
         }
     }
 }
@@ -114,6 +121,8 @@ pub enum Source {
     Cache,
     /// Session affinity: the conversation's pinned model.
     Session,
+    /// `route_on_user_only`: not a user turn, so the session's last routed model again.
+    Replay,
 }
 
 impl Source {
@@ -122,6 +131,7 @@ impl Source {
             Source::Router => "router",
             Source::Cache => "cache",
             Source::Session => "session",
+            Source::Replay => "replay",
         }
     }
 }
@@ -159,6 +169,8 @@ pub struct Router {
     /// hash(routes, conversation) → route name (`None`: the router chose none).
     decisions: TtlCache<u64, Option<String>>,
     sessions: Option<TtlCache<String, Pin>>,
+    /// `route_on_user_only`: session → (requested model, where its last routed turn went).
+    replays: Option<TtlCache<String, (String, Pin)>>,
     /// Stops the metrics sources' refresh tasks when this router is replaced.
     cancel: CancellationToken,
 }
@@ -200,6 +212,9 @@ impl Router {
             sessions: settings
                 .affinity
                 .map(|a| TtlCache::new(a.ttl, a.max_entries)),
+            replays: settings
+                .route_on_user_only
+                .then(|| TtlCache::new(settings.decision_ttl, settings.decision_max_entries)),
             cancel: CancellationToken::new(),
             settings,
         }
@@ -221,6 +236,43 @@ impl Router {
 
     pub fn affinity_enabled(&self) -> bool {
         self.sessions.is_some()
+    }
+
+    /// Whether sessions are tracked at all (affinity, or `route_on_user_only` replays).
+    pub fn sessions_enabled(&self) -> bool {
+        self.sessions.is_some() || self.replays.is_some()
+    }
+
+    /// `route_on_user_only`: the routed decision to replay for a request of `session`
+    /// asking for `requested` whose conversation does not end in a user turn. `None`:
+    /// route it normally (a user turn, no earlier routed turn, or another model asked for).
+    pub fn replay(
+        &self,
+        conversation: &Conversation,
+        session: Option<&str>,
+        requested: &str,
+    ) -> Option<Decision> {
+        let replays = self.replays.as_ref()?;
+        if conversation.ends_with_user_turn() {
+            return None;
+        }
+        let (lane, pin) = replays.get(&session?.to_string())?;
+        if lane != requested {
+            return None;
+        }
+        counter!(m::ROUTING_DECISIONS_TOTAL, "route" => pin.route.as_deref().map_or("none", |r| self.route_label(r, None)).to_string(), "source" => "replay").increment(1);
+        Some(Decision::Routed {
+            route: pin.route,
+            models: vec![pin.model],
+            source: Source::Replay,
+        })
+    }
+
+    /// `route_on_user_only`: remember where a routed request of `session` went.
+    pub fn remember_route(&self, session: &str, requested: &str, pin: Pin) {
+        if let Some(replays) = &self.replays {
+            replays.insert(session.to_string(), (requested.to_string(), pin));
+        }
     }
 
     /// The pin of a session, if it is still live.
@@ -290,38 +342,51 @@ impl Router {
                     .replace("{routes}", routes_block)
                     .replace("{conversation}", &conversation_block);
                 let body = prompt::router_body(router_model, prompt);
+                let span = telemetry::client_span("routing", router_model);
                 let started = Instant::now();
                 let answer = backend
                     .complete(router_model, body, self.settings.router_timeout)
+                    .instrument(span.clone())
                     .await;
-                histogram!(m::ROUTING_ROUTER_DURATION_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                let route = match answer {
-                    Err(e) => return fallback(e.reason(), &e.to_string()),
+                let took = started.elapsed();
+                histogram!(m::ROUTING_ROUTER_DURATION_SECONDS).record(took.as_secs_f64());
+                let routed = match answer {
+                    Err(e) => Err((e.reason(), e.to_string())),
                     Ok(text) => {
                         let names: Vec<&str> =
                             preferences.iter().map(|p| p.name.as_str()).collect();
                         match answer::parse(&text, &names) {
-                            Parsed::Nonsense => {
-                                return fallback(
-                                    "router_nonsense",
-                                    "the router's answer names no route",
-                                );
-                            }
-                            Parsed::Routes(routes) if routes.is_empty() => None,
+                            Parsed::Nonsense => Err((
+                                "router_nonsense",
+                                "the router's answer names no route".to_string(),
+                            )),
+                            Parsed::Routes(routes) if routes.is_empty() => Ok(None),
+                            // Several intents: the first one the router listed that we offered.
                             Parsed::Routes(routes) => {
-                                // Several intents: the first one the router listed that we offered.
                                 match routes.iter().find(|r| names.contains(&r.as_str())) {
-                                    Some(r) => Some(r.clone()),
-                                    None => {
-                                        return fallback(
-                                            "unknown_route",
-                                            "the router chose a route it was not offered",
-                                        );
-                                    }
+                                    Some(r) => Ok(Some(r.clone())),
+                                    None => Err((
+                                        "unknown_route",
+                                        "the router chose a route it was not offered".to_string(),
+                                    )),
                                 }
                             }
                         }
+                    }
+                };
+                let route = match routed {
+                    Err((reason, detail)) => {
+                        telemetry::record_routing(&span, reason, None, took);
+                        return fallback(reason, &detail);
+                    }
+                    Ok(route) => {
+                        let outcome = if route.is_some() {
+                            "routed"
+                        } else {
+                            "no_route"
+                        };
+                        telemetry::record_routing(&span, outcome, route.as_deref(), took);
+                        route
                     }
                 };
                 self.decisions.insert(key, route.clone());

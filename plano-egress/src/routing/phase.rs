@@ -8,6 +8,9 @@
 //!   provider explicitly). Its model is replaced by the route's best model; the route's
 //!   other models follow it as failover candidates, after the chosen model's own alias
 //!   fallbacks. The normal selection, retries and failover then run unchanged.
+//! - With `routing.route_on_user_only`, a routing target whose last message is not a user
+//!   turn (a tool result, an assistant continuation) goes where its session's last routed
+//!   turn went, without a router call; with nothing to replay it is routed normally.
 //! - With `prompt_caching.session_affinity`, a conversation that already went somewhere
 //!   goes there again while its pin lives: a routing target skips the router, any other
 //!   request tries the pinned provider first when it is among its candidates. The pin is
@@ -46,6 +49,8 @@ pub struct Routing {
     pub session: Option<String>,
     /// Not a routing target but pinned: the provider to try first.
     pub pinned: Option<String>,
+    /// The model the request asked for (`route_on_user_only` replays only within it).
+    requested: String,
 }
 
 fn hinted(headers: &HeaderMap) -> bool {
@@ -81,11 +86,16 @@ pub async fn run(
         };
     }
     let conversation = Conversation::of(api, &with_history(api, body, history));
-    let session = if router.affinity_enabled() {
+    let session = if router.sessions_enabled() {
         affinity::session_key(headers, &conversation)
     } else {
         None
     };
+    let requested = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let mut out = Routing {
         router: Some(router.clone()),
         session: session.clone(),
@@ -99,14 +109,20 @@ pub async fn run(
         return out;
     }
     let backend = Upstream { rt, request_id };
-    let decision = router
-        .decide(
-            &backend,
-            &conversation,
-            inline.as_deref(),
-            session.as_deref(),
-        )
-        .await;
+    let decision = match router.replay(&conversation, session.as_deref(), &requested) {
+        Some(replayed) => replayed,
+        None => {
+            router
+                .decide(
+                    &backend,
+                    &conversation,
+                    inline.as_deref(),
+                    session.as_deref(),
+                )
+                .await
+        }
+    };
+    out.requested = requested;
     match decision {
         Decision::Routed {
             route,
@@ -196,13 +212,14 @@ impl Routing {
             response_headers.insert("x-plano-route", v);
         }
         if let (Some(router), Some(session)) = (&self.router, &self.session) {
-            router.pin(
-                session,
-                Pin {
-                    model: provider.name.clone(),
-                    route: self.route.clone(),
-                },
-            );
+            let pin = Pin {
+                model: provider.name.clone(),
+                route: self.route.clone(),
+            };
+            if self.model.is_some() {
+                router.remember_route(session, &self.requested, pin.clone());
+            }
+            router.pin(session, pin);
         }
     }
 }

@@ -120,6 +120,15 @@ impl Conversation {
         Self { turns, tools }
     }
 
+    /// Whether the last message is a user turn with text (Plano's test for
+    /// `route_on_user_only`): a tool result, an assistant continuation or an empty user
+    /// message is not.
+    pub fn ends_with_user_turn(&self) -> bool {
+        self.turns
+            .last()
+            .is_some_and(|t| t.role == "user" && !t.content.trim().is_empty())
+    }
+
     /// The text of the last user turn, if any.
     pub fn last_user_text(&self) -> Option<&str> {
         self.turns

@@ -1,7 +1,8 @@
 //! The routing settings of a config: `routing_preferences` (top level, with the deprecated
 //! per-provider form already lifted into it by `plano-config`), the router model
 //! (`overrides.llm_routing_model`, else `routing.model` / `routing.llm_provider`),
-//! `model_metrics_sources`, `prompt_caching` and `routing.session_*`.
+//! `model_metrics_sources`, `prompt_caching`, `routing.session_*`, `routing.timeout` and
+//! `routing.route_on_user_only`.
 
 use plano_config::{Config, CostCatalog, MetricsSource, SelectionPolicy};
 
@@ -78,6 +79,8 @@ pub fn from_config(config: &Config) -> Option<RoutingSettings> {
     Some(RoutingSettings {
         preferences,
         router_model,
+        router_timeout: routing.timeout,
+        route_on_user_only: routing.route_on_user_only,
         context_tokens: usize::try_from(config.overrides.orchestrator_model_context_length)
             .unwrap_or(super::prompt::DEFAULT_CONTEXT_TOKENS),
         decision_ttl: routing.session_ttl,
@@ -89,7 +92,6 @@ pub fn from_config(config: &Config) -> Option<RoutingSettings> {
         }),
         cache_control_min_tokens: (caching.enabled && caching.inject_cache_control)
             .then(|| usize::try_from(caching.min_prefix_tokens).unwrap_or(1024)),
-        ..RoutingSettings::default()
     })
 }
 

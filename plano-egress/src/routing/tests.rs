@@ -446,3 +446,72 @@ fn inline_preferences_are_taken_out_of_the_body() {
     assert_eq!(take_inline_preferences(&mut plain), None);
     assert_eq!(plain["metadata"], json!({"k": "v"}));
 }
+
+#[test]
+fn the_router_timeout_comes_from_routing_timeout() {
+    let yaml = |extra: &str| {
+        format!(
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\n    access_key: k\n  - model: openai/router\n    access_key: k\noverrides:\n  llm_routing_model: openai/router\nrouting_preferences:\n  - name: code\n    description: writing code\n    models: [openai/gpt-4o]\n{extra}"
+        )
+    };
+    let load = |extra: &str| plano_config::load_str(&yaml(extra), None, &|_| None);
+    let settings = |extra: &str| super::settings::from_config(&load(extra).unwrap()).unwrap();
+    assert_eq!(settings("").router_timeout, DEFAULT_ROUTER_TIMEOUT);
+    assert_eq!(DEFAULT_ROUTER_TIMEOUT, Duration::from_secs(5));
+    assert_eq!(
+        settings("routing:\n  timeout: 250ms\n").router_timeout,
+        Duration::from_millis(250)
+    );
+    let err = load("routing:\n  timeout: 0s\n").unwrap_err().to_string();
+    assert!(err.contains("routing.timeout"), "{err}");
+    // A routing section with only acted-on keys leaves no warning.
+    let config = load("routing:\n  session_ttl_seconds: 60\n  timeout: 2s\n").unwrap();
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("`routing`")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn route_on_user_only_replays_the_sessions_route_for_non_user_tails() {
+    let off = Router::without_sources(settings());
+    let on = Router::without_sources(RoutingSettings {
+        route_on_user_only: true,
+        ..settings()
+    });
+    assert!(!off.sessions_enabled());
+    assert!(on.sessions_enabled());
+    let mut tool_tail = ask("write a function");
+    tool_tail.turns.push(Turn::new("assistant", ""));
+    tool_tail.turns.push(Turn::new("tool", "42"));
+    assert!(!tool_tail.ends_with_user_turn());
+    assert!(ask("write a function").ends_with_user_turn());
+    assert!(!ask("  ").ends_with_user_turn());
+
+    // Nothing remembered yet: route normally.
+    assert_eq!(on.replay(&tool_tail, Some("s"), "openai/gpt-4o-mini"), None);
+    let pin = Pin {
+        model: "openai/gpt-4o".into(),
+        route: Some("code".into()),
+    };
+    on.remember_route("s", "openai/gpt-4o-mini", pin.clone());
+    off.remember_route("s", "openai/gpt-4o-mini", pin);
+    assert_eq!(
+        on.replay(&tool_tail, Some("s"), "openai/gpt-4o-mini"),
+        Some(routed("code", &["openai/gpt-4o"], Source::Replay))
+    );
+    // A user turn is routed; another session, another requested model or the option off
+    // replay nothing.
+    assert_eq!(
+        on.replay(&ask("and now"), Some("s"), "openai/gpt-4o-mini"),
+        None
+    );
+    assert_eq!(on.replay(&tool_tail, Some("t"), "openai/gpt-4o-mini"), None);
+    assert_eq!(on.replay(&tool_tail, None, "openai/gpt-4o-mini"), None);
+    assert_eq!(on.replay(&tool_tail, Some("s"), "openai/gpt-4o"), None);
+    assert_eq!(
+        off.replay(&tool_tail, Some("s"), "openai/gpt-4o-mini"),
+        None
+    );
+}
