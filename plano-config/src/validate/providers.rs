@@ -164,6 +164,22 @@ pub(super) fn provider(
         }
         None => match defaults.base_url.and_then(|u| Url::parse(u).ok()) {
             Some(u) => (u, defaults.path_prefix.to_string()),
+            // Bedrock without `base_url`: the runtime endpoint of the region in the env.
+            None if let Some(region) = (defaults.api == ProviderApi::Bedrock)
+                .then(|| aws_region_env(env))
+                .flatten() =>
+            {
+                match Url::parse(&format!("https://bedrock-runtime.{region}.amazonaws.com")) {
+                    Ok(u) => (u, defaults.path_prefix.to_string()),
+                    Err(_) => {
+                        p.error(
+                            join(path, "base_url"),
+                            format!("AWS_REGION `{region}` does not make a valid Bedrock URL"),
+                        );
+                        return None;
+                    }
+                }
+            }
             None => {
                 p.error(
                     join(path, "base_url"),
@@ -200,10 +216,29 @@ pub(super) fn provider(
     let passthrough_auth = r
         .passthrough_auth
         .unwrap_or(defaults.passthrough_by_default && access_key.is_none());
-    let auth = match (defaults.auth, &access_key) {
+    let mut auth = match (defaults.auth, &access_key) {
         (AuthStyle::None, Some(_)) => AuthStyle::Bearer,
         (style, _) => style,
     };
+    let mut region = None;
+    if defaults.api == ProviderApi::Bedrock && access_key.is_none() && !passthrough_auth {
+        // No Bedrock API key: SigV4 with the AWS credential chain, in the region of the
+        // endpoint (or the environment's, for a private endpoint / proxy).
+        match bedrock_region(&base_url).or_else(|| aws_region_env(env)) {
+            Some(r) => {
+                auth = AuthStyle::AwsSigV4;
+                region = Some(r);
+            }
+            None => {
+                p.error(
+                    join(path, "base_url"),
+                    "Bedrock without `access_key` signs with AWS SigV4 and needs a region: use \
+                     `https://bedrock-runtime.<region>.amazonaws.com` or set AWS_REGION",
+                );
+                return None;
+            }
+        }
+    }
     let wildcard = model_id == "*";
     let refuse_hosted_tools = match r.hosted_tools.as_deref() {
         None | Some("drop") => false,
@@ -229,11 +264,33 @@ pub(super) fn provider(
         http_host: r.http_host,
         access_key,
         auth,
+        region,
         passthrough_auth,
         headers,
         default: r.default.unwrap_or(false),
         refuse_hosted_tools,
     })
+}
+
+/// `AWS_REGION`, else `AWS_DEFAULT_REGION` (the AWS CLI and SDKs' order), when set.
+fn aws_region_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| env(k).filter(|v| !v.trim().is_empty()))
+        .map(|v| v.trim().to_string())
+}
+
+/// The region of a Bedrock runtime endpoint: `bedrock-runtime[-fips].<region>.amazonaws.com`
+/// (also `.amazonaws.com.cn`).
+pub fn bedrock_region(base_url: &Url) -> Option<String> {
+    let host = base_url.host_str()?;
+    let rest = host
+        .strip_prefix("bedrock-runtime-fips.")
+        .or_else(|| host.strip_prefix("bedrock-runtime."))?;
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    (!region.is_empty() && !region.contains('.')).then(|| region.to_string())
 }
 
 /// The table's default headers (ChatGPT's, plus `ChatGPT-Account-Id` from
@@ -287,5 +344,100 @@ pub(super) fn check_http_host(h: &str, path: &str, p: &mut Problems) {
         && http::HeaderValue::from_str(h).is_ok();
     if !ok {
         p.error(path, format!("`{h}` is not a valid host[:port]"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(providers: &str, env: &[(&str, &str)]) -> Result<crate::Config, String> {
+        let yaml = format!(
+            "version: v0.3.0\nlisteners:\n  - type: model\n    name: m\n    port: 12000\nmodel_providers:\n{providers}"
+        );
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        crate::load_str(&yaml, None, &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bedrock_without_key_signs_in_the_endpoint_region() {
+        let c = load(
+            "  - model: amazon_bedrock/anthropic.claude\n    base_url: https://bedrock-runtime.eu-west-1.amazonaws.com\n",
+            &[("AWS_REGION", "us-east-1")],
+        )
+        .unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.auth, AuthStyle::AwsSigV4);
+        assert_eq!(p.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn bedrock_without_base_url_uses_aws_region() {
+        let c = load(
+            "  - model: amazon_bedrock/anthropic.claude\n",
+            &[("AWS_DEFAULT_REGION", "ap-south-1")],
+        )
+        .unwrap();
+        let p = &c.providers[0];
+        assert_eq!(
+            p.base_url.as_str(),
+            "https://bedrock-runtime.ap-south-1.amazonaws.com/"
+        );
+        assert_eq!(p.region.as_deref(), Some("ap-south-1"));
+        // AWS_REGION wins over AWS_DEFAULT_REGION, as in the AWS CLI and SDKs.
+        let c = load(
+            "  - model: amazon_bedrock/m\n    base_url: http://127.0.0.1:9000\n",
+            &[
+                ("AWS_DEFAULT_REGION", "ap-south-1"),
+                ("AWS_REGION", "us-west-2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].region.as_deref(), Some("us-west-2"));
+    }
+
+    #[test]
+    fn bedrock_needs_a_region_unless_keyed() {
+        let err = load("  - model: amazon_bedrock/m\n", &[]).unwrap_err();
+        assert!(err.contains("base_url"), "{err}");
+        let err = load(
+            "  - model: amazon_bedrock/m\n    base_url: http://127.0.0.1:9000\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("AWS_REGION"), "{err}");
+        // A Bedrock API key (bearer) needs no region.
+        let c = load(
+            "  - model: amazon_bedrock/m\n    base_url: http://127.0.0.1:9000\n    access_key: k\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].auth, AuthStyle::Bearer);
+        assert_eq!(c.providers[0].region, None);
+    }
+
+    #[test]
+    fn bedrock_region_from_endpoint_host() {
+        let r = |u: &str| bedrock_region(&Url::parse(u).unwrap());
+        assert_eq!(
+            r("https://bedrock-runtime.us-east-1.amazonaws.com").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(
+            r("https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com").as_deref(),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(
+            r("https://bedrock-runtime.cn-north-1.amazonaws.com.cn").as_deref(),
+            Some("cn-north-1")
+        );
+        assert_eq!(r("https://bedrock.example.com"), None);
+        assert_eq!(r("https://bedrock-runtime.amazonaws.com"), None);
     }
 }

@@ -22,6 +22,7 @@
 //!   ([`UpstreamStream`]: this API's events → chat chunks).
 
 pub mod anthropic;
+pub mod aws;
 pub mod bedrock;
 pub mod eventstream;
 pub mod framing;

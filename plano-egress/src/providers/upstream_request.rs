@@ -5,7 +5,11 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
+use std::sync::Arc;
+
 use plano_config::{AuthStyle, Provider};
+
+use super::aws;
 
 /// Headers never forwarded from the client besides the hop-by-hop ones: framing, and
 /// credentials (the provider's own key is added instead, unless `passthrough_auth`).
@@ -39,6 +43,9 @@ pub struct Prepared {
     /// The provider's own key in its auth style (absent with `passthrough_auth`).
     auth: Option<(HeaderName, HeaderValue)>,
     anthropic_version: bool,
+    /// Bedrock without a key: the SigV4 signer and its cached credentials, shared by
+    /// every request of this runtime.
+    sigv4: Option<Arc<aws::SigV4>>,
     /// `headers`, in file order (stripped names other than `authorization` dropped).
     extra: Vec<(HeaderName, HeaderValue)>,
 }
@@ -57,17 +64,21 @@ impl Prepared {
             })
             .transpose()?;
         let auth = match (&provider.access_key, provider.passthrough_auth) {
+            (Some(_), false) if provider.auth == AuthStyle::AwsSigV4 => None,
             (Some(key), false) => {
                 let mut value = match provider.auth {
                     AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {}", key.expose())),
-                    AuthStyle::AnthropicKey | AuthStyle::AzureApiKey | AuthStyle::None => {
-                        HeaderValue::from_str(key.expose())
-                    }
+                    AuthStyle::AnthropicKey
+                    | AuthStyle::AzureApiKey
+                    | AuthStyle::None
+                    | AuthStyle::AwsSigV4 => HeaderValue::from_str(key.expose()),
                 }
                 .map_err(|_| "access_key is not a valid header value".to_string())?;
                 value.set_sensitive(true);
                 let name = match provider.auth {
-                    AuthStyle::Bearer | AuthStyle::None => header::AUTHORIZATION,
+                    AuthStyle::Bearer | AuthStyle::None | AuthStyle::AwsSigV4 => {
+                        header::AUTHORIZATION
+                    }
                     AuthStyle::AnthropicKey => HeaderName::from_static("x-api-key"),
                     AuthStyle::AzureApiKey => HeaderName::from_static("api-key"),
                 };
@@ -87,9 +98,19 @@ impl Prepared {
             extra.push((name, value));
         }
         uri(provider, &provider.chat_path())?;
+        let sigv4 = match (provider.auth, &provider.region) {
+            (AuthStyle::AwsSigV4, Some(region)) if !provider.passthrough_auth => {
+                Some(aws::SigV4::new(region, aws::BEDROCK_SERVICE))
+            }
+            (AuthStyle::AwsSigV4, None) => {
+                return Err("AWS SigV4 auth needs a region".to_string());
+            }
+            _ => None,
+        };
         Ok(Prepared {
             host,
             auth,
+            sigv4,
             anthropic_version: provider.auth == AuthStyle::AnthropicKey,
             extra,
         })
@@ -160,6 +181,20 @@ pub fn build_request(
     req
 }
 
+/// The last step before sending: sign the request when the provider's auth is computed
+/// per request (AWS SigV4), after every other header is set. Credentials come from the
+/// signer's cache; an error means none could be had (the attempt fails without sending).
+pub async fn authorize(
+    prepared: &Prepared,
+    req: &mut Request<http_body_util::Full<bytes::Bytes>>,
+    body: &[u8],
+) -> Result<(), String> {
+    match &prepared.sigv4 {
+        Some(signer) => signer.sign_request(req, body).await,
+        None => Ok(()),
+    }
+}
+
 /// Whether a client header may ever be forwarded (used by tests and the edge's rules).
 pub fn is_stripped(name: &str) -> bool {
     STRIPPED.contains(&name) || plano_common::headers::is_hop_by_hop(name)
@@ -184,6 +219,7 @@ mod tests {
             http_host: Some("llm.example.com".into()),
             access_key: Some(Secret::new("sk-provider")),
             auth,
+            region: None,
             passthrough_auth: false,
             headers: vec![("x-team".into(), "a".into())],
             default: false,
@@ -297,6 +333,7 @@ mod prepared_tests {
             http_host: None,
             access_key: Some(Secret::new("k")),
             auth: AuthStyle::Bearer,
+            region: None,
             passthrough_auth: false,
             headers: vec![("bad name".into(), "a".into())],
             default: false,

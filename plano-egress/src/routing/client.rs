@@ -107,14 +107,17 @@ impl RouterBackend for Upstream<'_> {
             .prepared
             .get(candidate.provider)
             .ok_or_else(|| CallError::UnknownModel(model.to_string()))?;
-        let http_req = upstream_request::build_request(
+        let mut http_req = upstream_request::build_request(
             provider,
             prepared,
             uri,
             &HeaderMap::new(),
             self.request_id,
-            bytes,
+            bytes.clone(),
         );
+        upstream_request::authorize(prepared, &mut http_req, &bytes)
+            .await
+            .map_err(CallError::Unreachable)?;
         let work = async {
             let res = self
                 .rt
