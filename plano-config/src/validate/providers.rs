@@ -133,6 +133,8 @@ pub(super) fn provider(
         );
         return None;
     };
+    // Azure OpenAI: `?api-version=…` on `base_url` replaces the table's version.
+    let mut api_version: Option<String> = None;
     let (base_url, path_prefix) = match &r.base_url {
         Some(b) => {
             let bpath = join(path, "base_url");
@@ -144,7 +146,23 @@ pub(super) fn provider(
                 );
                 return None;
             }
-            if url.query().is_some() || url.fragment().is_some() {
+            if defaults.api == ProviderApi::AzureOpenAi
+                && url.fragment().is_none()
+                && let Some(q) = url.query()
+            {
+                match azure_api_version(q) {
+                    Some(v) => api_version = Some(v),
+                    None => {
+                        p.error(
+                            &bpath,
+                            format!(
+                                "`{b}`: an Azure OpenAI base_url may carry only `?api-version=<version>`"
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            } else if url.query().is_some() || url.fragment().is_some() {
                 p.error(
                     &bpath,
                     format!("`{b}`: a query or fragment would not be sent; remove it"),
@@ -260,7 +278,10 @@ pub(super) fn provider(
         api: defaults.api,
         base_url,
         path_prefix,
-        query: defaults.query.map(str::to_string),
+        query: match api_version {
+            Some(v) => Some(format!("api-version={v}")),
+            None => defaults.query.map(str::to_string),
+        },
         http_host: r.http_host,
         access_key,
         auth,
@@ -270,6 +291,16 @@ pub(super) fn provider(
         default: r.default.unwrap_or(false),
         refuse_hosted_tools,
     })
+}
+
+/// The version of a query that is exactly `api-version=<v>`, `<v>` made of letters,
+/// digits and `-` / `.` (e.g. `2025-01-01-preview`).
+fn azure_api_version(query: &str) -> Option<String> {
+    let v = query.strip_prefix("api-version=")?;
+    (!v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    .then(|| v.to_string())
 }
 
 /// `AWS_REGION`, else `AWS_DEFAULT_REGION` (the AWS CLI and SDKs' order), when set.
@@ -420,6 +451,42 @@ mod tests {
         .unwrap();
         assert_eq!(c.providers[0].auth, AuthStyle::Bearer);
         assert_eq!(c.providers[0].region, None);
+    }
+
+    #[test]
+    fn azure_api_version_from_base_url() {
+        let c = load(
+            "  - model: azure_openai/gpt-4o\n    base_url: https://x.openai.azure.com?api-version=2025-01-01-preview\n    access_key: k\n",
+            &[],
+        )
+        .unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.query.as_deref(), Some("api-version=2025-01-01-preview"));
+        assert_eq!(p.base_url.query(), None);
+        let c = load(
+            "  - model: azure_openai/gpt-4o\n    base_url: https://x.openai.azure.com\n    access_key: k\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.providers[0].query.as_deref(),
+            Some("api-version=2024-10-21")
+        );
+        for bad in ["?api-version=", "?foo=1", "?api-version=1&x=2"] {
+            let err = load(
+                &format!("  - model: azure_openai/gpt-4o\n    base_url: https://x.openai.azure.com{bad}\n    access_key: k\n"),
+                &[],
+            )
+            .unwrap_err();
+            assert!(err.contains("api-version"), "{bad}: {err}");
+        }
+        // Elsewhere a query is still refused.
+        let err = load(
+            "  - model: openai/gpt-4o\n    base_url: https://x.example.com?api-version=1\n    access_key: k\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("query"), "{err}");
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct Route {
     /// What a translated request does with a hosted tool the provider has no equivalent
     /// for (`hosted_tools` in the provider's config).
     hosted: hosted::Policy,
+    /// ChatGPT's Codex backend: Responses bodies adjusted as it wants them.
+    chatgpt: bool,
 }
 
 /// What the client asked, as the translations need it.
@@ -116,6 +118,7 @@ impl Route {
             } else {
                 hosted::Policy::Drop
             },
+            chatgpt: provider.prefix == "chatgpt",
         }
     }
 
@@ -173,6 +176,9 @@ impl Route {
         };
         if self.upstream != Api::Converse {
             body.insert("model".into(), Value::String(model_id.to_string()));
+        }
+        if self.chatgpt && self.upstream == Api::Responses {
+            openai::chatgpt_responses_body(&mut body);
         }
         if self.upstream == Api::Chat && req.stream {
             // Usage on streams: requested always, hidden again from a client that did not ask.
@@ -343,6 +349,34 @@ mod tests {
             response_id: "resp_1",
         };
         serde_json::from_slice(&route.request_body(&req, &provider.model_id).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn chatgpt_speaks_responses_natively_with_its_backend_rules() {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: chatgpt/gpt-5.2\n  - model: mistral/large\n    access_key: k\n";
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        let chatgpt = &config.providers[0];
+        assert_eq!(upstream_api(chatgpt, Api::Responses), Api::Responses);
+        assert_eq!(
+            upstream_path(chatgpt, Api::Responses, true),
+            "/backend-api/codex/responses"
+        );
+        let body = upstream_of(
+            chatgpt,
+            Api::Responses,
+            serde_json::json!({"model": "chatgpt/gpt-5.2", "input": "2+2?", "store": true}),
+        );
+        assert_eq!(body["model"], "gpt-5.2");
+        assert_eq!(body["store"], false);
+        assert_eq!(
+            body["input"],
+            serde_json::json!([{"type": "message", "role": "user", "content": "2+2?"}])
+        );
+        // Other OpenAI-style providers get Responses translated to chat.
+        assert_eq!(
+            upstream_api(&config.providers[1], Api::Responses),
+            Api::Chat
+        );
     }
 
     #[test]

@@ -97,6 +97,16 @@ impl Prepared {
             }
             extra.push((name, value));
         }
+        // ChatGPT's Codex backend groups a client's requests by `session_id`; Plano's
+        // config generator sets a random one per generated config, we set one per loaded
+        // config (unless `headers` names its own).
+        if provider.prefix == "chatgpt" && !extra.iter().any(|(n, _)| n == "session_id") {
+            extra.push((
+                HeaderName::from_static("session_id"),
+                HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    .map_err(|_| "session_id is not a valid header value".to_string())?,
+            ));
+        }
         uri(provider, &provider.chat_path())?;
         let sigv4 = match (provider.auth, &provider.region) {
             (AuthStyle::AwsSigV4, Some(region)) if !provider.passthrough_auth => {
@@ -317,6 +327,50 @@ mod tests {
 mod prepared_tests {
     use super::*;
     use plano_config::{ProviderApi, Secret};
+
+    #[test]
+    fn chatgpt_gets_a_session_id_unless_configured() {
+        let mut p = Provider {
+            name: "c".into(),
+            model: "chatgpt/gpt-5".into(),
+            prefix: "chatgpt".into(),
+            model_id: "gpt-5".into(),
+            wildcard: false,
+            api: ProviderApi::OpenAi,
+            base_url: url::Url::parse("https://chatgpt.com").unwrap(),
+            path_prefix: "/backend-api/codex".into(),
+            query: None,
+            http_host: None,
+            access_key: None,
+            auth: AuthStyle::Bearer,
+            region: None,
+            passthrough_auth: true,
+            headers: vec![],
+            default: false,
+            refuse_hosted_tools: false,
+        };
+        let session = |p: &Provider| {
+            let prepared = Prepared::new(p).unwrap();
+            let req = build_request(
+                p,
+                &prepared,
+                uri(p, "/backend-api/codex/responses").unwrap(),
+                &HeaderMap::new(),
+                &HeaderValue::from_static("r"),
+                bytes::Bytes::new(),
+            );
+            req.headers()
+                .get("session_id")
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let id = session(&p).unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        p.headers = vec![("session_id".into(), "mine".into())];
+        assert_eq!(session(&p).as_deref(), Some("mine"));
+        p.prefix = "openai".into();
+        p.headers.clear();
+        assert_eq!(session(&p), None);
+    }
 
     #[test]
     fn bad_configured_headers_are_refused_once_not_per_request() {
