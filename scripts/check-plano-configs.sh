@@ -22,7 +22,7 @@ plano_dir=$(cd "$1" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 if [[ -n "${PLANO_BIN_DIR:-}" ]]; then
-    bin_dir=$PLANO_BIN_DIR
+    bin_dir=$(cd "$PLANO_BIN_DIR" && pwd)
 else
     (cd "$repo" && cargo build --quiet --bins -p plano-egress -p plano-edge)
     bin_dir="$repo/target/debug"
