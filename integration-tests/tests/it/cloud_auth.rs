@@ -339,3 +339,64 @@ async fn bedrock_without_any_credentials_fails_without_sending() {
         "nothing unsigned reached Bedrock"
     );
 }
+
+/// Not about credentials, but about the same provider: a request Bedrock's API cannot
+/// express (an image by URL) is not sent, and with no other provider left the client gets
+/// 400 `untranslatable_request` in its own API's shape.
+#[tokio::test]
+async fn a_request_no_provider_can_express_is_400_untranslatable_request() {
+    let (mock, log) = mock_bedrock().await;
+    let yaml = format!(
+        r#"version: v0.4.0
+listeners:
+  - name: model_listener
+    type: model
+    address: 127.0.0.1
+    port: 12000
+model_providers:
+  - model: amazon_bedrock/{MODEL_ID}
+    base_url: http://{mock}
+    access_key: bedrock-api-key
+    default: true
+"#
+    );
+    let egress = integration_tests::harness::Egress::start(&yaml, &[])
+        .await
+        .unwrap();
+    let res = http_client()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({
+            "model": format!("amazon_bedrock/{MODEL_ID}"),
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+            ]}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "untranslatable_request", "{body}");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "nothing was sent to Bedrock"
+    );
+
+    // The same provider still serves what it can express, with its bearer key.
+    let res = http_client()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({
+            "model": format!("amazon_bedrock/{MODEL_ID}"),
+            "messages": [{"role": "user", "content": "hello"}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        only_request(&log).headers["authorization"],
+        "Bearer bedrock-api-key"
+    );
+    egress.stop().await.unwrap();
+}
