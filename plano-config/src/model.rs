@@ -250,6 +250,9 @@ pub enum AuthStyle {
     /// AWS Signature Version 4 with credentials from the standard AWS chain (Bedrock
     /// without an `access_key`), in `Provider::region`.
     AwsSigV4,
+    /// Google Cloud OAuth access token (Vertex AI without an `access_key`): service
+    /// account key file or the workload's metadata server.
+    GoogleOAuth,
 }
 
 /// The wire API a provider speaks upstream.

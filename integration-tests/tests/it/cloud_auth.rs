@@ -400,3 +400,229 @@ model_providers:
     );
     egress.stop().await.unwrap();
 }
+
+// ---- Vertex AI: Google service account and metadata server tokens ----
+
+/// A throwaway RSA key made for this test only (`openssl genpkey -algorithm RSA`).
+const TEST_RSA_KEY: &str = include_str!("fixtures/vertex-test-only-rsa-key.pem");
+
+#[derive(Default)]
+struct Google {
+    token_calls: Mutex<Vec<HeaderMap>>,
+    assertions: Mutex<Vec<String>>,
+    vertex: Mutex<Vec<Seen>>,
+}
+
+async fn google_token(
+    State(g): State<Arc<Google>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::Json<Value> {
+    let form = String::from_utf8(body.to_vec()).unwrap();
+    if let Some(a) = form.split('&').find_map(|kv| kv.strip_prefix("assertion=")) {
+        g.assertions.lock().unwrap().push(a.to_string());
+    }
+    g.token_calls.lock().unwrap().push(headers);
+    axum::Json(
+        json!({"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"}),
+    )
+}
+
+async fn vertex_chat(
+    State(g): State<Arc<Google>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::Json<Value> {
+    g.vertex.lock().unwrap().push(Seen {
+        method,
+        uri,
+        headers,
+        body,
+    });
+    axum::Json(json!({
+        "id": "chatcmpl-v", "object": "chat.completion", "created": 1, "model": "google/gemini-2.0-flash",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "vertex hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    }))
+}
+
+async fn mock_google() -> (SocketAddr, Arc<Google>) {
+    let g = Arc::new(Google::default());
+    let app = axum::Router::new()
+        .route("/token", axum::routing::post(google_token))
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            axum::routing::get(google_token),
+        )
+        .fallback(axum::routing::post(vertex_chat))
+        .with_state(g.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, g)
+}
+
+/// Start the egress binary with `env` and a keyless `vertex_ai` provider whose `base_url`
+/// (no path) is the mock; send `n` chat requests.
+async fn vertex_requests(home: &Path, mock: SocketAddr, env: &[(&str, String)], n: usize) {
+    let port = free_port();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let yaml = format!(
+        r#"version: v0.4.0
+listeners:
+  - name: model_listener
+    type: model
+    address: 127.0.0.1
+    port: {port}
+model_providers:
+  - model: vertex_ai/gemini-2.0-flash
+    base_url: http://{mock}
+    default: true
+admin:
+  egress: "{admin}"
+"#
+    );
+    let path = home.join("plano_config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = tokio::process::Command::new(binary("plano-egress"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GOOGLE_CLOUD_PROJECT", "my-project")
+        .env("GOOGLE_CLOUD_LOCATION", "europe-west4")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let body = json!({"model": "vertex_ai/gemini-2.0-flash", "messages": [{"role": "user", "content": "hi"}]});
+    let client = http_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    while sent < n {
+        match client.post(&url).json(&body).send().await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let answer: Value = res.json().await.unwrap_or(Value::Null);
+                assert_eq!(status, 200, "{answer}");
+                assert_eq!(answer["choices"][0]["message"]["content"], "vertex hello");
+                sent += 1;
+            }
+            Err(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                    "the egress did not come up"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    child.kill().await.unwrap();
+}
+
+fn check_vertex_requests(g: &Google, n: usize) {
+    let seen = g.vertex.lock().unwrap();
+    assert_eq!(seen.len(), n);
+    for s in seen.iter() {
+        assert_eq!(
+            s.uri.path(),
+            "/v1/projects/my-project/locations/europe-west4/endpoints/openapi/chat/completions"
+        );
+        assert_eq!(s.headers["authorization"], "Bearer ya29.test-token");
+        let body: Value = serde_json::from_slice(&s.body).unwrap();
+        assert_eq!(body["model"], "google/gemini-2.0-flash");
+    }
+}
+
+#[tokio::test]
+async fn vertex_gemini_with_a_service_account_key() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let home = tempfile::tempdir().unwrap();
+    let (mock, g) = mock_google().await;
+    let key_file = home.path().join("sa.json");
+    std::fs::write(
+        &key_file,
+        json!({
+            "type": "service_account",
+            "project_id": "my-project",
+            "client_email": "plano@my-project.iam.gserviceaccount.com",
+            "private_key": TEST_RSA_KEY,
+            "token_uri": format!("http://{mock}/token"),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    vertex_requests(
+        home.path(),
+        mock,
+        &[(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            key_file.display().to_string(),
+        )],
+        2,
+    )
+    .await;
+    check_vertex_requests(&g, 2);
+
+    // One token exchange for both requests (cached), with a JWT signed by the key.
+    let assertions = g.assertions.lock().unwrap().clone();
+    assert_eq!(assertions.len(), 1, "the token is cached");
+    let parts: Vec<&str> = assertions[0].split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["iss"], "plano@my-project.iam.gserviceaccount.com");
+    assert_eq!(claims["aud"], format!("http://{mock}/token"));
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/cloud-platform"
+    );
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    let mut pem = TEST_RSA_KEY.as_bytes();
+    let Some(rustls_pemfile::Item::Pkcs8Key(der)) = rustls_pemfile::read_one(&mut pem).unwrap()
+    else {
+        panic!("test key is PKCS#8")
+    };
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+    let public = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        ring::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .to_vec(),
+    );
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let signature = b64.decode(parts[2]).unwrap();
+    assert!(
+        public.verify(signed.as_bytes(), &signature).is_ok(),
+        "RS256 signature verifies"
+    );
+    assert!(public.verify(b"something else", &signature).is_err());
+}
+
+#[tokio::test]
+async fn vertex_gemini_with_the_metadata_server() {
+    let home = tempfile::tempdir().unwrap();
+    let (mock, g) = mock_google().await;
+    vertex_requests(
+        home.path(),
+        mock,
+        &[("GCE_METADATA_HOST", mock.to_string())],
+        2,
+    )
+    .await;
+    check_vertex_requests(&g, 2);
+    let calls = g.token_calls.lock().unwrap();
+    assert_eq!(calls.len(), 1, "the token is cached");
+    assert_eq!(calls[0]["metadata-flavor"], "Google");
+}

@@ -173,39 +173,79 @@ pub(super) fn provider(
             let mut origin = url.clone();
             origin.set_path("");
             origin.set_query(None);
-            let prefix_path = if own_path.is_empty() {
+            let prefix_path = if own_path.is_empty() && defaults.prefix == "vertex_ai" {
+                match vertex_location(env) {
+                    Some((project, location)) => vertex_path(&project, &location),
+                    None => {
+                        p.error(
+                            &bpath,
+                            "a Vertex AI base_url without a path needs GOOGLE_CLOUD_PROJECT \
+                             (or the path `/v1/projects/<project>/locations/<location>/endpoints/openapi`)",
+                        );
+                        return None;
+                    }
+                }
+            } else if own_path.is_empty() {
                 defaults.path_prefix.to_string()
             } else {
                 own_path
             };
             (origin, prefix_path)
         }
-        None => match defaults.base_url.and_then(|u| Url::parse(u).ok()) {
-            Some(u) => (u, defaults.path_prefix.to_string()),
-            // Bedrock without `base_url`: the runtime endpoint of the region in the env.
-            None if let Some(region) = (defaults.api == ProviderApi::Bedrock)
-                .then(|| aws_region_env(env))
-                .flatten() =>
-            {
-                match Url::parse(&format!("https://bedrock-runtime.{region}.amazonaws.com")) {
-                    Ok(u) => (u, defaults.path_prefix.to_string()),
-                    Err(_) => {
-                        p.error(
-                            join(path, "base_url"),
-                            format!("AWS_REGION `{region}` does not make a valid Bedrock URL"),
-                        );
-                        return None;
+        None => {
+            match defaults.base_url.and_then(|u| Url::parse(u).ok()) {
+                Some(u) => (u, defaults.path_prefix.to_string()),
+                // Bedrock without `base_url`: the runtime endpoint of the region in the env.
+                None if let Some(region) = (defaults.api == ProviderApi::Bedrock)
+                    .then(|| aws_region_env(env))
+                    .flatten() =>
+                {
+                    match Url::parse(&format!("https://bedrock-runtime.{region}.amazonaws.com")) {
+                        Ok(u) => (u, defaults.path_prefix.to_string()),
+                        Err(_) => {
+                            p.error(
+                                join(path, "base_url"),
+                                format!("AWS_REGION `{region}` does not make a valid Bedrock URL"),
+                            );
+                            return None;
+                        }
                     }
                 }
+                None if defaults.prefix == "vertex_ai" => match vertex_location(env) {
+                    Some((project, location)) => {
+                        let host = match location.as_str() {
+                            "global" => "aiplatform.googleapis.com".to_string(),
+                            l => format!("{l}-aiplatform.googleapis.com"),
+                        };
+                        match Url::parse(&format!("https://{host}")) {
+                            Ok(u) => (u, vertex_path(&project, &location)),
+                            Err(_) => {
+                                p.error(
+                                join(path, "base_url"),
+                                format!("GOOGLE_CLOUD_LOCATION `{location}` does not make a valid URL"),
+                            );
+                                return None;
+                            }
+                        }
+                    }
+                    None => {
+                        p.error(
+                        join(path, "base_url"),
+                        "Vertex AI needs GOOGLE_CLOUD_PROJECT (and optionally GOOGLE_CLOUD_LOCATION, \
+                         default us-central1), or a base_url with the full path",
+                    );
+                        return None;
+                    }
+                },
+                None => {
+                    p.error(
+                        join(path, "base_url"),
+                        format!("required for `{prefix}` providers (there is no public default)"),
+                    );
+                    return None;
+                }
             }
-            None => {
-                p.error(
-                    join(path, "base_url"),
-                    format!("required for `{prefix}` providers (there is no public default)"),
-                );
-                return None;
-            }
-        },
+        }
     };
     let access_key = r.access_key.filter(|k| !k.is_empty()).map(Secret::new);
     if let Some(k) = &access_key
@@ -235,7 +275,7 @@ pub(super) fn provider(
         .passthrough_auth
         .unwrap_or(defaults.passthrough_by_default && access_key.is_none());
     let mut auth = match (defaults.auth, &access_key) {
-        (AuthStyle::None, Some(_)) => AuthStyle::Bearer,
+        (AuthStyle::None | AuthStyle::GoogleOAuth, Some(_)) => AuthStyle::Bearer,
         (style, _) => style,
     };
     let mut region = None;
@@ -291,6 +331,21 @@ pub(super) fn provider(
         default: r.default.unwrap_or(false),
         refuse_hosted_tools,
     })
+}
+
+/// Vertex AI's project and location: `GOOGLE_CLOUD_PROJECT`, `GOOGLE_CLOUD_LOCATION`
+/// (default `us-central1`).
+fn vertex_location(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    let project = env("GOOGLE_CLOUD_PROJECT").filter(|v| !v.trim().is_empty())?;
+    let location = env("GOOGLE_CLOUD_LOCATION")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "us-central1".to_string());
+    Some((project.trim().to_string(), location.trim().to_string()))
+}
+
+/// The OpenAI-compatible endpoint's path prefix on Vertex AI.
+fn vertex_path(project: &str, location: &str) -> String {
+    format!("/v1/projects/{project}/locations/{location}/endpoints/openapi")
 }
 
 /// The version of a query that is exactly `api-version=<v>`, `<v>` made of letters,
@@ -487,6 +542,61 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("query"), "{err}");
+    }
+
+    #[test]
+    fn vertex_endpoint_from_project_and_location() {
+        let env = [
+            ("GOOGLE_CLOUD_PROJECT", "p1"),
+            ("GOOGLE_CLOUD_LOCATION", "us-east5"),
+        ];
+        let c = load("  - model: vertex_ai/gemini-2.5-pro\n", &env).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(
+            p.base_url.as_str(),
+            "https://us-east5-aiplatform.googleapis.com/"
+        );
+        assert_eq!(
+            p.chat_path(),
+            "/v1/projects/p1/locations/us-east5/endpoints/openapi/chat/completions"
+        );
+        assert_eq!(p.auth, AuthStyle::GoogleOAuth);
+        let c = load(
+            "  - model: vertex_ai/gemini-2.5-pro\n",
+            &[
+                ("GOOGLE_CLOUD_PROJECT", "p1"),
+                ("GOOGLE_CLOUD_LOCATION", "global"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.providers[0].base_url.as_str(),
+            "https://aiplatform.googleapis.com/"
+        );
+        // Default location; an access_key is a static bearer token.
+        let c = load(
+            "  - model: vertex_ai/gemini-2.5-pro\n    access_key: ya29.x\n",
+            &[("GOOGLE_CLOUD_PROJECT", "p1")],
+        )
+        .unwrap();
+        assert!(
+            c.providers[0]
+                .chat_path()
+                .contains("/locations/us-central1/")
+        );
+        assert_eq!(c.providers[0].auth, AuthStyle::Bearer);
+        // A base_url with a path is used as is; without project nor path it is an error.
+        let c = load(
+            "  - model: vertex_ai/gemini\n    base_url: https://proxy.example.com/v1/projects/x/locations/y/endpoints/openapi\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.providers[0].chat_path(),
+            "/v1/projects/x/locations/y/endpoints/openapi/chat/completions"
+        );
+        let err = load("  - model: vertex_ai/gemini\n", &[]).unwrap_err();
+        assert!(err.contains("GOOGLE_CLOUD_PROJECT"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod aws;
 pub mod bedrock;
 pub mod eventstream;
 pub mod framing;
+pub mod google;
 pub mod hosted;
 pub mod openai;
 pub mod plan;

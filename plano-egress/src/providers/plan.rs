@@ -93,6 +93,9 @@ pub struct Route {
     hosted: hosted::Policy,
     /// ChatGPT's Codex backend: Responses bodies adjusted as it wants them.
     chatgpt: bool,
+    /// Vertex AI's OpenAI-compatible endpoint names models `<publisher>/<model>`: a bare
+    /// Gemini id gets `google/`.
+    vertex: bool,
 }
 
 /// What the client asked, as the translations need it.
@@ -119,6 +122,7 @@ impl Route {
                 hosted::Policy::Drop
             },
             chatgpt: provider.prefix == "chatgpt",
+            vertex: provider.prefix == "vertex_ai",
         }
     }
 
@@ -174,7 +178,9 @@ impl Route {
             }
             body
         };
-        if self.upstream != Api::Converse {
+        if self.vertex && !model_id.contains('/') {
+            body.insert("model".into(), Value::String(format!("google/{model_id}")));
+        } else if self.upstream != Api::Converse {
             body.insert("model".into(), Value::String(model_id.to_string()));
         }
         if self.chatgpt && self.upstream == Api::Responses {

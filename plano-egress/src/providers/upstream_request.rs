@@ -46,6 +46,8 @@ pub struct Prepared {
     /// Bedrock without a key: the SigV4 signer and its cached credentials, shared by
     /// every request of this runtime.
     sigv4: Option<Arc<aws::SigV4>>,
+    /// Vertex AI without a key: Google access tokens, cached, shared likewise.
+    google: Option<Arc<super::google::GoogleAuth>>,
     /// `headers`, in file order (stripped names other than `authorization` dropped).
     extra: Vec<(HeaderName, HeaderValue)>,
 }
@@ -71,14 +73,16 @@ impl Prepared {
                     AuthStyle::AnthropicKey
                     | AuthStyle::AzureApiKey
                     | AuthStyle::None
-                    | AuthStyle::AwsSigV4 => HeaderValue::from_str(key.expose()),
+                    | AuthStyle::AwsSigV4
+                    | AuthStyle::GoogleOAuth => HeaderValue::from_str(key.expose()),
                 }
                 .map_err(|_| "access_key is not a valid header value".to_string())?;
                 value.set_sensitive(true);
                 let name = match provider.auth {
-                    AuthStyle::Bearer | AuthStyle::None | AuthStyle::AwsSigV4 => {
-                        header::AUTHORIZATION
-                    }
+                    AuthStyle::Bearer
+                    | AuthStyle::None
+                    | AuthStyle::AwsSigV4
+                    | AuthStyle::GoogleOAuth => header::AUTHORIZATION,
                     AuthStyle::AnthropicKey => HeaderName::from_static("x-api-key"),
                     AuthStyle::AzureApiKey => HeaderName::from_static("api-key"),
                 };
@@ -117,10 +121,17 @@ impl Prepared {
             }
             _ => None,
         };
+        let google = match provider.auth {
+            AuthStyle::GoogleOAuth if !provider.passthrough_auth => {
+                Some(super::google::GoogleAuth::from_env()?)
+            }
+            _ => None,
+        };
         Ok(Prepared {
             host,
             auth,
             sigv4,
+            google,
             anthropic_version: provider.auth == AuthStyle::AnthropicKey,
             extra,
         })
@@ -199,6 +210,10 @@ pub async fn authorize(
     req: &mut Request<http_body_util::Full<bytes::Bytes>>,
     body: &[u8],
 ) -> Result<(), String> {
+    if let Some(google) = &prepared.google {
+        let value = google.authorization().await?;
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+    }
     match &prepared.sigv4 {
         Some(signer) => signer.sign_request(req, body).await,
         None => Ok(()),
