@@ -435,12 +435,21 @@ async fn vertex_chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::Json<Value> {
+    let anthropic = uri.path().ends_with(":rawPredict");
     g.vertex.lock().unwrap().push(Seen {
         method,
         uri,
         headers,
         body,
     });
+    if anthropic {
+        return axum::Json(json!({
+            "id": "msg_v", "type": "message", "role": "assistant", "model": "claude-sonnet-4",
+            "content": [{"type": "text", "text": "vertex hello"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 3, "output_tokens": 2}
+        }));
+    }
     axum::Json(json!({
         "id": "chatcmpl-v", "object": "chat.completion", "created": 1, "model": "google/gemini-2.0-flash",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "vertex hello"}, "finish_reason": "stop"}],
@@ -467,6 +476,16 @@ async fn mock_google() -> (SocketAddr, Arc<Google>) {
 /// Start the egress binary with `env` and a keyless `vertex_ai` provider whose `base_url`
 /// (no path) is the mock; send `n` chat requests.
 async fn vertex_requests(home: &Path, mock: SocketAddr, env: &[(&str, String)], n: usize) {
+    vertex_requests_to(home, mock, env, n, "gemini-2.0-flash").await;
+}
+
+async fn vertex_requests_to(
+    home: &Path,
+    mock: SocketAddr,
+    env: &[(&str, String)],
+    n: usize,
+    model: &str,
+) {
     let port = free_port();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let yaml = format!(
@@ -477,7 +496,7 @@ listeners:
     address: 127.0.0.1
     port: {port}
 model_providers:
-  - model: vertex_ai/gemini-2.0-flash
+  - model: vertex_ai/{model}
     base_url: http://{mock}
     default: true
 admin:
@@ -501,7 +520,7 @@ admin:
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    let body = json!({"model": "vertex_ai/gemini-2.0-flash", "messages": [{"role": "user", "content": "hi"}]});
+    let body = json!({"model": format!("vertex_ai/{model}"), "messages": [{"role": "user", "content": "hi"}]});
     let client = http_client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut sent = 0;
@@ -625,4 +644,30 @@ async fn vertex_gemini_with_the_metadata_server() {
     let calls = g.token_calls.lock().unwrap();
     assert_eq!(calls.len(), 1, "the token is cached");
     assert_eq!(calls[0]["metadata-flavor"], "Google");
+}
+
+#[tokio::test]
+async fn vertex_anthropic_models_use_raw_predict() {
+    let home = tempfile::tempdir().unwrap();
+    let (mock, g) = mock_google().await;
+    vertex_requests_to(
+        home.path(),
+        mock,
+        &[("GCE_METADATA_HOST", mock.to_string())],
+        1,
+        "claude-sonnet-4@20250514",
+    )
+    .await;
+    let seen = g.vertex.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].uri.path(),
+        "/v1/projects/my-project/locations/europe-west4/publishers/anthropic/models/claude-sonnet-4%4020250514:rawPredict"
+    );
+    assert_eq!(seen[0].headers["authorization"], "Bearer ya29.test-token");
+    assert!(!seen[0].headers.contains_key("x-api-key"));
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["anthropic_version"], "vertex-2023-10-16");
+    assert!(body.get("model").is_none(), "{body}");
+    assert_eq!(body["messages"][0]["role"], "user");
 }

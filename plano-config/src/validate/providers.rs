@@ -133,6 +133,8 @@ pub(super) fn provider(
         );
         return None;
     };
+    // Anthropic's models on Vertex AI speak the Messages API (rawPredict).
+    let vertex_claude = defaults.prefix == "vertex_ai" && model_id.starts_with("claude");
     // Azure OpenAI: `?api-version=…` on `base_url` replaces the table's version.
     let mut api_version: Option<String> = None;
     let (base_url, path_prefix) = match &r.base_url {
@@ -175,7 +177,7 @@ pub(super) fn provider(
             origin.set_query(None);
             let prefix_path = if own_path.is_empty() && defaults.prefix == "vertex_ai" {
                 match vertex_location(env) {
-                    Some((project, location)) => vertex_path(&project, &location),
+                    Some((project, location)) => vertex_path(&project, &location, vertex_claude),
                     None => {
                         p.error(
                             &bpath,
@@ -218,7 +220,7 @@ pub(super) fn provider(
                             l => format!("{l}-aiplatform.googleapis.com"),
                         };
                         match Url::parse(&format!("https://{host}")) {
-                            Ok(u) => (u, vertex_path(&project, &location)),
+                            Ok(u) => (u, vertex_path(&project, &location, vertex_claude)),
                             Err(_) => {
                                 p.error(
                                 join(path, "base_url"),
@@ -315,7 +317,11 @@ pub(super) fn provider(
         model_id: model_id.to_string(),
         model: r.model.clone(),
         wildcard,
-        api: defaults.api,
+        api: if vertex_claude {
+            ProviderApi::Anthropic
+        } else {
+            defaults.api
+        },
         base_url,
         path_prefix,
         query: match api_version {
@@ -344,8 +350,14 @@ fn vertex_location(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, Stri
 }
 
 /// The OpenAI-compatible endpoint's path prefix on Vertex AI.
-fn vertex_path(project: &str, location: &str) -> String {
-    format!("/v1/projects/{project}/locations/{location}/endpoints/openapi")
+/// Path prefix on Vertex AI: the OpenAI-compatible endpoint for Gemini, the location
+/// itself for Anthropic's models (`…/publishers/anthropic/models/<id>:rawPredict`).
+fn vertex_path(project: &str, location: &str, claude: bool) -> String {
+    if claude {
+        format!("/v1/projects/{project}/locations/{location}")
+    } else {
+        format!("/v1/projects/{project}/locations/{location}/endpoints/openapi")
+    }
 }
 
 /// The version of a query that is exactly `api-version=<v>`, `<v>` made of letters,
@@ -595,6 +607,14 @@ mod tests {
             c.providers[0].chat_path(),
             "/v1/projects/x/locations/y/endpoints/openapi/chat/completions"
         );
+        // Anthropic's models on Vertex speak Messages under the location itself.
+        let c = load("  - model: vertex_ai/claude-sonnet-4@20250514\n", &env).unwrap();
+        assert_eq!(c.providers[0].api, ProviderApi::Anthropic);
+        assert_eq!(
+            c.providers[0].path_prefix,
+            "/v1/projects/p1/locations/us-east5"
+        );
+        assert_eq!(c.providers[0].auth, AuthStyle::GoogleOAuth);
         let err = load("  - model: vertex_ai/gemini\n", &[]).unwrap_err();
         assert!(err.contains("GOOGLE_CLOUD_PROJECT"), "{err}");
     }

@@ -48,9 +48,22 @@ pub fn upstream_api(provider: &Provider, client: Api) -> Api {
     }
 }
 
+/// `anthropic_version` in the body of Anthropic requests on Vertex AI.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
 /// The path (under the provider's base URL) for `api`.
 pub fn upstream_path(provider: &Provider, api: Api, stream: bool) -> String {
     match api {
+        Api::Messages if provider.prefix == "vertex_ai" => format!(
+            "{}/publishers/anthropic/models/{}:{}",
+            provider.path_prefix,
+            encode_path_segment(&provider.model_id),
+            if stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            }
+        ),
         Api::Chat | Api::Messages => provider.chat_path(),
         Api::Responses => format!("{}/responses", provider.path_prefix),
         Api::Converse => format!(
@@ -178,7 +191,14 @@ impl Route {
             }
             body
         };
-        if self.vertex && !model_id.contains('/') {
+        if self.vertex && self.upstream == Api::Messages {
+            // Anthropic on Vertex: the model is in the URL, the version in the body.
+            body.remove("model");
+            body.insert(
+                "anthropic_version".into(),
+                Value::String(VERTEX_ANTHROPIC_VERSION.into()),
+            );
+        } else if self.vertex && !model_id.contains('/') {
             body.insert("model".into(), Value::String(format!("google/{model_id}")));
         } else if self.upstream != Api::Converse {
             body.insert("model".into(), Value::String(model_id.to_string()));
@@ -383,6 +403,25 @@ mod tests {
             upstream_api(&config.providers[1], Api::Responses),
             Api::Chat
         );
+    }
+
+    #[test]
+    fn anthropic_on_vertex_streams_through_stream_raw_predict() {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: vertex_ai/claude-opus-4\n    base_url: https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5\n";
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        let p = &config.providers[0];
+        assert_eq!(upstream_api(p, Api::Chat), Api::Messages);
+        assert_eq!(
+            upstream_path(p, Api::Messages, true),
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4:streamRawPredict"
+        );
+        let body = upstream_of(
+            p,
+            Api::Messages,
+            serde_json::json!({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(body["anthropic_version"], VERTEX_ANTHROPIC_VERSION);
+        assert!(body.get("model").is_none());
     }
 
     #[test]
