@@ -247,6 +247,12 @@ pub enum AuthStyle {
     AzureApiKey,
     /// No credentials sent (e.g. a local Ollama).
     None,
+    /// AWS Signature Version 4 with credentials from the standard AWS chain (Bedrock
+    /// without an `access_key`), in `Provider::region`.
+    AwsSigV4,
+    /// Google Cloud OAuth access token (Vertex AI without an `access_key`): service
+    /// account key file or the workload's metadata server.
+    GoogleOAuth,
 }
 
 /// The wire API a provider speaks upstream.
@@ -288,6 +294,10 @@ pub struct Provider {
     pub http_host: Option<String>,
     pub access_key: Option<Secret>,
     pub auth: AuthStyle,
+    /// Cloud region for signed auth (Bedrock: from `base_url`'s
+    /// `bedrock-runtime.<region>.amazonaws.com`, else `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// `passthrough_auth`: forward the client's credentials instead of `access_key`.
     pub passthrough_auth: bool,
     /// `headers`: extra headers sent upstream, in file order.

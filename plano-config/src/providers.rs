@@ -126,6 +126,18 @@ pub const TABLE: &[ProviderDefaults] = &[
         headers: &[],
         passthrough_by_default: false,
     },
+    // Vertex AI: Gemini through its OpenAI-compatible endpoint. The base URL and path come
+    // from GOOGLE_CLOUD_PROJECT / GOOGLE_CLOUD_LOCATION unless `base_url` has a path.
+    ProviderDefaults {
+        prefix: "vertex_ai",
+        base_url: None,
+        path_prefix: "",
+        api: ProviderApi::OpenAi,
+        auth: AuthStyle::GoogleOAuth,
+        query: None,
+        headers: &[],
+        passthrough_by_default: false,
+    },
     ProviderDefaults {
         prefix: "amazon_bedrock",
         base_url: None,
@@ -181,6 +193,7 @@ mod tests {
             "edenai",
             "chatgpt",
             "plano",
+            "vertex_ai",
         ] {
             assert!(lookup(p).is_some(), "{p}");
         }

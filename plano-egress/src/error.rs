@@ -107,6 +107,15 @@ pub fn upstream_message(body: &[u8]) -> Option<String> {
     Some(text[..end].to_string())
 }
 
+/// No provider answered with a status and the last one could not express the request:
+/// the client's request is the problem (400 `untranslatable_request`), not an upstream.
+fn untranslatable(failures: &[(String, AttemptError)]) -> bool {
+    !failures
+        .iter()
+        .any(|(_, e)| matches!(e, AttemptError::Status { .. }))
+        && matches!(failures.last(), Some((_, AttemptError::Untranslatable(_))))
+}
+
 /// Why a request was answered with an error.
 #[derive(Debug)]
 pub enum EgressError {
@@ -171,6 +180,7 @@ impl EgressError {
             EgressError::Conflict(_) => "unknown_previous_response",
             EgressError::StateUnavailable => "state_unavailable",
             EgressError::DeadlineExceeded(_) => "deadline_exceeded",
+            EgressError::AllFailed(f) if untranslatable(f) => "untranslatable_request",
             EgressError::AllFailed(_) => "upstream_failed",
         }
     }
@@ -239,6 +249,32 @@ impl EgressError {
 #[cfg(test)]
 mod tests {
     use super::upstream_message;
+
+    #[test]
+    fn a_request_no_provider_can_express_is_a_400_untranslatable_request() {
+        use super::{AttemptError, EgressError};
+        let e = EgressError::AllFailed(vec![(
+            "bedrock".into(),
+            AttemptError::Untranslatable("image URLs are not supported".into()),
+        )]);
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.reason(), "untranslatable_request");
+        // After an upstream answered with a status, that answer is what the client sees.
+        let e = EgressError::AllFailed(vec![
+            (
+                "a".into(),
+                AttemptError::Status {
+                    status: http::StatusCode::SERVICE_UNAVAILABLE,
+                    body: bytes::Bytes::new(),
+                    retry_after: None,
+                },
+            ),
+            ("b".into(), AttemptError::Untranslatable("x".into())),
+        ]);
+        assert_eq!(e.reason(), "upstream_failed");
+        let e = EgressError::AllFailed(vec![("a".into(), AttemptError::Timeout("t"))]);
+        assert_eq!(e.reason(), "upstream_failed");
+    }
 
     #[test]
     fn provider_messages_of_every_api() {

@@ -11,6 +11,7 @@ mod admin;
 mod agents;
 mod apis;
 mod cli;
+mod cloud_auth;
 mod coding_agents;
 mod edge;
 mod edge_requests;

@@ -72,11 +72,18 @@ impl Attempt<'_> {
         let stream = self.request.stream.then_some(self.route.upstream);
         let sent = Instant::now();
         plano_common::telemetry::inject(&self.span, req.headers_mut());
-        let exchanged = tracing::Instrument::instrument(
-            exchange(self.client, req, stream, self.wait),
-            self.span.clone(),
-        )
-        .await;
+        // Signed auth (Bedrock SigV4) last, over the headers as they will be sent.
+        let exchanged = match upstream_request::authorize(self.prepared, &mut req, &self.body).await
+        {
+            Ok(()) => {
+                tracing::Instrument::instrument(
+                    exchange(self.client, req, stream, self.wait),
+                    self.span.clone(),
+                )
+                .await
+            }
+            Err(e) => Err(AttemptError::Connect(e)),
+        };
         let result = match exchanged {
             Ok(Reply::Whole { status, body }) => {
                 // The provider's own answer names the model and finish reasons.

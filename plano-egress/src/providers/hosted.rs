@@ -110,6 +110,59 @@ pub fn resolve(tools: &[Value], upstream: Api, policy: Policy) -> Result<Resolve
     Ok(out)
 }
 
+/// A Responses hosted tool's options that we read when translating, checked so a
+/// nonsensical value is a 400 naming the field instead of silently ignored: `web_search`
+/// `filters` (an object whose only key is `allowed_domains`, a list of domain strings) and
+/// `user_location` (an object).
+pub fn check(kind: &str, tool: &Map<String, Value>, path: &str) -> Result<(), TranslateError> {
+    if !matches!(
+        kind,
+        "web_search" | "web_search_preview" | "web_search_2025_08_26"
+    ) {
+        return Ok(());
+    }
+    match tool.get("filters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(filters)) => {
+            for (key, value) in filters {
+                let at = format!("{path}.filters.{key}");
+                match (key.as_str(), value) {
+                    ("allowed_domains", Value::Null) => {}
+                    ("allowed_domains", Value::Array(domains))
+                        if domains
+                            .iter()
+                            .all(|d| d.as_str().is_some_and(|d| !d.trim().is_empty())) => {}
+                    ("allowed_domains", _) => {
+                        return Err(TranslateError::at(
+                            at,
+                            "`allowed_domains` must be a list of domain names (strings)",
+                        ));
+                    }
+                    _ => {
+                        return Err(TranslateError::at(
+                            at,
+                            format!("unknown web_search filter `{key}` (known: allowed_domains)"),
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            return Err(TranslateError::at(
+                format!("{path}.filters"),
+                "`filters` must be an object such as {\"allowed_domains\": [\"example.com\"]}",
+            ));
+        }
+    }
+    match tool.get("user_location") {
+        None | Some(Value::Null | Value::Object(_)) => Ok(()),
+        Some(_) => Err(TranslateError::at(
+            format!("{path}.user_location"),
+            "`user_location` must be an object (type, city, region, country, timezone)",
+        )),
+    }
+}
+
 fn mapped(tool: &Value, kind: &str, upstream: Api) -> Option<Value> {
     match (upstream, kind) {
         (Api::Messages, "web_search" | "web_search_preview" | "web_search_2025_08_26") => {
@@ -204,6 +257,34 @@ pub fn label(kind: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonsensical_web_search_filters_are_refused_naming_the_field() {
+        let check = |t: Value| {
+            let o = t.as_object().unwrap().clone();
+            check(o["type"].as_str().unwrap(), &o, "tools[2]")
+        };
+        assert!(check(json!({"type": "web_search"})).is_ok());
+        assert!(check(json!({"type": "web_search", "filters": null})).is_ok());
+        assert!(
+            check(json!({"type": "web_search", "filters": {"allowed_domains": ["docs.rs"]}}))
+                .is_ok()
+        );
+        let e = check(json!({"type": "web_search", "filters": "docs.rs"})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[2].filters"));
+        let e = check(json!({"type": "web_search", "filters": {"allowed_domains": "docs.rs"}}))
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[2].filters.allowed_domains"));
+        let e = check(json!({"type": "web_search_preview", "filters": {"allowed_domains": [1]}}))
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[2].filters.allowed_domains"));
+        let e = check(json!({"type": "web_search", "filters": {"blocked": ["x"]}})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[2].filters.blocked"));
+        let e = check(json!({"type": "web_search", "user_location": 5})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[2].user_location"));
+        // Other hosted tools are not read, so not checked.
+        assert!(check(json!({"type": "code_interpreter", "filters": 5})).is_ok());
+    }
 
     #[test]
     fn web_search_maps_to_anthropic_and_drops_elsewhere() {

@@ -22,9 +22,11 @@
 //!   ([`UpstreamStream`]: this API's events → chat chunks).
 
 pub mod anthropic;
+pub mod aws;
 pub mod bedrock;
 pub mod eventstream;
 pub mod framing;
+pub mod google;
 pub mod hosted;
 pub mod openai;
 pub mod plan;

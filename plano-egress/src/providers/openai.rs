@@ -3,10 +3,30 @@
 
 use plano_config::Provider;
 
-/// Only OpenAI itself is assumed to serve `/responses`; every other OpenAI-style provider
-/// gets Responses requests translated to chat completions.
+/// Providers that serve `/responses` natively, as in Plano (hermesllm's provider ids):
+/// OpenAI, xAI and ChatGPT (whose Codex backend speaks only Responses). Every other
+/// OpenAI-style provider gets Responses requests translated to chat completions.
 pub fn serves_responses(provider: &Provider) -> bool {
-    provider.prefix == "openai"
+    matches!(provider.prefix.as_str(), "openai" | "xai" | "chatgpt")
+}
+
+/// ChatGPT's Codex backend stores nothing and wants `input` as a list (as Plano sends it):
+/// `store: false`, and a plain-string `input` becomes one user message.
+pub fn chatgpt_responses_body(body: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::{Value, json};
+    body.insert("store".into(), Value::Bool(false));
+    match body.get("input") {
+        Some(Value::String(text)) => {
+            let item = json!([{"type": "message", "role": "user", "content": text}]);
+            body.insert("input".into(), item);
+        }
+        Some(Value::Object(_)) => {
+            if let Some(one) = body.remove("input") {
+                body.insert("input".into(), Value::Array(vec![one]));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// OpenAI's API (and Azure's) wants `max_completion_tokens`: its reasoning models refuse

@@ -48,9 +48,22 @@ pub fn upstream_api(provider: &Provider, client: Api) -> Api {
     }
 }
 
+/// `anthropic_version` in the body of Anthropic requests on Vertex AI.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
 /// The path (under the provider's base URL) for `api`.
 pub fn upstream_path(provider: &Provider, api: Api, stream: bool) -> String {
     match api {
+        Api::Messages if provider.prefix == "vertex_ai" => format!(
+            "{}/publishers/anthropic/models/{}:{}",
+            provider.path_prefix,
+            encode_path_segment(&provider.model_id),
+            if stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            }
+        ),
         Api::Chat | Api::Messages => provider.chat_path(),
         Api::Responses => format!("{}/responses", provider.path_prefix),
         Api::Converse => format!(
@@ -91,6 +104,11 @@ pub struct Route {
     /// What a translated request does with a hosted tool the provider has no equivalent
     /// for (`hosted_tools` in the provider's config).
     hosted: hosted::Policy,
+    /// ChatGPT's Codex backend: Responses bodies adjusted as it wants them.
+    chatgpt: bool,
+    /// Vertex AI's OpenAI-compatible endpoint names models `<publisher>/<model>`: a bare
+    /// Gemini id gets `google/`.
+    vertex: bool,
 }
 
 /// What the client asked, as the translations need it.
@@ -116,6 +134,8 @@ impl Route {
             } else {
                 hosted::Policy::Drop
             },
+            chatgpt: provider.prefix == "chatgpt",
+            vertex: provider.prefix == "vertex_ai",
         }
     }
 
@@ -171,8 +191,20 @@ impl Route {
             }
             body
         };
-        if self.upstream != Api::Converse {
+        if self.vertex && self.upstream == Api::Messages {
+            // Anthropic on Vertex: the model is in the URL, the version in the body.
+            body.remove("model");
+            body.insert(
+                "anthropic_version".into(),
+                Value::String(VERTEX_ANTHROPIC_VERSION.into()),
+            );
+        } else if self.vertex && !model_id.contains('/') {
+            body.insert("model".into(), Value::String(format!("google/{model_id}")));
+        } else if self.upstream != Api::Converse {
             body.insert("model".into(), Value::String(model_id.to_string()));
+        }
+        if self.chatgpt && self.upstream == Api::Responses {
+            openai::chatgpt_responses_body(&mut body);
         }
         if self.upstream == Api::Chat && req.stream {
             // Usage on streams: requested always, hidden again from a client that did not ask.
@@ -343,6 +375,53 @@ mod tests {
             response_id: "resp_1",
         };
         serde_json::from_slice(&route.request_body(&req, &provider.model_id).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn chatgpt_speaks_responses_natively_with_its_backend_rules() {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: chatgpt/gpt-5.2\n  - model: mistral/large\n    access_key: k\n";
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        let chatgpt = &config.providers[0];
+        assert_eq!(upstream_api(chatgpt, Api::Responses), Api::Responses);
+        assert_eq!(
+            upstream_path(chatgpt, Api::Responses, true),
+            "/backend-api/codex/responses"
+        );
+        let body = upstream_of(
+            chatgpt,
+            Api::Responses,
+            serde_json::json!({"model": "chatgpt/gpt-5.2", "input": "2+2?", "store": true}),
+        );
+        assert_eq!(body["model"], "gpt-5.2");
+        assert_eq!(body["store"], false);
+        assert_eq!(
+            body["input"],
+            serde_json::json!([{"type": "message", "role": "user", "content": "2+2?"}])
+        );
+        // Other OpenAI-style providers get Responses translated to chat.
+        assert_eq!(
+            upstream_api(&config.providers[1], Api::Responses),
+            Api::Chat
+        );
+    }
+
+    #[test]
+    fn anthropic_on_vertex_streams_through_stream_raw_predict() {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: vertex_ai/claude-opus-4\n    base_url: https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5\n";
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        let p = &config.providers[0];
+        assert_eq!(upstream_api(p, Api::Chat), Api::Messages);
+        assert_eq!(
+            upstream_path(p, Api::Messages, true),
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4:streamRawPredict"
+        );
+        let body = upstream_of(
+            p,
+            Api::Messages,
+            serde_json::json!({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(body["anthropic_version"], VERTEX_ANTHROPIC_VERSION);
+        assert!(body.get("model").is_none());
     }
 
     #[test]

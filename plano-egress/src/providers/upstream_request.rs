@@ -5,7 +5,11 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
+use std::sync::Arc;
+
 use plano_config::{AuthStyle, Provider};
+
+use super::aws;
 
 /// Headers never forwarded from the client besides the hop-by-hop ones: framing, and
 /// credentials (the provider's own key is added instead, unless `passthrough_auth`).
@@ -39,6 +43,11 @@ pub struct Prepared {
     /// The provider's own key in its auth style (absent with `passthrough_auth`).
     auth: Option<(HeaderName, HeaderValue)>,
     anthropic_version: bool,
+    /// Bedrock without a key: the SigV4 signer and its cached credentials, shared by
+    /// every request of this runtime.
+    sigv4: Option<Arc<aws::SigV4>>,
+    /// Vertex AI without a key: Google access tokens, cached, shared likewise.
+    google: Option<Arc<super::google::GoogleAuth>>,
     /// `headers`, in file order (stripped names other than `authorization` dropped).
     extra: Vec<(HeaderName, HeaderValue)>,
 }
@@ -57,17 +66,23 @@ impl Prepared {
             })
             .transpose()?;
         let auth = match (&provider.access_key, provider.passthrough_auth) {
+            (Some(_), false) if provider.auth == AuthStyle::AwsSigV4 => None,
             (Some(key), false) => {
                 let mut value = match provider.auth {
                     AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {}", key.expose())),
-                    AuthStyle::AnthropicKey | AuthStyle::AzureApiKey | AuthStyle::None => {
-                        HeaderValue::from_str(key.expose())
-                    }
+                    AuthStyle::AnthropicKey
+                    | AuthStyle::AzureApiKey
+                    | AuthStyle::None
+                    | AuthStyle::AwsSigV4
+                    | AuthStyle::GoogleOAuth => HeaderValue::from_str(key.expose()),
                 }
                 .map_err(|_| "access_key is not a valid header value".to_string())?;
                 value.set_sensitive(true);
                 let name = match provider.auth {
-                    AuthStyle::Bearer | AuthStyle::None => header::AUTHORIZATION,
+                    AuthStyle::Bearer
+                    | AuthStyle::None
+                    | AuthStyle::AwsSigV4
+                    | AuthStyle::GoogleOAuth => header::AUTHORIZATION,
                     AuthStyle::AnthropicKey => HeaderName::from_static("x-api-key"),
                     AuthStyle::AzureApiKey => HeaderName::from_static("api-key"),
                 };
@@ -86,10 +101,37 @@ impl Prepared {
             }
             extra.push((name, value));
         }
+        // ChatGPT's Codex backend groups a client's requests by `session_id`; Plano's
+        // config generator sets a random one per generated config, we set one per loaded
+        // config (unless `headers` names its own).
+        if provider.prefix == "chatgpt" && !extra.iter().any(|(n, _)| n == "session_id") {
+            extra.push((
+                HeaderName::from_static("session_id"),
+                HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    .map_err(|_| "session_id is not a valid header value".to_string())?,
+            ));
+        }
         uri(provider, &provider.chat_path())?;
+        let sigv4 = match (provider.auth, &provider.region) {
+            (AuthStyle::AwsSigV4, Some(region)) if !provider.passthrough_auth => {
+                Some(aws::SigV4::new(region, aws::BEDROCK_SERVICE))
+            }
+            (AuthStyle::AwsSigV4, None) => {
+                return Err("AWS SigV4 auth needs a region".to_string());
+            }
+            _ => None,
+        };
+        let google = match provider.auth {
+            AuthStyle::GoogleOAuth if !provider.passthrough_auth => {
+                Some(super::google::GoogleAuth::from_env()?)
+            }
+            _ => None,
+        };
         Ok(Prepared {
             host,
             auth,
+            sigv4,
+            google,
             anthropic_version: provider.auth == AuthStyle::AnthropicKey,
             extra,
         })
@@ -160,6 +202,24 @@ pub fn build_request(
     req
 }
 
+/// The last step before sending: sign the request when the provider's auth is computed
+/// per request (AWS SigV4), after every other header is set. Credentials come from the
+/// signer's cache; an error means none could be had (the attempt fails without sending).
+pub async fn authorize(
+    prepared: &Prepared,
+    req: &mut Request<http_body_util::Full<bytes::Bytes>>,
+    body: &[u8],
+) -> Result<(), String> {
+    if let Some(google) = &prepared.google {
+        let value = google.authorization().await?;
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    match &prepared.sigv4 {
+        Some(signer) => signer.sign_request(req, body).await,
+        None => Ok(()),
+    }
+}
+
 /// Whether a client header may ever be forwarded (used by tests and the edge's rules).
 pub fn is_stripped(name: &str) -> bool {
     STRIPPED.contains(&name) || plano_common::headers::is_hop_by_hop(name)
@@ -184,6 +244,7 @@ mod tests {
             http_host: Some("llm.example.com".into()),
             access_key: Some(Secret::new("sk-provider")),
             auth,
+            region: None,
             passthrough_auth: false,
             headers: vec![("x-team".into(), "a".into())],
             default: false,
@@ -283,6 +344,50 @@ mod prepared_tests {
     use plano_config::{ProviderApi, Secret};
 
     #[test]
+    fn chatgpt_gets_a_session_id_unless_configured() {
+        let mut p = Provider {
+            name: "c".into(),
+            model: "chatgpt/gpt-5".into(),
+            prefix: "chatgpt".into(),
+            model_id: "gpt-5".into(),
+            wildcard: false,
+            api: ProviderApi::OpenAi,
+            base_url: url::Url::parse("https://chatgpt.com").unwrap(),
+            path_prefix: "/backend-api/codex".into(),
+            query: None,
+            http_host: None,
+            access_key: None,
+            auth: AuthStyle::Bearer,
+            region: None,
+            passthrough_auth: true,
+            headers: vec![],
+            default: false,
+            refuse_hosted_tools: false,
+        };
+        let session = |p: &Provider| {
+            let prepared = Prepared::new(p).unwrap();
+            let req = build_request(
+                p,
+                &prepared,
+                uri(p, "/backend-api/codex/responses").unwrap(),
+                &HeaderMap::new(),
+                &HeaderValue::from_static("r"),
+                bytes::Bytes::new(),
+            );
+            req.headers()
+                .get("session_id")
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let id = session(&p).unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        p.headers = vec![("session_id".into(), "mine".into())];
+        assert_eq!(session(&p).as_deref(), Some("mine"));
+        p.prefix = "openai".into();
+        p.headers.clear();
+        assert_eq!(session(&p), None);
+    }
+
+    #[test]
     fn bad_configured_headers_are_refused_once_not_per_request() {
         let mut p = Provider {
             name: "p".into(),
@@ -297,6 +402,7 @@ mod prepared_tests {
             http_host: None,
             access_key: Some(Secret::new("k")),
             auth: AuthStyle::Bearer,
+            region: None,
             passthrough_auth: false,
             headers: vec![("bad name".into(), "a".into())],
             default: false,

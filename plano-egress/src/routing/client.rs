@@ -113,7 +113,7 @@ impl RouterBackend for Upstream<'_> {
             uri,
             &HeaderMap::new(),
             self.request_id,
-            bytes,
+            bytes.clone(),
         );
         // The `routing` client span this call runs in (`Router::decide`).
         plano_common::telemetry::inject_current(http_req.headers_mut());
@@ -128,6 +128,9 @@ impl RouterBackend for Upstream<'_> {
                 streaming: false,
             },
         );
+        upstream_request::authorize(prepared, &mut http_req, &bytes)
+            .await
+            .map_err(CallError::Unreachable)?;
         let work = async {
             let res = self
                 .rt

@@ -444,7 +444,10 @@ fn tool(
                 out.push(function_tool(m, &at, Some(ns))?);
             }
         }
-        Some(_) => hosted::set_aside(chat, t),
+        Some(kind) => {
+            hosted::check(kind, obj, path)?;
+            hosted::set_aside(chat, t);
+        }
         None => {
             return Err(TranslateError::at(
                 format!("{path}.type"),
