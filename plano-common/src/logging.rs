@@ -1,5 +1,5 @@
 //! Tracing setup: human-readable lines (coloured on a terminal) or one JSON object per line
-//! for log collectors. Level and per-crate filters come from `RUST_LOG` (default `info`).
+//! for log collectors. Level and per-crate filters come from `RUST_LOG` (default [`DEFAULT_FILTER`]: `info`, AWS SDK crates at `warn`).
 //!
 //! Logs go to stderr so stdout stays free for command output (`--check` prints its summary
 //! there).
@@ -28,6 +28,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The filter without `RUST_LOG`: INFO, except the AWS SDK crates, whose INFO lines name
+/// the credential source and the access key ID they loaded (not a secret, but not ours to
+/// print either); their warnings and errors still show.
+pub const DEFAULT_FILTER: &str =
+    "info,aws_config=warn,aws_credential_types=warn,aws_smithy_runtime=warn,aws_sigv4=warn";
+
 /// Install the global subscriber. Safe to call more than once (tests): only the first call
 /// installs anything; it returns whether this call did.
 pub fn init(format: LogFormat) -> bool {
@@ -36,7 +42,8 @@ pub fn init(format: LogFormat) -> bool {
 
 /// [`init`], exporting spans through `telemetry` when given.
 pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) -> bool {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Pretty => fmt

@@ -70,7 +70,7 @@ async fn one_request_through_egress(
     home: &Path,
     mock: SocketAddr,
     env: &[(&str, &str)],
-) -> (u16, Value) {
+) -> (u16, Value, String) {
     let port = free_port();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let yaml = format!(
@@ -100,9 +100,17 @@ admin:
         .arg("--config")
         .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+            .await
+            .ok();
+        text
+    });
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let client = http_client();
     let body = json!({
@@ -122,7 +130,10 @@ admin:
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     child.kill().await.unwrap();
-    answer.expect("the egress answered within 20s")
+    let logs = logs.await.unwrap();
+    eprintln!("{logs}");
+    let (status, value) = answer.expect("the egress answered within 20s");
+    (status, value, logs)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -268,7 +279,7 @@ async fn bedrock_signs_with_credentials_from_the_environment() {
     let (mock, log) = mock_bedrock().await;
     let secret = "env/Secret+Key/EXAMPLE";
     let token = "FwoGZXIvYXdzEXAMPLEsessiontoken";
-    let (status, body) = one_request_through_egress(
+    let (status, body, logs) = one_request_through_egress(
         home.path(),
         mock,
         &[
@@ -279,6 +290,11 @@ async fn bedrock_signs_with_credentials_from_the_environment() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // Not the secret, the session token, nor the key ID (the AWS SDK logs it at INFO).
+    assert!(!logs.is_empty(), "the egress logged something");
+    for never in [secret, token, "AKIAENVEXAMPLE"] {
+        assert!(!logs.contains(never), "{never} in the egress log");
+    }
     assert_eq!(body["choices"][0]["message"]["content"], "signed hello");
 
     let seen = only_request(&log);
@@ -315,9 +331,12 @@ async fn bedrock_signs_with_credentials_from_a_shared_profile() {
     )
     .unwrap();
     let (mock, log) = mock_bedrock().await;
-    let (status, body) =
+    let (status, body, logs) =
         one_request_through_egress(home.path(), mock, &[("AWS_PROFILE", "plano-test")]).await;
     assert_eq!(status, 200, "{body}");
+    for never in ["profile/secret+EXAMPLE", "AKIAPROFILEEXAMPLE"] {
+        assert!(!logs.contains(never), "{never} in the egress log");
+    }
 
     let seen = only_request(&log);
     let auth = parse_authorization(seen.headers["authorization"].to_str().unwrap());
@@ -332,7 +351,7 @@ async fn bedrock_signs_with_credentials_from_a_shared_profile() {
 async fn bedrock_without_any_credentials_fails_without_sending() {
     let home = tempfile::tempdir().unwrap();
     let (mock, log) = mock_bedrock().await;
-    let (status, body) = one_request_through_egress(home.path(), mock, &[]).await;
+    let (status, body, _) = one_request_through_egress(home.path(), mock, &[]).await;
     assert!(status >= 500, "{status} {body}");
     assert!(
         log.lock().unwrap().is_empty(),
