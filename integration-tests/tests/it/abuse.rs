@@ -1048,3 +1048,295 @@ model_providers:
         "one attempt each, no retry after the first event"
     );
 }
+
+// ------------------------------------------------------------------ faults under load
+
+/// `workers` clients posting `body` to `url` until `stop`; every answer (status, or 0 for
+/// a transport error or a request over 3 s) with the time it was received.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(Instant, u16, bool)>>>,
+}
+
+impl Load {
+    fn start(
+        url: String,
+        body: &'static str,
+        workers: usize,
+        header: (&'static str, &'static str),
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let http = crate::support::http_client();
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, http, url) = (stop.clone(), http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let r = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header(header.0, header.1)
+                            .body(body)
+                            .timeout(Duration::from_secs(3))
+                            .send()
+                            .await;
+                        let (status, limited) = match r {
+                            Ok(r) => (
+                                r.status().as_u16(),
+                                r.headers().contains_key("x-ratelimit-remaining-requests"),
+                            ),
+                            Err(_) => (0, false),
+                        };
+                        seen.push((Instant::now(), status, limited));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<(Instant, u16, bool)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_by_key(|(at, _, _)| *at);
+        all
+    }
+}
+
+fn redis_server(port: u16) -> tokio::process::Child {
+    tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start redis-server ({e}); install Debian's `redis-server` (.ci/run does)"
+            )
+        })
+}
+
+async fn serves_on(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+/// Redis killed under load (docs/ratelimits.md): with `fail_open: true` every request is
+/// still served, with `fail_open: false` refused with 429 — promptly either way, never a
+/// transport error or a hang — and both use Redis again (rate-limit headers back) once it
+/// returns on the same address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_fails_open_or_closed_and_recovers() {
+    let (mut redis, port) = crate::support::start_on_some_port(redis_server, serves_on).await;
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = |fail_open: bool| {
+        format!(
+            r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: {mock}
+    default: true
+ratelimits:
+  - model: openai/gpt-4o
+    selector: {{key: x-team, value: "*"}}
+    limit: {{requests: 1000000, unit: hour}}
+ratelimit_storage:
+  type: redis
+  url: redis://127.0.0.1:{port}
+  timeout: 100ms
+  fail_open: {fail_open}
+"#,
+            mock = mock.url()
+        )
+    };
+    let open = Egress::start(&yaml(true), &[]).await.unwrap();
+    let closed = Egress::start(&yaml(false), &[]).await.unwrap();
+    let loads = [&open, &closed].map(|e| {
+        Load::start(
+            e.url("/v1/chat/completions"),
+            chat_body(),
+            4,
+            ("x-team", "blue"),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let killed_at = Instant::now();
+    redis.start_kill().unwrap();
+    redis.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let restarted_at = Instant::now();
+    let _redis = redis_server(port);
+    crate::support::eventually(Duration::from_secs(5), || serves_on(port)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let [open_seen, closed_seen] = {
+        let [a, b] = loads;
+        [a.finish().await, b.finish().await]
+    };
+
+    for (policy, seen) in [("open", &open_seen), ("closed", &closed_seen)] {
+        let errors = seen.iter().filter(|(_, s, _)| *s == 0).count();
+        assert_eq!(
+            errors, 0,
+            "fail {policy}: transport errors or requests over 3s"
+        );
+        let before: Vec<_> = seen.iter().filter(|(t, _, _)| *t < killed_at).collect();
+        assert!(
+            !before.is_empty() && before.iter().all(|(_, s, l)| *s == 200 && *l),
+            "fail {policy}: Redis up, every request admitted with headers"
+        );
+        // Well after the kill and before the restart: the policy decides.
+        let down: Vec<_> = seen
+            .iter()
+            .filter(|(t, _, _)| *t > killed_at + Duration::from_millis(200) && *t < restarted_at)
+            .collect();
+        assert!(
+            down.len() >= 4,
+            "fail {policy}: only {} requests while Redis was down",
+            down.len()
+        );
+        let expected = if policy == "open" { 200 } else { 429 };
+        assert!(
+            down.iter().all(|(_, s, _)| *s == expected),
+            "fail {policy}: {:?}",
+            down.iter().map(|(_, s, _)| s).collect::<Vec<_>>()
+        );
+        // Recovered: the last requests use Redis again.
+        let last = seen.iter().rev().take(4).collect::<Vec<_>>();
+        assert!(
+            last.iter().all(|(_, s, l)| *s == 200 && *l),
+            "fail {policy}: not recovered after Redis returned: {last:?}"
+        );
+    }
+    let errors = metric(
+        &open,
+        "plano_ratelimit_backend_errors_total",
+        "policy=\"closed\"",
+    );
+    assert!(errors > 0.0, "backend errors are counted");
+}
+
+/// SIGHUP with a broken config under load (the real binary): the reload is refused and
+/// counted, not one request fails, and a valid config after it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_config_under_load_keeps_serving_the_old_one() {
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = |target: &str| {
+        format!(
+            r#"version: v0.4.0
+listeners:
+  - type: model
+    name: models
+    address: 127.0.0.1
+    port: 0
+model_providers:
+  - model: openai/gpt-4o
+    base_url: {url}
+    default: true
+  - model: openai/gpt-4o-mini
+    base_url: {url}
+model_aliases:
+  house:
+    target: {target}
+admin:
+  egress: 127.0.0.1:0
+  edge: 127.0.0.1:0
+"#,
+            url = mock.url()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plano.yaml");
+    std::fs::write(&path, yaml("openai/gpt-4o")).unwrap();
+    let egress = crate::support::Plano::start("plano-egress", &path, &[], 1).await;
+    let url = format!("http://{}/v1/chat/completions", egress.addr("model"));
+    let http = crate::support::http_client();
+    let reloads = |outcome: &'static str| {
+        let (http, admin) = (http.clone(), egress.admin);
+        async move {
+            let text = http
+                .get(format!("http://{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let series = format!("plano_config_reloads_total{{outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    const HOUSE: &str = r#"{"model":"house","messages":[{"role":"user","content":"hi"}]}"#;
+    let load = Load::start(url.clone(), HOUSE, 4, ("x-probe", "1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for broken in [
+        yaml("openai/gpt-4o").replace("port: 0", "port: not-a-port"),
+        yaml("nowhere/model"),
+        "version: v0.4.0\nmodel_providers: [\n".to_string(),
+        String::new(),
+    ] {
+        std::fs::write(&path, broken).unwrap();
+        let before = reloads("invalid").await;
+        egress.signal("HUP");
+        crate::support::eventually(Duration::from_secs(5), || {
+            let n = reloads("invalid");
+            async move { n.await > before }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then a valid one: applied while the load runs.
+    std::fs::write(&path, yaml("openai/gpt-4o-mini")).unwrap();
+    egress.signal("HUP");
+    crate::support::eventually(Duration::from_secs(5), || {
+        let n = reloads("success");
+        async move { n.await >= 1.0 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = load.finish().await;
+    let failed: Vec<u16> = seen
+        .iter()
+        .map(|(_, s, _)| *s)
+        .filter(|s| *s != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        seen.len()
+    );
+    assert!(seen.len() > 20, "only {} requests under load", seen.len());
+    let models: Vec<Value> = mock
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].clone())
+        .collect();
+    assert!(
+        models.contains(&Value::from("gpt-4o")),
+        "the old config served"
+    );
+    assert_eq!(
+        models.last(),
+        Some(&Value::from("gpt-4o-mini")),
+        "the valid config after the broken ones is applied"
+    );
+}

@@ -1,10 +1,14 @@
 //! Small helpers shared by the integration tests.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Poll `check` until it returns true; panics after `bound` (a hang guard, not a timing
 /// assertion).
@@ -112,6 +116,165 @@ pub fn binary(name: &str) -> PathBuf {
         Ok(d) => d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// A `plano-egress` or `plano-edge` process on a config whose ports may all be 0: the OS
+/// picks them when the process binds (no bind-release-rebind race), and the harness learns
+/// them from the process's JSON log (stderr), which names every socket it binds:
+/// `admin port listening` (`local_addr`), `model listener serving` (`addr`) and `inbound
+/// listener serving` (`listener`, `addr`) — docs/deployment.md, "Port 0".
+pub struct Plano {
+    pub child: tokio::process::Child,
+    /// The admin port (`/metrics`, `/healthz`, gRPC health).
+    pub admin: SocketAddr,
+    /// Each serving listener as it was first bound: `("model", addr)` for the egress,
+    /// `(name, addr)` for each inbound listener of the edge.
+    pub listeners: Vec<(String, SocketAddr)>,
+    log: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Plano {
+    /// Start `binary` (`plano-egress` or `plano-edge`) with `--config config` and `args`,
+    /// and wait (bounded) until its admin port and `listeners` listeners are bound.
+    pub async fn start(binary_name: &str, config: &Path, args: &[&str], listeners: usize) -> Self {
+        let mut child = tokio::process::Command::new(binary(binary_name))
+            .arg("--config")
+            .arg(config)
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("PLANO_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary_name}: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                // Shown with the test's output when it fails.
+                eprintln!("{line}");
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        let mut plano = Plano {
+            child,
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            listeners: Vec::new(),
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            plano.listeners = plano.serving();
+            if let Some(admin) = plano.find_addr("admin port listening", "local_addr")
+                && plano.listeners.len() >= listeners
+            {
+                plano.admin = admin;
+                return plano;
+            }
+            if let Ok(Some(status)) = plano.child.try_wait() {
+                panic!("{binary_name} exited at start: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{binary_name} did not report its ports within 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every log event so far (JSON objects, `message` and fields flattened).
+    pub fn log(&self) -> Vec<Value> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The `field` of the first log event whose message starts with `message`, as an
+    /// address.
+    fn find_addr(&self, message: &str, field: &str) -> Option<SocketAddr> {
+        self.log()
+            .iter()
+            .filter(|v| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .find_map(|v| v[field].as_str()?.parse().ok())
+    }
+
+    /// Every listener the process reported serving, in order (a moved listener appears
+    /// again with its new address).
+    pub fn serving(&self) -> Vec<(String, SocketAddr)> {
+        self.log()
+            .iter()
+            .filter_map(|v| {
+                let name = match v["message"].as_str()? {
+                    "model listener serving" => "model".to_string(),
+                    "inbound listener serving" => v["listener"].as_str()?.to_string(),
+                    _ => return None,
+                };
+                Some((name, v["addr"].as_str()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The address of the listener called `name` (`model` for the egress).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.listeners))
+    }
+
+    /// Send a signal by name (`HUP`, `TERM`) with the shell's `kill`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -{name} {pid}")])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Start a process that cannot report an OS-chosen port (`redis-server`, a test server
+/// binary) on a port of its own: `spawn(port)` starts it, and `up(port)` says whether it
+/// serves. A port another process took in the meantime makes the start fail (the child
+/// exits), and the next candidate is tried — never a port released for someone else.
+pub async fn start_on_some_port<S, U, Fut>(mut spawn: S, up: U) -> (tokio::process::Child, u16)
+where
+    S: FnMut(u16) -> tokio::process::Child,
+    U: Fn(u16) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    // A pseudo-random start in 20000..60000 so parallel tests rarely collide.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos()) as u16;
+    for attempt in 0..20u16 {
+        let port = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(7919)) % 40_000);
+        let mut child = spawn(port);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // could not bind: try another port
+            }
+            if up(port).await {
+                return (child, port);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("no port found in 20 attempts");
 }
 
 pub fn free_port() -> u16 {
