@@ -144,6 +144,7 @@ impl Plano {
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("PLANO_CONFIG")
+            .env_remove("OTEL_SERVICE_NAME")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -252,12 +253,7 @@ where
     U: Fn(u16) -> Fut,
     Fut: Future<Output = bool>,
 {
-    // A pseudo-random start in 20000..60000 so parallel tests rarely collide.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos()) as u16;
-    for attempt in 0..20u16 {
-        let port = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(7919)) % 40_000);
+    for port in port_candidates() {
         let mut child = spawn(port);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -283,9 +279,12 @@ where
     panic!("no port found in 20 attempts");
 }
 
-/// Racy (the port is released before its user binds it): kept only for the tests that
-/// have not moved to port 0 / [`Plano`] / [`start_on_some_port`] yet. Do not add callers.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// 20 ports to try for a process that must be told its port (see [`start_on_some_port`]):
+/// spread over 20000..60000 from a time-based start, so parallel tests rarely collide.
+/// Each candidate leaves 3 ports above it free for processes that take a block.
+pub fn port_candidates() -> impl Iterator<Item = u16> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos()) as u16;
+    (0..20u16).map(move |attempt| 20_000 + (seed.wrapping_add(attempt.wrapping_mul(7919)) % 40_000))
 }
