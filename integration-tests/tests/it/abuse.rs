@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use integration_tests::harness::{Edge, Egress};
 use integration_tests::mock::MockProvider;
 use integration_tests::mock_http::MockHttp;
+
+use crate::support::{egress_with_mock, ready_edge};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -586,25 +588,9 @@ listeners:
 /// An edge with an `edge` and an `agent` listener, both behind `auth.api_keys: [edge-key]`;
 /// the provider mock and the agent count every request that reaches them.
 async fn guarded_edge() -> (MockProvider, MockHttp, Egress, Edge) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mock = MockProvider::start().await.unwrap();
+    let (mock, egress) = egress_with_mock(EDGE_EGRESS_YAML).await;
     let agent = MockHttp::agent("helper", Duration::ZERO).await.unwrap();
-    let egress = Egress::start(&EDGE_EGRESS_YAML.replace("MOCK", &mock.url()), &[])
-        .await
-        .unwrap();
-    let edge = Edge::start(
-        &GUARDED_EDGE_YAML.replace("AGENT", &agent.url()),
-        &[],
-        (egress.addr, egress.admin),
-    )
-    .await
-    .unwrap();
-    let health = edge.ctx.health.clone();
-    crate::support::eventually(Duration::from_secs(10), || {
-        let h = health.clone();
-        async move { h.is_ready() }
-    })
-    .await;
+    let edge = ready_edge(&GUARDED_EDGE_YAML.replace("AGENT", &agent.url()), &egress).await;
     (mock, agent, egress, edge)
 }
 
@@ -944,18 +930,10 @@ model_providers:
     )
     .await
     .unwrap();
-    let edge = Edge::start(
+    let edge = ready_edge(
         "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\nlisteners:\n  - type: edge\n    name: open\n    port: 10000\n",
-        &[],
-        (egress.addr, egress.admin),
+        &egress,
     )
-    .await
-    .unwrap();
-    let health = edge.ctx.health.clone();
-    crate::support::eventually(Duration::from_secs(10), || {
-        let h = health.clone();
-        async move { h.is_ready() }
-    })
     .await;
     let broken = |provider: &str| {
         metric(

@@ -7,6 +7,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use integration_tests::harness::{Edge, Egress};
+use integration_tests::mock::MockProvider;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -77,10 +79,52 @@ pub fn assert_prometheus_text(text: &str) {
     }
 }
 
+/// The stack most end-to-end tests share, step by step: [`install_ring`], then
+/// [`egress_with_mock`] (a mock provider and the real egress in front of it), then
+/// [`ready_edge`] (the real edge pointed at that egress, once it reports ready).
+///
+/// Install ring as the process's rustls provider (reqwest and the servers need one; safe
+/// to call more than once).
+pub fn install_ring() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A mock provider and the real egress (in-process, OS-chosen ports) on `yaml`, with
+/// every `MOCK` in it replaced by the mock's URL.
+pub async fn egress_with_mock(yaml: &str) -> (MockProvider, Egress) {
+    install_ring();
+    let mock = MockProvider::start().await.unwrap();
+    let egress = Egress::start(&yaml.replace("MOCK", &mock.url()), &[])
+        .await
+        .unwrap();
+    (mock, egress)
+}
+
+/// The real edge (in-process, every listener on an OS-chosen port) on `yaml`, pointed at
+/// `egress`, returned once it reports ready (bounded: 10 s).
+pub async fn ready_edge(yaml: &str, egress: &Egress) -> Edge {
+    install_ring();
+    let edge = Edge::start(yaml, &[], (egress.addr, egress.admin))
+        .await
+        .unwrap();
+    wait_ready(&edge).await;
+    edge
+}
+
+/// Wait (bounded: 10 s) until `edge` reports ready (its egress is SERVING).
+pub async fn wait_ready(edge: &Edge) {
+    let health = edge.ctx.health.clone();
+    eventually(Duration::from_secs(10), || {
+        let h = health.clone();
+        async move { h.is_ready() }
+    })
+    .await;
+}
+
 /// A plain HTTP client. reqwest is built without a bundled TLS provider (ring only, no
 /// aws-lc), so the process-wide provider is installed first.
 pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_ring();
     reqwest::Client::new()
 }
 
