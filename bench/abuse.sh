@@ -7,6 +7,7 @@
 #   bench/abuse.sh                 # 10,000 idle connections per binary
 #   IDLE=2000 bench/abuse.sh       # a small run on a shared machine
 #   BIN=target/debug bench/abuse.sh  # without a release build
+#   ROUNDS=2 bench/abuse.sh        # each flood twice (retention or leak?)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,7 @@ rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$1/status"; }
 probe() { # name addr pid admin
   local name=$1 addr=$2 pid=$3 admin=$4
   local ready="$work/$name.ready"
+  rm -f "$ready"
   python3 - "$addr" "$IDLE" "$ready" <<'PY' &
 import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
@@ -112,10 +114,18 @@ PY
   curl -s "http://$admin/metrics" | grep -E '^plano_connections_(open|rejected_total|closed_total)' | sed 's/^/  /' || true
   kill "$holder" 2>/dev/null || true
   wait "$holder" 2>/dev/null || true
+  sleep 3
+  echo "$name: RSS 3 s after the flood's connections closed: $(rss "$pid")"
   [ "$code" = 200 ] || { echo "FAIL: $name did not serve the new client"; exit 1; }
 }
 
 echo "idle RSS: egress $(rss $egress_pid), edge $(rss $edge_pid)"
-probe egress "$EGRESS" "$egress_pid" "$EGRESS_ADMIN"
-probe edge "$EDGE" "$edge_pid" "$EDGE_ADMIN"
+# ROUNDS=2 floods each binary twice: RSS that stays flat on the second round is memory the
+# allocator kept for reuse, RSS that grows again would be a leak.
+for _ in $(seq 1 "${ROUNDS:-1}"); do
+  probe egress "$EGRESS" "$egress_pid" "$EGRESS_ADMIN"
+done
+for _ in $(seq 1 "${ROUNDS:-1}"); do
+  probe edge "$EDGE" "$edge_pid" "$EDGE_ADMIN"
+done
 echo "PASS"
