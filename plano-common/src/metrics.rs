@@ -17,6 +17,7 @@ pub const LLM_RETRIES_TOTAL: &str = "plano_llm_retries_total";
 pub const LLM_FAILOVERS_TOTAL: &str = "plano_llm_failovers_total";
 pub const LLM_PROVIDER_HINT_MISSES_TOTAL: &str = "plano_llm_provider_hint_misses_total";
 pub const LLM_DROPPED_TOOLS_TOTAL: &str = "plano_llm_dropped_tools_total";
+pub const LLM_STREAMS_BROKEN_TOTAL: &str = "plano_llm_streams_broken_total";
 pub const RATELIMIT_REJECTIONS_TOTAL: &str = "plano_ratelimit_rejections_total";
 pub const RATELIMIT_BACKEND_ERRORS_TOTAL: &str = "plano_ratelimit_backend_errors_total";
 pub const OVERHEAD_SECONDS: &str = "plano_overhead_seconds";
@@ -194,6 +195,10 @@ fn describe() {
     describe_counter!(
         LLM_DROPPED_TOOLS_TOTAL,
         "Hosted tools a translated request was sent without (the provider has no equivalent), by provider and tool family."
+    );
+    describe_counter!(
+        LLM_STREAMS_BROKEN_TOTAL,
+        "Streams that ended with an error event after they had started (the upstream broke off, or the listener timeout), by provider and reason."
     );
     describe_counter!(
         RATELIMIT_REJECTIONS_TOTAL,

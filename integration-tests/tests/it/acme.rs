@@ -3,52 +3,25 @@
 //! TLS handshake trusting pebble's root.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use integration_tests::harness::Edge;
 
-use crate::support::free_port;
+use crate::support::start_on_some_port;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn tokio_command(program: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(cmd: &mut Command) -> Killed {
-    let program = format!("{:?}", cmd.get_program());
-    Killed(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {program} ({e}); install Debian's `pebble` package (.ci/run does)"
-                )
-            }),
-    )
-}
-
-async fn wait_tcp(addr: SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {addr}");
+async fn tcp_up(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
@@ -64,39 +37,46 @@ async fn a_certificate_is_issued_by_pebble_and_served() {
     std::fs::write(dir.path().join("pebble.pem"), &pebble.cert_pem).unwrap();
     std::fs::write(dir.path().join("pebble.key"), &pebble.key_pem).unwrap();
 
-    let (dir_port, mgmt_port, tls_port) = (free_port(), free_port(), free_port());
-    let (dns_port, chall_mgmt, http_port) = (free_udp_port(), free_port(), free_port());
-    let config = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{dir_port}"),
-        "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
-        "certificate": dir.path().join("pebble.pem"),
-        "privateKey": dir.path().join("pebble.key"),
-        "httpPort": http_port,
-        "tlsPort": tls_port,
-        "ocspResponderURL": "",
-        "externalAccountBindingRequired": false
-    }});
+    // Neither pebble nor its DNS server reports an OS-chosen port, so each starts on ports
+    // of its own (and again on others when one is taken: it exits) — see
+    // `start_on_some_port`. The DNS server: UDP `port` for DNS, TCP `port` for management.
+    let spawn_dns = |port: u16| {
+        tokio_command("pebble-challtestsrv").args([
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            &format!("127.0.0.1:{port}"),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start pebble-challtestsrv ({e}); install Debian's `pebble` package (.ci/run does)"))
+    };
+    let (_dns, dns_port) = start_on_some_port(spawn_dns, tcp_up).await;
+    // pebble: the directory on `port`, management on `port + 1`; it validates on
+    // `port + 2` (TLS-ALPN, the edge's listener) and `port + 3` (HTTP-01, unused).
     let config_path = dir.path().join("pebble.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-
-    let _dns = spawn(Command::new("pebble-challtestsrv").args([
-        "-defaultIPv4",
-        "127.0.0.1",
-        "-defaultIPv6",
-        "",
-        "-dns01",
-        &format!("127.0.0.1:{dns_port}"),
-        "-http01",
-        "",
-        "-https01",
-        "",
-        "-tlsalpn01",
-        "",
-        "-management",
-        &format!("127.0.0.1:{chall_mgmt}"),
-    ]));
-    let _pebble = spawn(
-        Command::new("pebble")
+    let spawn_pebble = |port: u16| {
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{}", port + 1),
+            "certificate": dir.path().join("pebble.pem"),
+            "privateKey": dir.path().join("pebble.key"),
+            "httpPort": port + 3,
+            "tlsPort": port + 2,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        tokio_command("pebble")
             .args([
                 "-config",
                 &config_path.to_string_lossy(),
@@ -104,9 +84,16 @@ async fn a_certificate_is_issued_by_pebble_and_served() {
                 &format!("127.0.0.1:{dns_port}"),
             ])
             .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0"),
-    );
-    wait_tcp(SocketAddr::from(([127, 0, 0, 1], dir_port))).await;
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start pebble ({e}); install Debian's `pebble` package (.ci/run does)"
+                )
+            })
+    };
+    let (_pebble, dir_port) = start_on_some_port(spawn_pebble, tcp_up).await;
+    let (mgmt_port, tls_port) = (dir_port + 1, dir_port + 2);
 
     let domain = "edge.plano.test";
     let yaml = format!(
@@ -131,11 +118,16 @@ listeners:
         cache = dir.path().join("acme-cache").display(),
         ca = ca_path.display(),
     );
-    // No egress runs: the handshake is what is tested (requests would get 503).
-    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // No egress runs: the handshake is what is tested (requests would get 503). Port 1
+    // (tcpmux) refuses connections.
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], 1));
+    // The listener binds the port pebble validates on; taken by someone else since pebble
+    // started is a (rare) failure with a clear message, never a silent wrong peer.
     let edge = Edge::start_with(&yaml, &[], (nowhere, nowhere), true)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!("the edge could not bind pebble's TLS-ALPN port {tls_port}: {e:#}")
+        });
 
     // pebble's issuing root, from its management interface.
     let mgmt = reqwest::Client::builder()

@@ -10,7 +10,7 @@ use integration_tests::mock_filter::{FilterReply, MockFilter};
 use integration_tests::mock_http::{Canned, MockHttp, agent_stream};
 use serde_json::{Value, json};
 
-use crate::support::{eventually, http_client};
+use crate::support::{egress_with_mock, http_client, ready_edge};
 
 const EGRESS_YAML: &str = r#"
 version: v0.4.0
@@ -116,8 +116,7 @@ async fn dead_agent() -> (u16, tokio::task::JoinHandle<()>) {
 }
 
 async fn stack() -> Stack {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let llm = MockProvider::start().await.unwrap();
+    let (llm, egress) = egress_with_mock(EGRESS_YAML).await;
     let weather = MockHttp::agent("weather_agent", Duration::ZERO)
         .await
         .unwrap();
@@ -125,24 +124,13 @@ async fn stack() -> Stack {
         .await
         .unwrap();
     let filter = MockFilter::start("secret", "[redacted]").await.unwrap();
-    let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &llm.url()), &[])
-        .await
-        .unwrap();
     let (dead_port, dead) = dead_agent().await;
     let yaml = EDGE_YAML
         .replace("WEATHER", &weather.url())
         .replace("FLIGHTS", &flights.url())
         .replace("DEAD_PORT", &dead_port.to_string())
         .replace("FILTER", &filter.url());
-    let edge = Edge::start(&yaml, &[], (egress.addr, egress.admin))
-        .await
-        .unwrap();
-    let health = edge.ctx.health.clone();
-    eventually(Duration::from_secs(10), || {
-        let h = health.clone();
-        async move { h.is_ready() }
-    })
-    .await;
+    let edge = ready_edge(&yaml, &egress).await;
     Stack {
         llm,
         weather,

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use plano_common::reload::{ReloadOutcome, Reloader};
 use plano_common::{Component, Context, admin, cli, metrics};
 use plano_config::Config;
 
-use crate::support::{assert_prometheus_text, binary, eventually, free_port, http_client};
+use crate::support::{Plano, assert_prometheus_text, binary, eventually, http_client};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -26,11 +26,10 @@ fn seed_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/seed_listeners.yaml")
 }
 
-/// A config with every listener and both admin ports on free local ports.
-fn config_on_free_ports(provider: &str) -> (String, SocketAddr, SocketAddr) {
-    let edge_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let egress_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let yaml = format!(
+/// A config with a model listener, an edge listener and both admin ports on 127.0.0.1;
+/// a port 0 is chosen by the OS when the process binds it (the edge listener's always is).
+fn config(provider: &str, model: u16, egress_admin: u16, edge_admin: u16) -> String {
+    format!(
         r#"version: v0.4.0
 listeners:
   - name: model_listener
@@ -40,19 +39,16 @@ listeners:
   - name: public
     type: edge
     address: 127.0.0.1
-    port: {edge}
+    port: 0
 model_providers:
   - model: {provider}
     access_key: test-key
     default: true
 admin:
-  edge: "{edge_admin}"
-  egress: "{egress_admin}"
-"#,
-        model = free_port(),
-        edge = free_port(),
-    );
-    (yaml, edge_admin, egress_admin)
+  edge: "127.0.0.1:{edge_admin}"
+  egress: "127.0.0.1:{egress_admin}"
+"#
+    )
 }
 
 fn load(yaml: &str) -> Config {
@@ -142,28 +138,33 @@ fn signal(child: &tokio::process::Child, name: &str) {
 #[tokio::test]
 async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (yaml, edge_admin, egress_admin) = config_on_free_ports("openai/gpt-4o");
     let path = dir.path().join("plano_config.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    let provider = "openai/gpt-4o";
+    std::fs::write(&path, config(provider, 0, 0, 0)).unwrap();
 
     // The egress first: the edge reports SERVING only while the egress it watches does.
+    // Each binary binds port 0s; the file is then rewritten with the ports it got, so the
+    // edge finds the egress and `health` (which reads the admin address from the config)
+    // finds each process.
     let mut running = Vec::new();
-    for (name, component, admin) in [
-        ("plano-egress", Component::Egress, egress_admin),
-        ("plano-edge", Component::Edge, edge_admin),
+    let (mut model, mut egress_admin) = (0, 0);
+    for (name, component) in [
+        ("plano-egress", Component::Egress),
+        ("plano-edge", Component::Edge),
     ] {
         let exe = binary(name);
-        let mut child = tokio::process::Command::new(&exe)
-            .arg("--config")
-            .arg(&path)
-            .args(["--log-format", "json", "--grace", "5s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        wait_serving(admin, "", &mut child).await;
-        wait_serving(admin, component.service(), &mut child).await;
+        let mut plano = Plano::start(name, &path, &["--grace", "5s"], 1).await;
+        let admin = plano.admin;
+        let edge_admin = match component {
+            Component::Egress => {
+                (model, egress_admin) = (plano.addr("model").port(), admin.port());
+                0
+            }
+            Component::Edge => admin.port(),
+        };
+        std::fs::write(&path, config(provider, model, egress_admin, edge_admin)).unwrap();
+        wait_serving(admin, "", &mut plano.child).await;
+        wait_serving(admin, component.service(), &mut plano.child).await;
 
         // The Docker HEALTHCHECK form, reading the admin address from the same config.
         let health = tokio::process::Command::new(&exe)
@@ -174,7 +175,7 @@ async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
             .await
             .unwrap();
         assert_eq!(health.status.code(), Some(0), "{name}: {health:?}");
-        running.push((name, admin, exe, child));
+        running.push((name, admin, exe, plano.child));
     }
 
     // Then stop them, edge first.
@@ -198,21 +199,22 @@ async fn both_binaries_serve_health_and_exit_0_on_sigterm() {
 
 #[tokio::test]
 async fn run_in_process_reports_serving_and_stops_on_shutdown() {
-    let (yaml, _, egress_admin) = config_on_free_ports("openai/gpt-4o");
     let http = http_client();
-    // The edge is ready only while its egress is: keep the egress (admin on the configured
-    // address) running while the edge is checked, and stop it last.
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    // The edge is ready only while its egress is: keep the egress running while the edge
+    // is checked, and stop it last. The edge's config names the ports the egress got.
     let mut keep = Vec::new();
+    let mut yaml = config("openai/gpt-4o", 0, 0, 0);
     for component in [Component::Egress, Component::Edge] {
         let (ctx, control) = Context::new(component, load(&yaml), Duration::from_secs(5));
-        let admin_addr = match component {
-            Component::Egress => egress_admin,
-            Component::Edge => "127.0.0.1:0".parse().unwrap(),
-        };
-        let admin = admin::bind(admin_addr, &ctx).await.unwrap();
+        let admin = admin::bind(any, &ctx).await.unwrap();
         let addr = admin.local_addr();
         let task = match component {
-            Component::Egress => tokio::spawn(plano_egress::run(ctx.clone())),
+            Component::Egress => {
+                let server = plano_egress::bind(&ctx).await.unwrap();
+                yaml = config("openai/gpt-4o", server.local_addr().port(), addr.port(), 0);
+                tokio::spawn(server.serve())
+            }
             Component::Edge => tokio::spawn(plano_edge::run(ctx.clone())),
         };
 
@@ -267,7 +269,7 @@ fn reloads(outcome: &str) -> f64 {
 async fn reload_publishes_a_valid_config_and_keeps_the_old_one_when_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plano_config.yaml");
-    let (first, _, _) = config_on_free_ports("openai/gpt-4o");
+    let first = config("openai/gpt-4o", 0, 0, 0);
     std::fs::write(&path, &first).unwrap();
     let (ctx, control) = Context::new(
         Component::Egress,
@@ -277,7 +279,7 @@ async fn reload_publishes_a_valid_config_and_keeps_the_old_one_when_invalid() {
     let reloader = Reloader::new(&path, plano_config::load_file, control.config);
     let held: Arc<Config> = ctx.current_config();
 
-    let (second, _, _) = config_on_free_ports("anthropic/claude-sonnet-4-5");
+    let second = config("anthropic/claude-sonnet-4-5", 0, 0, 0);
     std::fs::write(&path, &second).unwrap();
     let success_before = reloads("success");
     assert_eq!(reloader.reload(), ReloadOutcome::Success);
@@ -314,18 +316,11 @@ async fn scraped_reloads(http: &reqwest::Client, admin: SocketAddr, outcome: &st
 #[tokio::test]
 async fn the_binary_reloads_on_file_change_and_on_sighup_and_rejects_bad_configs() {
     let dir = tempfile::tempdir().unwrap();
-    let (yaml, _, admin) = config_on_free_ports("openai/gpt-4o");
+    let yaml = config("openai/gpt-4o", 0, 0, 0);
     let path = dir.path().join("plano_config.yaml");
     std::fs::write(&path, &yaml).unwrap();
-    let mut child = tokio::process::Command::new(binary("plano-egress"))
-        .arg("--config")
-        .arg(&path)
-        .args(["--watch", "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let plano = Plano::start("plano-egress", &path, &["--watch"], 1).await;
+    let (admin, mut child) = (plano.admin, plano.child);
     wait_serving(admin, "", &mut child).await;
     let http = http_client();
 

@@ -22,7 +22,7 @@ use integration_tests::harness::{Edge, Egress};
 use integration_tests::mock::MockProvider;
 use serde_json::Value;
 
-use crate::support::eventually;
+use crate::support::{install_ring, ready_edge};
 
 /// One model per provider API: chat-only, Anthropic Messages, OpenAI Responses.
 const MODELS: [&str; 3] = [
@@ -74,7 +74,7 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_ring();
         let mock = MockProvider::start().await.unwrap();
         let providers = |base: &str| {
             MODELS
@@ -91,15 +91,7 @@ impl Stack {
             "version: v0.4.0\nmodel_providers:\n{}listeners:\n  - type: edge\n    name: agents\n    port: 10000\n    timeout: 60s\n",
             providers("")
         );
-        let edge = Edge::start(&edge_yaml, &[], (egress.addr, egress.admin))
-            .await
-            .unwrap();
-        let health = edge.ctx.health.clone();
-        eventually(Duration::from_secs(10), || {
-            let h = health.clone();
-            async move { h.is_ready() }
-        })
-        .await;
+        let edge = ready_edge(&edge_yaml, &egress).await;
         Stack {
             _mock: mock,
             egress,

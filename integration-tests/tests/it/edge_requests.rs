@@ -11,7 +11,7 @@ use integration_tests::mock::{MockProvider, Reply, chunk};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{eventually, http_client};
+use crate::support::{egress_with_mock, eventually, http_client, ready_edge};
 
 const EGRESS_YAML: &str = r#"
 version: v0.4.0
@@ -41,20 +41,8 @@ listeners:
 "#;
 
 async fn stack() -> (MockProvider, Egress, Edge) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mock = MockProvider::start().await.unwrap();
-    let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &mock.url()), &[])
-        .await
-        .unwrap();
-    let edge = Edge::start(EDGE_YAML, &[], (egress.addr, egress.admin))
-        .await
-        .unwrap();
-    let health = edge.ctx.health.clone();
-    eventually(Duration::from_secs(10), || {
-        let h = health.clone();
-        async move { h.is_ready() }
-    })
-    .await;
+    let (mock, egress) = egress_with_mock(EGRESS_YAML).await;
+    let edge = ready_edge(EDGE_YAML, &egress).await;
     (mock, egress, edge)
 }
 
@@ -382,10 +370,7 @@ async fn endpoints_and_filters_behind_a_private_ca_work_with_upstream_tls_ca_pat
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
     let (port, server) = tls_service(&ca).await;
-    let mock = MockProvider::start().await.unwrap();
-    let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &mock.url()), &[])
-        .await
-        .unwrap();
+    let (mock, egress) = egress_with_mock(EGRESS_YAML).await;
     let yaml = |with_ca: bool| {
         let overrides = if with_ca {
             format!(
@@ -451,19 +436,8 @@ prompt_targets:
                 .unwrap()
         }
     };
-    let ready = |edge: &Edge| {
-        let health = edge.ctx.health.clone();
-        eventually(Duration::from_secs(10), move || {
-            let h = health.clone();
-            async move { h.is_ready() }
-        })
-    };
-
     // With the CA: the filter and the endpoint are reached over TLS.
-    let edge = Edge::start(&yaml(true), &[], (egress.addr, egress.admin))
-        .await
-        .unwrap();
-    ready(&edge).await;
+    let edge = ready_edge(&yaml(true), &egress).await;
     mock.push(tool_call());
     let r = ask(&edge).await;
     let status = r.status();
@@ -473,10 +447,7 @@ prompt_targets:
     edge.stop().await.unwrap();
 
     // Without it the filter's certificate is not trusted: the chain fails closed (502).
-    let edge = Edge::start(&yaml(false), &[], (egress.addr, egress.admin))
-        .await
-        .unwrap();
-    ready(&edge).await;
+    let edge = ready_edge(&yaml(false), &egress).await;
     let r = ask(&edge).await;
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();

@@ -10,9 +10,7 @@ use integration_tests::harness::Egress;
 use integration_tests::mock::{MockProvider, Reply, ReplyBody, chunk};
 use serde_json::{Value, json};
 
-fn tls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+use crate::support::install_ring as tls;
 
 /// Provider names are unique to this module: metrics are process-wide.
 fn config(primary: &MockProvider, backup: &MockProvider) -> String {

@@ -1,7 +1,6 @@
 //! Rate limits through the egress, across two real egress processes sharing a real Redis,
 //! and a config reload under load.
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +11,7 @@ use integration_tests::mock::MockProvider;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::support::{binary, eventually, free_port};
+use crate::support::{Plano, start_on_some_port};
 
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
@@ -80,41 +79,36 @@ ratelimits:
     assert!(m.contains("plano_ratelimit_rejections_total{"), "{m}");
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
-async fn redis_server() -> (Killed, u16) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start redis-server ({e}); install Debian's `redis-server` (.ci/run does)"
-            )
-        });
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    eventually(Duration::from_secs(5), || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
+/// A `redis-server` on a port it could bind (see `start_on_some_port`).
+async fn redis_server() -> (Child, u16) {
+    let spawn = |port: u16| {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}); install Debian's `redis-server` (.ci/run does)"
+                )
+            })
+    };
+    start_on_some_port(spawn, |port| async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
     })
-    .await;
-    (Killed(child), port)
+    .await
 }
 
 #[tokio::test]
@@ -125,7 +119,6 @@ async fn two_egress_processes_share_one_limit_through_redis() {
     let mut replicas = Vec::new();
     let mut urls = Vec::new();
     for _ in 0..2 {
-        let (port, admin, edge_admin) = (free_port(), free_port(), free_port());
         let yaml = format!(
             r#"
 version: v0.4.0
@@ -137,7 +130,7 @@ listeners:
   - type: model
     name: models
     address: 127.0.0.1
-    port: {port}
+    port: 0
 ratelimits:
   - model: openai/gpt-4o
     selector: {{key: x-team, value: "*"}}
@@ -147,29 +140,20 @@ ratelimit_storage:
   url: redis://127.0.0.1:{redis_port}
   timeout: 2s
 admin:
-  egress: 127.0.0.1:{admin}
-  edge: 127.0.0.1:{edge_admin}
+  egress: 127.0.0.1:0
+  edge: 127.0.0.1:0
 "#,
             mock = mock.url()
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plano.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let child = Command::new(binary("plano-egress"))
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        eventually(Duration::from_secs(20), || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        replicas.push((Killed(child), dir));
-        urls.push(format!("http://{addr}/v1/chat/completions"));
+        let egress = Plano::start("plano-egress", &path, &[], 1).await;
+        urls.push(format!(
+            "http://{}/v1/chat/completions",
+            egress.addr("model")
+        ));
+        replicas.push((egress, dir));
     }
 
     // 3× the limit, split over both replicas, 16 at a time.

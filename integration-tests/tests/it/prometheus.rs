@@ -16,7 +16,7 @@ use plano_common::cli;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::support::{binary, eventually, free_port, http_client};
+use crate::support::{Plano, eventually, http_client, start_on_some_port};
 
 /// Prometheus starts, reads its config and scrapes every second: far inside this bound.
 const BOUND: Duration = Duration::from_secs(60);
@@ -166,12 +166,9 @@ async fn prometheus_scrapes_both_admin_ports() {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockProvider::start().await.unwrap();
 
-    let edge_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let egress_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let edge_port = free_port();
-    let config = dir.path().join("plano_config.yaml");
-    std::fs::write(
-        &config,
+    // Every port is chosen by the OS: the egress binds first, then the config is rewritten
+    // with the ports it got so the edge finds it.
+    let yaml = |model: u16, egress_admin: u16| {
         format!(
             r#"version: v0.4.0
 listeners:
@@ -182,38 +179,34 @@ listeners:
   - name: public
     type: edge
     address: 127.0.0.1
-    port: {edge_port}
+    port: 0
 model_providers:
   - model: openai/gpt-4o-mini
     base_url: {mock}
     access_key: test-key
     default: true
 admin:
-  edge: "{edge_admin}"
-  egress: "{egress_admin}"
+  edge: "127.0.0.1:0"
+  egress: "127.0.0.1:{egress_admin}"
 "#,
-            model = free_port(),
             mock = mock.url(),
-        ),
-    )
-    .unwrap();
-    let config_arg = config.to_str().unwrap();
+        )
+    };
+    let config = dir.path().join("plano_config.yaml");
+    std::fs::write(&config, yaml(0, 0)).unwrap();
 
     // The egress first: the edge is SERVING only while the egress it watches is.
-    let mut egress = spawn(
-        &binary("plano-egress"),
-        &["--config", config_arg, "--log-format", "json"],
-        dir.path(),
-        "plano-egress",
-    );
-    wait_serving(egress_admin, &mut egress, dir.path()).await;
-    let mut edge = spawn(
-        &binary("plano-edge"),
-        &["--config", config_arg, "--log-format", "json"],
-        dir.path(),
-        "plano-edge",
-    );
-    wait_serving(edge_admin, &mut edge, dir.path()).await;
+    let mut egress = Plano::start("plano-egress", &config, &[], 1).await;
+    let egress_admin = egress.admin;
+    wait_serving(egress_admin, &mut egress.child, dir.path()).await;
+    std::fs::write(
+        &config,
+        yaml(egress.addr("model").port(), egress_admin.port()),
+    )
+    .unwrap();
+    let mut edge = Plano::start("plano-edge", &config, &[], 1).await;
+    let (edge_admin, edge_port) = (edge.admin, edge.addr("public").port());
+    wait_serving(edge_admin, &mut edge.child, dir.path()).await;
 
     // Requests through the edge, so both binaries have request series to export.
     let http = http_client();
@@ -232,20 +225,36 @@ admin:
 
     // The shipped scrape config and alert rules, pointed at the test's ports and scraping
     // every second.
-    let prom_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let prom_config = shipped_prometheus_config(dir.path(), edge_admin, egress_admin);
     let tsdb = dir.path().join("tsdb");
-    let mut prom = spawn(
-        &prometheus,
-        &[
-            &format!("--config.file={}", prom_config.display()),
-            &format!("--storage.tsdb.path={}", tsdb.display()),
-            &format!("--web.listen-address={prom_addr}"),
-            "--log.level=warn",
-        ],
-        dir.path(),
-        "prometheus",
-    );
+    // Prometheus does not report a port it was given as 0: it is started on a port of its
+    // own choosing, and on another when that one is taken (it then exits).
+    let (mut prom, prom_port) = start_on_some_port(
+        |port| {
+            spawn(
+                &prometheus,
+                &[
+                    &format!("--config.file={}", prom_config.display()),
+                    &format!("--storage.tsdb.path={}", tsdb.display()),
+                    &format!("--web.listen-address=127.0.0.1:{port}"),
+                    "--log.level=warn",
+                ],
+                dir.path(),
+                "prometheus",
+            )
+        },
+        |port| {
+            let http = http.clone();
+            async move {
+                http.get(format!("http://127.0.0.1:{port}/-/healthy"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        },
+    )
+    .await;
+    let prom_addr = SocketAddr::from(([127, 0, 0, 1], prom_port));
 
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
@@ -300,7 +309,7 @@ admin:
         "alerts active with both binaries healthy: {alerts}"
     );
 
-    for mut child in [prom, edge, egress] {
+    for mut child in [prom, edge.child, egress.child] {
         let _ = child.kill().await;
     }
 }

@@ -9,7 +9,7 @@ use integration_tests::mock_filter::MockFilter;
 use integration_tests::mock_http::{Canned, MockHttp, Seen};
 use serde_json::{Value, json};
 
-use crate::support::{eventually, http_client};
+use crate::support::{egress_with_mock, eventually, http_client, ready_edge};
 
 const EGRESS_YAML: &str = r#"
 version: v0.4.0
@@ -108,28 +108,16 @@ fn app_default(seen: &Seen) -> Canned {
 }
 
 async fn stack(with_default_target: bool) -> Stack {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let llm = MockProvider::start().await.unwrap();
+    let (llm, egress) = egress_with_mock(EGRESS_YAML).await;
     let app = MockHttp::start(app_default).await.unwrap();
     let filter = MockFilter::start("secret", "[redacted]").await.unwrap();
-    let egress = Egress::start(&EGRESS_YAML.replace("MOCK", &llm.url()), &[])
-        .await
-        .unwrap();
     let mut yaml = EDGE_YAML
         .replace("APP", app.url().trim_start_matches("http://"))
         .replace("FILTER", &filter.url());
     if with_default_target {
         yaml.push_str(DEFAULT_TARGET);
     }
-    let edge = Edge::start(&yaml, &[], (egress.addr, egress.admin))
-        .await
-        .unwrap();
-    let health = edge.ctx.health.clone();
-    eventually(Duration::from_secs(10), || {
-        let h = health.clone();
-        async move { h.is_ready() }
-    })
-    .await;
+    let edge = ready_edge(&yaml, &egress).await;
     Stack {
         filter,
         llm,

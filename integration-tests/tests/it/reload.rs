@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::harness::{Edge, Egress};
+use integration_tests::harness::Egress;
 use integration_tests::mock::MockProvider;
 use serde_json::json;
 
-use crate::support::{eventually, free_port};
+use crate::support::{Plano, eventually};
 
 fn chat() -> serde_json::Value {
     json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
@@ -28,35 +28,53 @@ async fn refused(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
 
+/// The ports the egress reports serving (health services `plano.egress.listener.<port>`).
+fn served_ports(egress: &Egress) -> Vec<u16> {
+    egress
+        .ctx
+        .health
+        .snapshot()
+        .into_iter()
+        .filter(|(_, serving)| *serving)
+        .filter_map(|(service, _)| service.strip_prefix("plano.egress.listener.")?.parse().ok())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_moved_model_listener_is_rebound_without_a_restart() {
     let mock = MockProvider::start().await.unwrap();
-    let yaml = |port: u16| {
+    // Port 0 on both sides: the move is from 127.0.0.1 to 127.0.0.2 (both loopback), each
+    // on a port the OS picks.
+    let yaml = |address: &str| {
         format!(
-            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    base_url: {}\n    default: true\nlisteners:\n  - type: model\n    name: models\n    address: 127.0.0.1\n    port: {port}\n",
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    base_url: {}\n    default: true\nlisteners:\n  - type: model\n    name: models\n    address: {address}\n    port: 0\n",
             mock.url()
         )
     };
-    let first = free_port();
-    let old = SocketAddr::from(([127, 0, 0, 1], first));
-    let egress = Egress::start_at(
-        &yaml(first),
-        &[],
-        old,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let egress = Egress::start(&yaml("127.0.0.1"), &[]).await.unwrap();
+    let old = egress.addr;
     assert!(answers(old).await);
+    assert_eq!(served_ports(&egress), [old.port()]);
 
-    let moved = free_port();
-    let new = SocketAddr::from(([127, 0, 0, 1], moved));
-    let config = plano_config::load_str(&yaml(moved), None, &|_| None).unwrap();
+    let config = plano_config::load_str(&yaml("127.0.0.2"), None, &|_| None).unwrap();
     egress.control.config.send(Arc::new(config)).unwrap();
+    let mut new = None;
+    eventually(Duration::from_secs(5), || {
+        new = served_ports(&egress)
+            .into_iter()
+            .find(|p| *p != old.port())
+            .map(|p| SocketAddr::from(([127, 0, 0, 2], p)));
+        let found = new.is_some();
+        async move { found }
+    })
+    .await;
+    let new = new.unwrap();
     eventually(Duration::from_secs(5), || answers(new)).await;
     eventually(Duration::from_secs(5), || refused(old)).await;
 }
 
+/// The real `plano-edge` binary (its listeners on OS-chosen ports, learned from its log),
+/// reloaded with SIGHUP: listeners added, removed and moved.
 #[tokio::test]
 async fn edge_listeners_are_added_removed_and_moved_by_a_reload() {
     let mock = MockProvider::start().await.unwrap();
@@ -69,56 +87,57 @@ async fn edge_listeners_are_added_removed_and_moved_by_a_reload() {
     )
     .await
     .unwrap();
-    let listeners = |entries: &[(&str, u16)]| {
-        let mut y = String::from(
-            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\nlisteners:\n",
+    let listeners = |entries: &[(&str, &str)]| {
+        let mut y = format!(
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\negress:\n  url: http://{}\n  health: http://{}\nadmin:\n  edge: 127.0.0.1:0\n  egress: 127.0.0.1:0\nlisteners:\n",
+            egress.addr, egress.admin
         );
-        for (name, port) in entries {
+        for (name, address) in entries {
             y.push_str(&format!(
-                "  - type: edge\n    name: {name}\n    address: 127.0.0.1\n    port: {port}\n"
+                "  - type: edge\n    name: {name}\n    address: {address}\n    port: 0\n"
             ));
         }
         y
     };
-    let (a, b, c, b2) = (free_port(), free_port(), free_port(), free_port());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let edge = Edge::start_with(
-        &listeners(&[("a", a), ("b", b)]),
-        &[],
-        (egress.addr, egress.admin),
-        true,
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plano.yaml");
+    std::fs::write(&path, listeners(&[("a", "127.0.0.1"), ("b", "127.0.0.1")])).unwrap();
+    let edge = Plano::start("plano-edge", &path, &[], 2).await;
+    let (a, b) = (edge.addr("a"), edge.addr("b"));
+    eventually(Duration::from_secs(10), || answers(a)).await;
+    assert!(answers(b).await);
+    // The latest address each listener reported serving on.
+    let latest = |name: &str, not: &[SocketAddr]| {
+        edge.serving()
+            .into_iter()
+            .rev()
+            .find(|(n, addr)| n == name && !not.contains(addr))
+            .map(|(_, addr)| addr)
+    };
+
+    // `a` stays, `b` moves to 127.0.0.2, `c` is added.
+    std::fs::write(
+        &path,
+        listeners(&[("a", "127.0.0.1"), ("b", "127.0.0.2"), ("c", "127.0.0.1")]),
     )
-    .await
     .unwrap();
-    let health = edge.ctx.health.clone();
-    eventually(Duration::from_secs(10), || {
-        let h = health.clone();
-        async move { h.is_ready() }
+    edge.signal("HUP");
+    eventually(Duration::from_secs(5), || {
+        let done = latest("c", &[]).is_some() && latest("b", &[b]).is_some();
+        async move { done }
     })
     .await;
-    assert!(answers(addr(a)).await && answers(addr(b)).await);
-
-    // `a` stays, `b` moves to b2, `c` is added.
-    let mut config =
-        plano_config::load_str(&listeners(&[("a", a), ("b", b2), ("c", c)]), None, &|_| {
-            None
-        })
-        .unwrap();
-    config.egress = edge.ctx.current_config().egress.clone();
-    edge.control.config.send(Arc::new(config)).unwrap();
-    eventually(Duration::from_secs(5), || answers(addr(c))).await;
-    eventually(Duration::from_secs(5), || answers(addr(b2))).await;
-    eventually(Duration::from_secs(5), || refused(addr(b))).await;
-    assert!(
-        answers(addr(a)).await,
-        "an unchanged listener keeps serving"
-    );
+    let (b2, c) = (latest("b", &[b]).unwrap(), latest("c", &[]).unwrap());
+    assert_eq!(b2.ip().to_string(), "127.0.0.2");
+    eventually(Duration::from_secs(5), || answers(c)).await;
+    eventually(Duration::from_secs(5), || answers(b2)).await;
+    eventually(Duration::from_secs(5), || refused(b)).await;
+    assert!(answers(a).await, "an unchanged listener keeps serving");
+    assert_eq!(latest("a", &[]), Some(a), "`a` was not rebound");
 
     // `c` is removed.
-    let mut config =
-        plano_config::load_str(&listeners(&[("a", a), ("b", b2)]), None, &|_| None).unwrap();
-    config.egress = edge.ctx.current_config().egress.clone();
-    edge.control.config.send(Arc::new(config)).unwrap();
-    eventually(Duration::from_secs(5), || refused(addr(c))).await;
-    assert!(answers(addr(a)).await && answers(addr(b2)).await);
+    std::fs::write(&path, listeners(&[("a", "127.0.0.1"), ("b", "127.0.0.2")])).unwrap();
+    edge.signal("HUP");
+    eventually(Duration::from_secs(5), || refused(c)).await;
+    assert!(answers(a).await && answers(b2).await);
 }

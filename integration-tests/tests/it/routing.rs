@@ -479,19 +479,30 @@ async fn fastest_follows_latencies_queried_from_prometheus() {
         ),
     )
     .unwrap();
-    let prom_addr = format!("127.0.0.1:{}", crate::support::free_port());
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prometheus = tokio::process::Command::new(prometheus)
-        .args([
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
-            format!("--web.listen-address={prom_addr}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    // On a port Prometheus proved it could bind (crate::support::start_on_some_port).
+    let (_prometheus, prom_port) = crate::support::start_on_some_port(
+        |port| {
+            let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+            tokio::process::Command::new(&prometheus)
+                .args([
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        },
+        |port| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let prom_addr = format!("127.0.0.1:{prom_port}");
 
     let mut s = settings("openai/router");
     s.preferences = preferences(Prefer::Fastest);

@@ -17,7 +17,7 @@ use integration_tests::harness::Egress;
 use integration_tests::mock::MockProvider;
 use serde_json::{Value, json};
 
-use crate::support::{eventually, free_port, http_client};
+use crate::support::{eventually, http_client, port_candidates};
 
 const MODEL: &str = "anthropic/claude-sonnet-4-5";
 
@@ -92,7 +92,7 @@ impl Postgres {
         let pg = Postgres {
             data: dir.path().join("data"),
             bin,
-            port: free_port(),
+            port: 0,
             run_as,
             _dir: dir,
         };
@@ -110,8 +110,16 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.up();
-        pg
+        // Postgres must be told its port: try ports until `pg_ctl start -w` succeeds (it
+        // fails when the port is taken), never a port released for someone else to take.
+        let mut pg = pg;
+        for port in port_candidates() {
+            pg.port = port;
+            if pg.try_up() {
+                return pg;
+            }
+        }
+        panic!("Postgres could not bind any of 20 ports");
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -143,6 +151,18 @@ impl Postgres {
 
     /// Start the server and wait until it accepts connections.
     fn up(&self) {
+        assert!(self.try_up(), "pg_ctl start failed: {}", self.log_tail());
+    }
+
+    /// The end of the server log.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Start the server on `self.port`; whether it came up.
+    fn try_up(&self) -> bool {
         let data = self.data.to_string_lossy().to_string();
         let socket_dir = self.data.parent().unwrap_or(Path::new("/tmp"));
         let options = format!(
@@ -151,12 +171,15 @@ impl Postgres {
             socket_dir.display()
         );
         let log = self.data.join("server.log").to_string_lossy().to_string();
-        self.run(
-            "pg_ctl",
-            &[
+        self.command("pg_ctl")
+            .args([
                 "start", "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60",
-            ],
-        );
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Stop it the way a crash or a pulled plug would: no shutdown checkpoint, sessions cut.

@@ -157,15 +157,12 @@ async fn an_unsampled_caller_is_not_recorded() {
 #[tokio::test]
 async fn the_egress_binary_exports_to_the_configured_endpoint_and_flushes_on_exit() {
     use integration_tests::otlp::Collector;
-    use std::process::Stdio;
 
-    use crate::support::{binary, free_port};
+    use crate::support::Plano;
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let collector = Collector::start().await.unwrap();
     let provider = MockProvider::start().await.unwrap();
-    let port = free_port();
-    let admin = free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plano_config.yaml");
     std::fs::write(
@@ -181,9 +178,9 @@ listeners:
   - type: model
     name: models
     address: 127.0.0.1
-    port: {port}
+    port: 0
 admin:
-  egress: "127.0.0.1:{admin}"
+  egress: "127.0.0.1:0"
 tracing:
   random_sampling: 100
   opentracing_grpc_endpoint: {}
@@ -193,16 +190,10 @@ tracing:
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(binary("plano-egress"))
-        .arg("--config")
-        .arg(&path)
-        .args(["--log-format", "json", "--grace", "5s"])
-        .env_remove("OTEL_SERVICE_NAME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    // Ports chosen by the OS, read back from the log (OTEL_SERVICE_NAME removed).
+    let egress = Plano::start("plano-egress", &path, &["--grace", "5s"], 1).await;
+    let port = egress.addr("model").port();
+    let mut child = egress.child;
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);

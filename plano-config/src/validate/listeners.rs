@@ -305,11 +305,13 @@ pub(super) fn socket_addr(
     };
     let port = match port {
         None => Some(default_port),
-        Some(n) if (1..=65535).contains(&n) => u16::try_from(n).ok(),
+        // 0: the OS picks a free port when the listener binds; the process logs it
+        // (docs/deployment.md, "Port 0").
+        Some(n) if (0..=65535).contains(&n) => u16::try_from(n).ok(),
         Some(n) => {
             p.error(
                 join(path, "port"),
-                format!("{n} is not a valid port (1–65535)"),
+                format!("{n} is not a valid port (0–65535)"),
             );
             None
         }
@@ -369,7 +371,9 @@ pub(super) fn check_listener_refs(
 /// Two sockets clash when their ports match and their IPs overlap (a wildcard address
 /// overlaps every address of its family).
 pub(super) fn clash(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
+    // Port 0 never clashes: each socket gets a port of its own from the OS.
+    a.port() != 0
+        && a.port() == b.port()
         && (a.ip() == b.ip()
             || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }

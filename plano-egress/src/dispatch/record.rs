@@ -22,6 +22,13 @@ pub fn upstream_duration(provider: &Provider, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
+/// A started stream ended with an error event instead of its end: `reason` is
+/// `upstream_error` (the provider broke off or sent garbage) or `timeout`.
+pub fn stream_broken(provider: &Provider, reason: &'static str) {
+    counter!(m::LLM_STREAMS_BROKEN_TOTAL, "provider" => provider.name.clone(), "reason" => reason)
+        .increment(1);
+}
+
 /// A stream's first upstream event, `elapsed` after the request was received.
 pub fn time_to_first_token(provider: &Provider, elapsed: Duration) {
     histogram!(m::LLM_TIME_TO_FIRST_TOKEN_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())

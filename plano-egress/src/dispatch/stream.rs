@@ -351,6 +351,7 @@ async fn pump(
         }),
         _ => None,
     } {
+        record::stream_broken(&plan.provider, outcome);
         // `try_send`: a client that is not reading gets no more of our time.
         let _ = tx.try_send(Ok(flow.fail(outcome, &message)));
     }
