@@ -8,16 +8,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use serde_json::{Value, json};
 
-use crate::support::{binary, free_port, http_client};
+use crate::support::{Plano, http_client};
 
 const REGION: &str = "us-west-2";
 const MODEL_ID: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -71,68 +69,42 @@ async fn one_request_through_egress(
     mock: SocketAddr,
     env: &[(&str, &str)],
 ) -> (u16, Value, String) {
-    let port = free_port();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let yaml = format!(
         r#"version: v0.4.0
 listeners:
   - name: model_listener
     type: model
     address: 127.0.0.1
-    port: {port}
+    port: 0
 model_providers:
   - model: amazon_bedrock/{MODEL_ID}
     base_url: http://{mock}
     default: true
 admin:
-  egress: "{admin}"
+  egress: "127.0.0.1:0"
 "#
     );
     let path = home.join("plano_config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut cmd = tokio::process::Command::new(binary("plano-egress"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_REGION", REGION)
-        .envs(env.iter().copied())
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let logs = tokio::spawn(async move {
-        let mut text = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
-            .await
-            .ok();
-        text
-    });
-    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    let client = http_client();
+    let mut egress = Plano::start_with("plano-egress", &path, &[], 1, |cmd| {
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_REGION", REGION)
+            .envs(env.iter().copied());
+    })
+    .await;
+    let url = format!("http://{}/v1/chat/completions", egress.addr("model"));
     let body = json!({
         "model": format!("amazon_bedrock/{MODEL_ID}"),
         "messages": [{"role": "user", "content": "hello"}]
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let answer = loop {
-        // Connection refused until the listener is up; then the one real request.
-        if let Ok(res) = client.post(&url).json(&body).send().await {
-            let status = res.status().as_u16();
-            break Some((status, res.json::<Value>().await.unwrap_or(Value::Null)));
-        }
-        if tokio::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    child.kill().await.unwrap();
-    let logs = logs.await.unwrap();
-    eprintln!("{logs}");
-    let (status, value) = answer.expect("the egress answered within 20s");
+    let res = http_client().post(&url).json(&body).send().await.unwrap();
+    let status = res.status().as_u16();
+    let value = res.json::<Value>().await.unwrap_or(Value::Null);
+    egress.child.kill().await.unwrap();
+    let logs = serde_json::to_string(&egress.log()).unwrap();
     (status, value, logs)
 }
 
@@ -505,63 +477,43 @@ async fn vertex_requests_to(
     n: usize,
     model: &str,
 ) {
-    let port = free_port();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let yaml = format!(
         r#"version: v0.4.0
 listeners:
   - name: model_listener
     type: model
     address: 127.0.0.1
-    port: {port}
+    port: 0
 model_providers:
   - model: vertex_ai/{model}
     base_url: http://{mock}
     default: true
 admin:
-  egress: "{admin}"
+  egress: "127.0.0.1:0"
 "#
     );
     let path = home.join("plano_config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut child = tokio::process::Command::new(binary("plano-egress"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("GOOGLE_CLOUD_PROJECT", "my-project")
-        .env("GOOGLE_CLOUD_LOCATION", "europe-west4")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let mut egress = Plano::start_with("plano-egress", &path, &[], 1, |cmd| {
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("GOOGLE_CLOUD_PROJECT", "my-project")
+            .env("GOOGLE_CLOUD_LOCATION", "europe-west4")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    })
+    .await;
+    let url = format!("http://{}/v1/chat/completions", egress.addr("model"));
     let body = json!({"model": format!("vertex_ai/{model}"), "messages": [{"role": "user", "content": "hi"}]});
     let client = http_client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut sent = 0;
-    while sent < n {
-        match client.post(&url).json(&body).send().await {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                let answer: Value = res.json().await.unwrap_or(Value::Null);
-                assert_eq!(status, 200, "{answer}");
-                assert_eq!(answer["choices"][0]["message"]["content"], "vertex hello");
-                sent += 1;
-            }
-            Err(_) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-                    "the egress did not come up"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    for _ in 0..n {
+        let res = client.post(&url).json(&body).send().await.unwrap();
+        let status = res.status().as_u16();
+        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["choices"][0]["message"]["content"], "vertex hello");
     }
-    child.kill().await.unwrap();
+    egress.child.kill().await.unwrap();
 }
 
 fn check_vertex_requests(g: &Google, n: usize) {

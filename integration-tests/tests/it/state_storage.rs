@@ -17,7 +17,7 @@ use integration_tests::harness::Egress;
 use integration_tests::mock::MockProvider;
 use serde_json::{Value, json};
 
-use crate::support::{eventually, http_client, port_candidates};
+use crate::support::{Plano, eventually, http_client, port_candidates};
 
 const MODEL: &str = "anthropic/claude-sonnet-4-5";
 
@@ -288,19 +288,17 @@ fn user_texts(mock: &MockProvider) -> Vec<String> {
         .collect()
 }
 
-/// A `plano-egress` process (the built binary) on free ports, with a config file of its
-/// own; killed when dropped.
+/// A `plano-egress` process (the built binary) on OS-chosen ports, with a config file of
+/// its own; killed when dropped.
 struct Replica {
-    child: tokio::process::Child,
+    plano: Plano,
     base: String,
 }
 
 impl Replica {
-    /// Start the binary with `yaml` (its `listeners` get a free port, `admin` another) and
-    /// wait until it answers.
+    /// Start the binary with its listener and admin port on port 0 (read back from its
+    /// log) and wait until it answers.
     async fn start(dir: &Path, name: &str, mock: &MockProvider, pg: &Postgres) -> Self {
-        let port = free_port();
-        let admin = free_port();
         let yaml = format!(
             r#"version: v0.4.0
 model_providers:
@@ -312,11 +310,11 @@ listeners:
   - type: model
     name: models
     address: 127.0.0.1
-    port: {port}
+    port: 0
     timeout: 10s
     max_retries: 0
 admin:
-  egress: "127.0.0.1:{admin}"
+  egress: "127.0.0.1:0"
 state_storage:
   type: postgres
   connection_string: {}
@@ -327,16 +325,8 @@ state_storage:
         );
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).unwrap();
-        let mut child = tokio::process::Command::new(crate::support::binary("plano-egress"))
-            .arg("--config")
-            .arg(&path)
-            .args(["--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        let plano = Plano::start("plano-egress", &path, &[], 1).await;
+        let base = format!("http://{}", plano.addr("model"));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = http_client().get(format!("{base}/v1/models")).send().await
@@ -344,19 +334,15 @@ state_storage:
             {
                 break;
             }
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "replica {name} exited before serving"
-            );
             assert!(Instant::now() < deadline, "replica {name} not serving");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { child, base }
+        Self { plano, base }
     }
 
     /// SIGKILL: a crash, nothing flushed or closed cleanly.
     async fn kill(mut self) {
-        self.child.kill().await.unwrap();
+        self.plano.child.kill().await.unwrap();
     }
 }
 

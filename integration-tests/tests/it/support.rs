@@ -181,14 +181,30 @@ impl Plano {
     /// Start `binary` (`plano-egress` or `plano-edge`) with `--config config` and `args`,
     /// and wait (bounded) until its admin port and `listeners` listeners are bound.
     pub async fn start(binary_name: &str, config: &Path, args: &[&str], listeners: usize) -> Self {
-        let mut child = tokio::process::Command::new(binary(binary_name))
+        Self::start_with(binary_name, config, args, listeners, |cmd| {
+            cmd.env("RUST_LOG", "info")
+                .env_remove("PLANO_CONFIG")
+                .env_remove("OTEL_SERVICE_NAME");
+        })
+        .await
+    }
+
+    /// [`Plano::start`] with the process's environment set by `env` (which may clear it;
+    /// without `RUST_LOG` the binary's default filter applies).
+    pub async fn start_with(
+        binary_name: &str,
+        config: &Path,
+        args: &[&str],
+        listeners: usize,
+        env: impl FnOnce(&mut tokio::process::Command),
+    ) -> Self {
+        let mut cmd = tokio::process::Command::new(binary(binary_name));
+        env(&mut cmd);
+        let mut child = cmd
             .arg("--config")
             .arg(config)
             .args(["--log-format", "json"])
             .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("PLANO_CONFIG")
-            .env_remove("OTEL_SERVICE_NAME")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
