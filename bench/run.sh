@@ -15,6 +15,7 @@
 #   CONNECTIONS=32              closed-loop connections (wrk -t1)
 #   RATE=2000                   requests/s of the fixed-rate rows
 #   BENCH_NO_BUILD=1            use the binaries already in target/release
+#   EGRESS_BIN=path             another plano-egress binary (A/B comparisons of a change)
 #   PERF_OUT=/tmp/egress.perf   also `perf record -g` the egress during its closed-loop row
 #                               (then: perf report -i /tmp/egress.perf --no-children)
 # Needs: nginx, wrk, taskset, ss, python3 (apt-get install -y nginx wrk util-linux iproute2).
@@ -27,7 +28,7 @@ QUICK=0
 for a in "$@"; do
   case $a in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^# Needs/p' "$0"; exit 0 ;;
     *) die "unknown argument $a (try --help)" ;;
   esac
 done
@@ -177,7 +178,7 @@ admin:
   egress: 127.0.0.1:$ADMIN_EG
   edge: 127.0.0.1:$ADMIN_ED
 YAML
-RUST_LOG=info start "$PROXY_CPUS" "$work/egress.log" "$bin/plano-egress" --config "$work/plano.yaml"
+RUST_LOG=info start "$PROXY_CPUS" "$work/egress.log" "${EGRESS_BIN:-$bin/plano-egress}" --config "$work/plano.yaml"
 egress_pid=$started
 RUST_LOG=info start "$PROXY_CPUS" "$work/edge.log" "$bin/plano-edge" --config "$work/plano.yaml"
 edge_pid=$started
