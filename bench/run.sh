@@ -1,220 +1,277 @@
 #!/usr/bin/env bash
-# Benchmark of the data plane against a zero-delay local mock; writes BENCHMARKS.md
-# (the budget table at its end lists each target).
-#   bench/run.sh            # builds release binaries, runs everything, rewrites BENCHMARKS.md
-# Needs: nginx (installed with apt-get if missing). Takes about 3 minutes after the build.
+# Throughput and latency of the proxies, measured so that the proxy is the bottleneck
+# (DESIGN.md §9, issue #15): a static nginx provider (`return 200`, ~1 KB chat completion
+# or a pre-rendered SSE stream) and the load generator share LOAD_CPUS; the proxy under
+# test runs alone on PROXY_CPUS; nginx `proxy_pass` (keep-alive upstream) is measured in
+# the same run as the reference. Prints markdown tables (the format of BENCHMARKS.md).
+#
+#   bench/run.sh            # full run, ~5 minutes after the release build
+#   bench/run.sh --quick    # 3 s per row, under 2 minutes after the build
+#
+# Environment:
+#   PROXY_CPUS=1  LOAD_CPUS=0   taskset CPU lists (on larger machines e.g. PROXY_CPUS=2-3
+#                               LOAD_CPUS=0-1; the proxies use as many threads as CPUs)
+#   DURATION=15                 seconds per measured row (3 with --quick)
+#   CONNECTIONS=32              closed-loop connections (wrk -t1)
+#   RATE=2000                   requests/s of the fixed-rate rows
+#   BENCH_NO_BUILD=1            use the binaries already in target/release
+#   EGRESS_BIN=path             another plano-egress binary (A/B comparisons of a change)
+#   PERF_OUT=/tmp/egress.perf   also `perf record -g` the egress during its closed-loop row
+#                               (then: perf report -i /tmp/egress.perf --no-children)
+# Needs: nginx, wrk, taskset, ss, python3 (apt-get install -y nginx wrk util-linux iproute2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  SUDO=""; [ "$(id -u)" != 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
-    || $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
+QUICK=0
+for a in "$@"; do
+  case $a in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,/^# Needs/p' "$0"; exit 0 ;;
+    *) die "unknown argument $a (try --help)" ;;
+  esac
+done
+PROXY_CPUS=${PROXY_CPUS:-1}
+LOAD_CPUS=${LOAD_CPUS:-0}
+CONNECTIONS=${CONNECTIONS:-32}
+RATE=${RATE:-2000}
+if [ "$QUICK" = 1 ]; then DURATION=${DURATION:-3}; WARM=1; else DURATION=${DURATION:-15}; WARM=3; fi
+
+need nginx "apt-get install -y nginx"
+need wrk "apt-get install -y wrk"
+need taskset "apt-get install -y util-linux"
+need ss "apt-get install -y iproute2"
+need python3 "apt-get install -y python3"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+proxy_n=$(cpu_count "$PROXY_CPUS")
+load_n=$(cpu_count "$LOAD_CPUS")
+[ "$proxy_n" -le "$(nproc)" ] || die "PROXY_CPUS=$PROXY_CPUS names more CPUs than this machine has"
 
-cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
-  --bin plano-egress --bin plano-edge --bin mock-llm --bin loadgen --bin gencert
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  echo "building release binaries" >&2
+  cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
+    --bin plano-egress --bin plano-edge --bin loadgen
+fi
 bin=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+for b in plano-egress plano-edge loadgen; do [ -x "$bin/$b" ] || die "$bin/$b is missing (run without BENCH_NO_BUILD)"; done
+
+bench_work=$(mktemp -d)
 trap cleanup EXIT
+work=$bench_work
+read -r P_JSON P_SSE N_JSON N_SSE EGRESS EDGE ADMIN_EG ADMIN_ED <<<"$(free_ports 8)"
 
-MOCK=127.0.0.1:18181; EGRESS=127.0.0.1:18182; NGX=127.0.0.1:18183; EDGE=127.0.0.1:18184; EDGE_TLS=127.0.0.1:18185
-"$bin/gencert" "$work"
+# --- the static provider: answers and request bodies -------------------------------------
+EVENTS=$(python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+words = ("The quick brown fox jumps over the lazy dog while the proxy relays every byte "
+         "of this answer without changing its meaning. ")
+content = (words * 8)[:820]
+answer = {
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000,
+    "model": "bench-json",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 14, "completion_tokens": 160, "total_tokens": 174},
+}
+chunk = lambda delta, finish=None, usage=None: {
+    "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
+    "model": "bench-sse",
+    "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
+    **({"usage": usage} if usage else {}),
+}
+pieces = [content[i:i + 41] for i in range(0, 820, 41)]
+events = [chunk({"role": "assistant", "content": ""})]
+events += [chunk({"content": p}) for p in pieces]
+events.append(chunk({}, "stop"))
+events.append(chunk(None, usage={"prompt_tokens": 14, "completion_tokens": 160, "total_tokens": 174}))
+sse = "".join(f"data: {json.dumps(e, separators=(',', ':'))}\n\n" for e in events) + "data: [DONE]\n\n"
+def nginx_return(s, content_type):
+    # nginx reads at most 4 KB per token: longer answers are set in pieces and joined.
+    quote = lambda p: '"' + p.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    pieces = [s[i:i + 2000] for i in range(0, len(s), 2000)]
+    sets = " ".join(f"set $a{i} {quote(p)};" for i, p in enumerate(pieces))
+    joined = "".join(f"$a{i}" for i in range(len(pieces)))
+    return f'default_type {content_type}; {sets} return 200 "{joined}";'
+open(f"{work}/answer.json", "w").write(json.dumps(answer))
+open(f"{work}/answer.nginx", "w").write(nginx_return(json.dumps(answer), "application/json"))
+open(f"{work}/stream.nginx", "w").write(nginx_return(sse, "text/event-stream"))
+ask = "Say hello in one short sentence, please, and keep it under twenty words."
+def lua(path, body):
+    open(path, "w").write(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["x-user-id"] = "bench"\n'
+        f"wrk.body = [[{json.dumps(body)}]]\n")
+msgs = [{"role": "user", "content": ask}]
+lua(f"{work}/chat.lua", {"model": "bench-json", "messages": msgs})
+lua(f"{work}/messages.lua", {"model": "bench-json", "max_tokens": 256, "messages": msgs})
+lua(f"{work}/stream.lua", {"model": "bench-sse", "stream": True, "messages": msgs})
+print(len(events) + 1)
+PY
+)
 
-MOCK_WORKERS=1 "$bin/mock-llm" --listen $MOCK --body-bytes 1024 --chunks 20 >/dev/null 2>&1 & pids+=($!)
+nginx_conf() {
+  # nginx_conf DIR WORKERS SERVERS...
+  local dir=$1 workers=$2; shift 2
+  mkdir -p "$dir/logs"
+  cat > "$dir/nginx.conf" <<NGINX
+worker_processes $workers;
+error_log $dir/logs/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+$*
+}
+NGINX
+  "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>"$dir/logs/check.log" \
+    || die "nginx rejects $dir/nginx.conf: $(cat "$dir/logs/check.log")"
+}
 
+nginx_conf "$work/provider" "$load_n" "
+  server { listen 127.0.0.1:$P_JSON; location / { $(cat "$work/answer.nginx") } }
+  server { listen 127.0.0.1:$P_SSE; location / { $(cat "$work/stream.nginx") } }"
+start "$LOAD_CPUS" "$work/provider.log" "$NGINX" -p "$work/provider" -c "$work/provider/nginx.conf" -g 'daemon off;'
+provider_pid=$started
+
+nginx_conf "$work/proxy" "$proxy_n" "
+  upstream json { server 127.0.0.1:$P_JSON; keepalive 256; }
+  upstream sse { server 127.0.0.1:$P_SSE; keepalive 256; }
+  server { listen 127.0.0.1:$N_JSON; location / { proxy_pass http://json; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
+  server { listen 127.0.0.1:$N_SSE; location / { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }"
+start "$PROXY_CPUS" "$work/proxy.log" "$NGINX" -p "$work/proxy" -c "$work/proxy/nginx.conf" -g 'daemon off;'
+nginx_proxy_pid=$started
+
+# --- plano: every feature of a real deployment on (selection, a rate limit, metrics,
+# usage metering, logs at info) -------------------------------------------------------------
 cat > "$work/plano.yaml" <<YAML
 version: v0.4.0
 model_providers:
-  - model: openai/gpt-4o-mini
-    base_url: http://$MOCK
+  - model: openai/bench-json
+    base_url: http://127.0.0.1:$P_JSON
     default: true
+  - model: openai/bench-sse
+    base_url: http://127.0.0.1:$P_SSE
+ratelimits:
+  - model: openai/bench-json
+    selector: {key: x-user-id, value: "*"}
+    limit: {requests: 1000000000, unit: second}
 listeners:
   - type: model
     name: models
     address: 127.0.0.1
-    port: ${EGRESS##*:}
+    port: $EGRESS
     timeout: 30s
   - type: edge
     name: public
     address: 127.0.0.1
-    port: ${EDGE##*:}
-  - type: edge
-    name: public_tls
-    address: 127.0.0.1
-    port: ${EDGE_TLS##*:}
-    tls:
-      cert_path: $work/cert.pem
-      key_path: $work/key.pem
+    port: $EDGE
 egress:
-  url: http://$EGRESS
-  health: http://127.0.0.1:18192
+  url: http://127.0.0.1:$EGRESS
+  health: http://127.0.0.1:$ADMIN_EG
 admin:
-  egress: 127.0.0.1:18192
-  edge: 127.0.0.1:18191
+  egress: 127.0.0.1:$ADMIN_EG
+  edge: 127.0.0.1:$ADMIN_ED
 YAML
-RUST_LOG=warn "$bin/plano-egress" --config "$work/plano.yaml" >/dev/null 2>&1 & egress_pid=$!; pids+=($egress_pid)
-RUST_LOG=warn "$bin/plano-edge" --config "$work/plano.yaml" >/dev/null 2>&1 & pids+=($!)
+RUST_LOG=info start "$PROXY_CPUS" "$work/egress.log" "${EGRESS_BIN:-$bin/plano-egress}" --config "$work/plano.yaml"
+egress_pid=$started
+RUST_LOG=info start "$PROXY_CPUS" "$work/edge.log" "$bin/plano-edge" --config "$work/plano.yaml"
+edge_pid=$started
 
-mkdir -p "$work/nginx/logs"
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-error_log $work/nginx/logs/error.log warn;
-pid $work/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-  upstream mock { server $MOCK; keepalive 256; }
-  server {
-    listen $NGX;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
+owns "$provider_pid" "$P_JSON"; owns "$provider_pid" "$P_SSE"
+owns "$nginx_proxy_pid" "$N_JSON"; owns "$nginx_proxy_pid" "$N_SSE"
+owns "$egress_pid" "$EGRESS"; owns "$egress_pid" "$ADMIN_EG"
+owns "$edge_pid" "$EDGE"; owns "$edge_pid" "$ADMIN_ED"
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$ADMIN_EG/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_ED/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# Every path answers what the provider sent before anything is measured.
+smoke() {
+  local url=$1 lua=$2 want=$3 body
+  body=$(python3 -c "import re,sys; print(re.search(r'\[\[(.*)\]\]', open(sys.argv[1]).read(), re.S).group(1))" "$work/$lua.lua")
+  local got
+  got=$(curl -sS -H 'content-type: application/json' -H 'x-user-id: bench' --data-binary "$body" "$url") \
+    || die "no answer from $url"
+  grep -q -- "$want" <<<"$got" || die "$url answered something else: ${got:0:300}"
 }
-NGINX
-"$NGINX" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 & pids+=($!)
+smoke "http://127.0.0.1:$N_JSON/v1/chat/completions" chat '"chat.completion"'
+smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" chat '"chat.completion"'
+smoke "http://127.0.0.1:$EGRESS/v1/messages" messages '"type":"message"'
+smoke "http://127.0.0.1:$EDGE/v1/chat/completions" chat '"chat.completion"'
+smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" stream 'data: \[DONE\]'
+smoke "http://127.0.0.1:$N_SSE/v1/chat/completions" stream 'data: \[DONE\]'
 
-for addr in $MOCK $EGRESS $NGX $EDGE $EDGE_TLS; do
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/${addr%:*}/${addr##*:}) 2>/dev/null && break; sleep 0.1; done
+rss_idle=$(rss_mib "$egress_pid")
+rows=$work/rows.json
+echo '{}' > "$rows"
+errors=0
+record() {
+  # record KEY JSON
+  python3 - "$rows" "$1" "$2" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1])); rows[sys.argv[2]] = json.loads(sys.argv[3])
+json.dump(rows, open(sys.argv[1], "w"))
+PY
+  local e
+  e=$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1]).get('errors', 0)))" "$2")
+  errors=$((errors + e))
+  [ "$e" = 0 ] || echo "  $1: $e errors" >&2
+}
+closed() {
+  # closed KEY URL LUA: warm-up, then a measured closed-loop run
+  echo "closed loop: $1" >&2
+  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${WARM}s" -s "$work/$3.lua" "$2" >/dev/null
+  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/$3.lua" "$2" >"$work/wrk.out"
+  record "$1" "$(python3 bench/report.py wrk "$work/wrk.out")"
+}
+loadgen() {
+  # loadgen KEY URL ARGS...: fixed-rate or TTFT rows
+  echo "loadgen: $1" >&2
+  local key=$1 url=$2; shift 2
+  taskset -c "$LOAD_CPUS" "$bin/loadgen" --url "$url" --seconds "$DURATION" --header 'x-user-id: bench' "$@" >"$work/loadgen.out"
+  record "$key" "$(cat "$work/loadgen.out")"
+}
+
+chat=/v1/chat/completions
+closed direct.closed "http://127.0.0.1:$P_JSON$chat" chat
+closed nginx.closed "http://127.0.0.1:$N_JSON$chat" chat
+if [ -n "${PERF_OUT:-}" ]; then
+  need perf "apt-get install -y linux-perf"
+  (sleep "$WARM"; perf record -q -g -p "$egress_pid" -o "$PERF_OUT" -- sleep "$DURATION" 2>/dev/null) &
+  perf_job=$!
+fi
+closed egress.closed "http://127.0.0.1:$EGRESS$chat" chat
+[ -z "${PERF_OUT:-}" ] || wait "$perf_job"
+closed messages.closed "http://127.0.0.1:$EGRESS/v1/messages" messages
+closed edge.closed "http://127.0.0.1:$EDGE$chat" chat
+loadgen nginx.rate "http://127.0.0.1:$N_JSON$chat" --mode rate --rate "$RATE" --model bench-json
+loadgen egress.rate "http://127.0.0.1:$EGRESS$chat" --mode rate --rate "$RATE" --model bench-json
+loadgen messages.rate "http://127.0.0.1:$EGRESS/v1/messages" --mode rate --rate "$RATE" --model bench-json --api messages
+loadgen edge.rate "http://127.0.0.1:$EDGE$chat" --mode rate --rate "$RATE" --model bench-json
+for t in direct:$P_SSE nginx:$N_SSE egress:$EGRESS; do
+  loadgen "${t%%:*}.ttft" "http://127.0.0.1:${t#*:}$chat" --mode ttft --concurrency 8 --model bench-sse
+  closed "${t%%:*}.stream" "http://127.0.0.1:${t#*:}$chat" stream
 done
-sleep 1
-rss() { awk '/^VmRSS/ {print int($2/1024)}' /proc/$1/status; }
-hwm() { awk '/^VmHWM/ {print int($2/1024)}' /proc/$1/status; }
-idle_rss=$(rss $egress_pid)
+rss_after=$(rss_mib "$egress_pid")
 
-url() { case $1 in $EDGE_TLS) echo "https://localhost:${1##*:}/v1/chat/completions";; *) echo "http://$1/v1/chat/completions";; esac; }
-run() { "$bin/loadgen" --url "$(url "$1")" --ca "$work/ca.pem" --seconds "$SECONDS_PER_RUN" "${@:2}"; }
-warm() { "$bin/loadgen" --url "$(url "$1")" --ca "$work/ca.pem" --seconds 2 --mode max --concurrency 16 >/dev/null; }
-field() { python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['$2'], 3))" "$1"; }
-
-echo "warming up" >&2
-for addr in $MOCK $EGRESS $NGX $EDGE $EDGE_TLS; do warm "$addr"; done
-
-declare -A R
-for target in direct:$MOCK egress:$EGRESS nginx:$NGX edge:$EDGE edgetls:$EDGE_TLS; do
-  name=${target%%:*}; addr=${target#*:}
-  echo "fixed 1000 rps: $name" >&2;  R[$name.rate]=$(run "$addr" --mode rate --rate 1000)
-  echo "max throughput: $name" >&2;  R[$name.max]=$(run "$addr" --mode max --concurrency 64 --threads 1)
-done
-echo "fixed 1000 rps: egress, /v1/messages translated to chat" >&2
-R[translated.rate]=$("$bin/loadgen" --url "http://$EGRESS/v1/messages" --api messages --seconds "$SECONDS_PER_RUN" --mode rate --rate 1000)
-for target in direct:$MOCK egress:$EGRESS; do
-  name=${target%%:*}; addr=${target#*:}
-  echo "streaming TTFT: $name" >&2; R[$name.ttft]=$(run "$addr" --mode ttft --concurrency 8)
-done
-peak_rss=$(hwm $egress_pid)
-echo "rate-limit check cost" >&2
-ratelimit_bench=$(cargo bench -q -p plano-egress --bench ratelimit 2>/dev/null | grep -v '^$')
-echo "translation CPU cost" >&2
-translate_bench=$(cargo bench -q -p plano-egress --bench translate 2>/dev/null | grep -v '^$')
-# µs of CPU a translated request costs beyond a pass-through one (request + whole answer).
-translate_us=$(echo "$translate_bench" | awk '/^translated: \/v1\/messages request|^translated: ~1 KB/ {t+=$(NF-1)} /^pass-through/ {p+=$(NF-1)} END {printf "%.2f", t-p}')
-
-d50=$(field "${R[direct.rate]}" p50_ms); d99=$(field "${R[direct.rate]}" p99_ms)
-e50=$(field "${R[egress.rate]}" p50_ms); e99=$(field "${R[egress.rate]}" p99_ms)
-n50=$(field "${R[nginx.rate]}" p50_ms); n99=$(field "${R[nginx.rate]}" p99_ms)
-x50=$(field "${R[translated.rate]}" p50_ms); x99=$(field "${R[translated.rate]}" p99_ms)
-g50=$(field "${R[edge.rate]}" p50_ms); g99=$(field "${R[edge.rate]}" p99_ms)
-t50=$(field "${R[edgetls.rate]}" p50_ms); t99=$(field "${R[edgetls.rate]}" p99_ms); tmax=$(field "${R[edgetls.max]}" rps)
-dmax=$(field "${R[direct.max]}" rps); emax=$(field "${R[egress.max]}" rps); nmax=$(field "${R[nginx.max]}" rps); gmax=$(field "${R[edge.max]}" rps)
-dt50=$(field "${R[direct.ttft]}" first_p50_ms); dt99=$(field "${R[direct.ttft]}" first_p99_ms)
-et50=$(field "${R[egress.ttft]}" first_p50_ms); et99=$(field "${R[egress.ttft]}" first_p99_ms)
-added99=$(python3 -c "print(round($e99-$d99,3))"); translate99=$(python3 -c "print(round($x99-$e99,3))"); ratio=$(python3 -c "print(round($emax/$nmax,2))")
-ttft_added=$(python3 -c "print(round($et50-$dt50,3))")
-errs=$(for k in "${!R[@]}"; do field "${R[$k]}" errors; done | paste -sd+ | bc)
-
-cat > BENCHMARKS.md <<MD
-# Benchmarks
-
-Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d) — $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),
-release build. Mock provider: \`mock-llm\` (1 worker thread, zero delay, ~1 KB answers, 20-chunk
-streams). Load: \`loadgen\` (same client for every target, HTTP/1.1 keep-alive), ${SECONDS_PER_RUN}s per run,
-everything on the same 2 cores (load generator, mock, proxy), so absolute numbers include
-contention; compare rows, not machines. Errors across all runs: ${errs}.
-
-## Non-streaming, fixed 1,000 requests/s (latency from scheduled start)
-
-| path | p50 ms | p99 ms |
-|---|---|---|
-| direct to mock | $d50 | $d99 |
-| through plano-egress | $e50 | $e99 |
-| through plano-egress, \`/v1/messages\` translated to chat and back | $x50 | $x99 |
-| through nginx proxy_pass | $n50 | $n99 |
-| through plano-edge → plano-egress | $g50 | $g99 |
-| through plano-edge (TLS 1.3, keep-alive) → plano-egress | $t50 | $t99 |
-
-## Max throughput (64 concurrent connections)
-
-| path | requests/s |
-|---|---|
-| direct to mock | $dmax |
-| through plano-egress | $emax |
-| through nginx proxy_pass | $nmax |
-| through plano-edge → plano-egress | $gmax |
-| through plano-edge (TLS 1.3, keep-alive) → plano-egress | $tmax |
-
-## Streaming (8 concurrent streams), time to first event
-
-| path | p50 ms | p99 ms |
-|---|---|---|
-| direct to mock | $dt50 | $dt99 |
-| through plano-egress | $et50 | $et99 |
-
-## Against the performance budget
-
-| target | budget | measured | met |
-|---|---|---|---|
-| egress added p99 at 1k rps | ≤ 0.5 ms | $added99 ms | $(python3 -c "print('inconclusive: direct p99 was worse (noise)' if $added99 < 0 else ('yes' if $added99 <= 0.5 else 'no'))") |
-| translation added p99 (\`/v1/messages\` vs pass-through chat, load test above) | ≤ 0.3 ms | $translate99 ms | $(python3 -c "print('inconclusive: pass-through p99 was worse (noise)' if $translate99 < 0 else ('yes' if $translate99 <= 0.3 else 'no'))") |
-| translation added CPU per request (in-process, \`benches/translate.rs\`) | ≤ 0.3 ms | $translate_us µs | $(python3 -c "print('yes' if $translate_us <= 300 else 'no')") |
-| egress throughput vs nginx | ≥ 0.8× | ${ratio}× | $(python3 -c "print('yes' if $ratio >= 0.8 else 'no')") |
-| streaming TTFT added (p50) | ≤ 0.5 ms | $ttft_added ms | $(python3 -c "print('yes' if $ttft_added <= 0.5 else 'no')") |
-| egress idle RSS | ≤ 30 MiB | $idle_rss MiB | $(python3 -c "print('yes' if $idle_rss <= 30 else 'no')") |
-| egress peak RSS during the runs | — | $peak_rss MiB | |
-
-Not measured yet: RSS with 1,000 concurrent streams, a soak for memory growth.
-
-## Cost of one rate-limit check (\`cargo bench -p plano-egress --bench ratelimit\`)
-
-\`\`\`
-$ratelimit_bench
-\`\`\`
-
-## Cost of translation (\`cargo bench -p plano-egress --bench translate\`)
-
-The work a \`/v1/messages\` request to an OpenAI-style provider does beyond pass-through,
-in-process (no sockets, no scheduling noise):
-
-\`\`\`
-$translate_bench
-\`\`\`
-
-## Reading these numbers
-
-All processes share 2 cores, so the fixed-rate p99s are dominated by scheduling noise
-(two runs on 2026-11-25 gave an egress-added p99 of +2.66 ms and −1.63 ms; the p50s are
-stable within ~0.2 ms):
-nginx, which does almost nothing per request, adds about as much p99 as the egress. The
-throughput gap to nginx is real: per request the egress parses the JSON body, rewrites
-\`model\` and re-serialises it, parses the answer again to meter tokens, clones label
-strings for several metrics, and goes through axum's router and a tower middleware; nginx
-copies bytes. Runs before 2026-11-25 10:00 showed 0.83× against a \`mock-llm\` that kept a
-log of every request; without it the mock (and so nginx) is about twice as fast and the gap
-shows. The binaries use mimalloc since: with glibc's allocator, malloc/free were about a
-fifth of the egress's CPU under this load (perf), and the switch gave +21% throughput on an
-ad-hoc run (18.0k → 21.9k requests/s; idle RSS 10 → 18 MiB). Likely next steps, in order of expected gain: meter tokens from the tail of
-the body instead of a full parse, cache per-provider metric handles instead of building
-labels per call, rewrite \`model\` in place without a full re-serialisation. Rate-limit
-check costs are in \`docs/ratelimits.md\`.
-MD
-cat BENCHMARKS.md
+cmd="bench/run.sh${1:+ $1}"
+[ "$PROXY_CPUS" != 1 ] || [ "$LOAD_CPUS" != 0 ] && cmd="PROXY_CPUS=$PROXY_CPUS LOAD_CPUS=$LOAD_CPUS $cmd"
+python3 - "$work/meta.json" <<PY
+import json, sys
+json.dump({
+  "command": "$cmd", "date": "$(date -u +%Y-%m-%d)",
+  "machine": "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))",
+  "proxy_cpus": "$PROXY_CPUS", "load_cpus": "$LOAD_CPUS", "connections": $CONNECTIONS,
+  "duration": $DURATION, "rate": $RATE, "events": $EVENTS, "errors": $errors,
+  "rss_idle": "$rss_idle", "rss_after": "$rss_after",
+}, open(sys.argv[1], "w"))
+PY
+python3 bench/report.py tables "$rows" "$work/meta.json"
+[ "$errors" = 0 ] || die "$errors requests failed (see the rows above)"

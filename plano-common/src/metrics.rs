@@ -160,7 +160,7 @@ fn describe() {
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
-        "Time from request received until the response body ended (streams: the last event sent, or the client gone), by component, listener and route."
+        "Time from request received until the response body ended (streams: the last event sent, or the client gone), by component, listener, route and status class."
     );
     describe_counter!(
         LLM_UPSTREAM_REQUESTS_TOTAL,

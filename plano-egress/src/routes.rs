@@ -27,7 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(http_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), http_metrics))
         .with_state(state)
 }
 
@@ -83,13 +83,12 @@ async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
 
 /// `plano_http_requests_total` and `plano_http_request_duration_seconds` by route template
 /// (never the raw path: bounded labels); the duration ends with the response body.
-async fn http_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+async fn http_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let started = tokio::time::Instant::now();
     let res = next.run(req).await;
-    dispatch::record::http_response(res, route, &method, started)
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let rt = state.runtime();
+    dispatch::record::http_response(res, &rt.config.model_listener.name, route, &method, started)
 }

@@ -11,6 +11,7 @@ use plano_config::Config;
 
 use crate::conversations::{self, ConversationStore};
 use crate::dispatch::circuit::Circuits;
+use crate::dispatch::record::ProviderMetrics;
 use crate::providers::upstream_request::Prepared;
 use crate::ratelimit::RateLimiter;
 use crate::routing::{self, Router, RoutingSettings};
@@ -24,6 +25,8 @@ pub struct Runtime {
     pub router: Option<Arc<Router>>,
     /// Per provider (same index as `config.providers`): its headers, parsed once.
     pub prepared: Vec<Prepared>,
+    /// Per provider (same index): its metric handles, registered once.
+    pub metrics: Vec<ProviderMetrics>,
 }
 
 /// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its
@@ -94,6 +97,7 @@ impl AppState {
         let runtime = Runtime {
             router: router_for(&config, None, &client, None),
             prepared: prepare(&config)?,
+            metrics: ProviderMetrics::for_providers(&config.providers),
             client,
             config,
             limiter,
@@ -119,6 +123,7 @@ impl AppState {
             client: old.client.clone(),
             limiter: old.limiter.clone(),
             prepared: old.prepared.clone(),
+            metrics: old.metrics.clone(),
             router,
         }));
     }
@@ -148,6 +153,7 @@ impl AppState {
         self.runtime.store(Arc::new(Runtime {
             router: router_for(&config, set.as_ref(), &client, old.router.as_ref()),
             prepared,
+            metrics: ProviderMetrics::for_providers(&config.providers),
             config,
             client,
             limiter,

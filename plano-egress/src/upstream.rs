@@ -1,74 +1,29 @@
-//! The one pooled upstream client: hyper-util over hyper-rustls (ring), HTTP/1.1 and
-//! HTTP/2 chosen by ALPN, web PKI roots plus `overrides.upstream_tls_ca_path`.
+//! The egress's pooled upstream client: the shared builder of
+//! `plano_common::http_client` (web PKI roots plus `overrides.upstream_tls_ca_path`,
+//! `overrides.upstream_connect_timeout`, HTTP/1.1 and HTTP/2 by ALPN) with the egress's
+//! settings: TCP keep-alive 60 s, up to 256 idle connections per host, and TLS server
+//! names taken from a provider's `http_host`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use plano_common::http_client::{HttpClientBuilder, HttpsClient};
 use plano_config::Config;
 use rustls::pki_types::{InvalidDnsNameError, ServerName};
 
-pub type HttpClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector>, http_body_util::Full<Bytes>>;
+pub type HttpClient = HttpsClient<http_body_util::Full<Bytes>>;
 
-/// Build the client from the config's overrides.
+/// Build the client from the config's overrides and providers.
 pub fn client(config: &Config) -> anyhow::Result<HttpClient> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &config.overrides.upstream_tls_ca_path {
-        let pem = std::fs::read(path).map_err(|e| {
-            anyhow::anyhow!(
-                "overrides.upstream_tls_ca_path: cannot read {}: {e}",
-                path.display()
-            )
-        })?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| {
-                anyhow::anyhow!("overrides.upstream_tls_ca_path: {}: {e}", path.display())
-            })?;
-            // Bundles often hold certificates rustls rejects as roots; skip those.
-            if roots.add(cert).is_ok() {
-                added += 1;
-            }
-        }
-        if added == 0 {
-            anyhow::bail!(
-                "overrides.upstream_tls_ca_path: {} holds no usable PEM certificate",
-                path.display()
-            );
-        }
-        tracing::debug!(path = %path.display(), added, "extra upstream CA certificates loaded");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.overrides.upstream_connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .with_server_name_resolver(sni_resolver(config))
-        .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(HttpClientBuilder::from_config(config)
+        .tcp_keepalive(Some(Duration::from_secs(60)))
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .build(connector))
+        .server_names(sni_resolver(config))
+        .build()?)
 }
 
 /// TLS server names: a provider's `http_host` (without its port) for connections to its

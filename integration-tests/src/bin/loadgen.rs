@@ -41,6 +41,12 @@ struct Args {
     /// Request body shape: `chat` (OpenAI chat completions) or `messages` (Anthropic).
     #[arg(long, default_value = "chat")]
     api: String,
+    /// The `model` the request body names.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    model: String,
+    /// Extra request header, `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -70,9 +76,9 @@ fn connector(
         .wrap_connector(http))
 }
 
-fn body(api: &str, stream: bool) -> Bytes {
+fn body(api: &str, model: &str, stream: bool) -> Bytes {
     let mut body = serde_json::json!({
-        "model": "gpt-4o-mini",
+        "model": model,
         "stream": stream,
         "messages": [{"role": "user", "content": "Say hello in one short sentence, please."}]
     });
@@ -86,13 +92,15 @@ fn body(api: &str, stream: bool) -> Bytes {
 async fn one(
     client: &HttpClient,
     url: &str,
+    headers: &[(String, String)],
     payload: Bytes,
     start: Instant,
 ) -> Option<(Duration, Duration)> {
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(payload))
-        .ok()?;
+    let mut req = http::Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req.body(Full::new(payload)).ok()?;
     let res = client.request(req).await.ok()?;
     if res.status() != 200 {
         return None;
@@ -130,8 +138,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .pool_max_idle_per_host(4096)
         .build(connector(args.ca.as_deref())?);
     let url: Arc<str> = args.url.clone().into();
-    let whole = body(&args.api, false);
-    let streamed = body(&args.api, true);
+    let whole = body(&args.api, &args.model, false);
+    let streamed = body(&args.api, &args.model, true);
+    let headers: Arc<[(String, String)]> = args
+        .headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((n, v)) => Ok((n.trim().to_string(), v.trim().to_string())),
+            None => Err(anyhow::anyhow!("--header {h:?}: expected `name: value`")),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into();
     let lat = Arc::new(Mutex::new(Vec::<(Duration, Duration)>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run_for = Duration::from_secs(args.seconds);
@@ -144,15 +161,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for i in 0..total {
                 let scheduled = began + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(scheduled.into()).await;
-                let (client, url, lat, errors, payload) = (
+                let (client, url, lat, errors, payload, headers) = (
                     client.clone(),
                     url.clone(),
                     lat.clone(),
                     errors.clone(),
                     whole.clone(),
+                    headers.clone(),
                 );
                 handles.push(tokio::spawn(async move {
-                    match one(&client, &url, payload, scheduled).await {
+                    match one(&client, &url, &headers, payload, scheduled).await {
                         Some(t) => lat.lock().await.push(t),
                         None => {
                             errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -168,8 +186,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let stream = args.mode == "ttft";
             let mut workers = Vec::new();
             for _ in 0..args.concurrency {
-                let (client, url, lat, errors) =
-                    (client.clone(), url.clone(), lat.clone(), errors.clone());
+                let (client, url, lat, errors, headers) = (
+                    client.clone(),
+                    url.clone(),
+                    lat.clone(),
+                    errors.clone(),
+                    headers.clone(),
+                );
                 let payload = if stream {
                     streamed.clone()
                 } else {
@@ -178,7 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 workers.push(tokio::spawn(async move {
                     let mut mine = Vec::new();
                     while began.elapsed() < run_for {
-                        match one(&client, &url, payload.clone(), Instant::now()).await {
+                        match one(&client, &url, &headers, payload.clone(), Instant::now()).await {
                             Some(t) => mine.push(t),
                             None => {
                                 errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -379,7 +379,12 @@ async fn a_streams_upstream_duration_runs_until_its_body_ends() {
         metric(
             &egress,
             "plano_http_request_duration_seconds_sum",
-            &["component=\"egress\"", "route=\"/v1/chat/completions\""],
+            &[
+                "component=\"egress\"",
+                "listener=\"",
+                "route=\"/v1/chat/completions\"",
+                "status_class=\"2xx\"",
+            ],
         )
     };
     let http_before = http_sum();

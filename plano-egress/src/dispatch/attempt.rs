@@ -13,7 +13,7 @@ use plano_config::Provider;
 use tokio::time::Instant;
 
 use super::circuit::Circuits;
-use super::record;
+use super::record::{self, ProviderMetrics};
 use super::retry;
 use super::stream::Opening;
 use crate::error::AttemptError;
@@ -34,6 +34,7 @@ pub struct Attempt<'a> {
     pub circuits: &'a Circuits,
     pub provider: &'a Provider,
     pub prepared: &'a Prepared,
+    pub metrics: &'a ProviderMetrics,
     pub route: Route,
     pub request: &'a ClientRequest<'a>,
     /// The client's request headers (some are propagated) and our request id.
@@ -114,14 +115,14 @@ impl Attempt<'_> {
             Ok(answer) => {
                 // A stream's duration is recorded when its body ends.
                 if matches!(answer, Answer::Whole { .. }) {
-                    record::upstream_duration(self.provider, sent.elapsed());
+                    record::upstream_duration(self.metrics, sent.elapsed());
                 }
-                record::attempt(self.provider, "success");
+                record::attempt(self.provider, self.metrics, "success");
                 self.circuits.success(&self.provider.name);
             }
             Err(err) => {
-                record::upstream_duration(self.provider, sent.elapsed());
-                record::attempt(self.provider, err.outcome());
+                record::upstream_duration(self.metrics, sent.elapsed());
+                record::attempt(self.provider, self.metrics, err.outcome());
                 if err.counts_against_provider() {
                     self.circuits.failure(&self.provider.name);
                 } else if matches!(err, AttemptError::Status { .. }) {

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Answer, Attempt};
 use super::parse::{Ask, body_for};
+use super::record::ProviderMetrics;
 use super::{Cx, record, retry};
 use crate::error::{AttemptError, EgressError};
 use crate::providers::plan::{Api, ClientRequest, Route, upstream_path};
@@ -22,6 +23,7 @@ use crate::providers::upstream_request;
 /// The attempt that answered.
 pub struct Won<'a> {
     pub provider: &'a Provider,
+    pub metrics: &'a ProviderMetrics,
     pub route: Route,
     /// The client's body as this provider was sent it (Responses: history included).
     pub client_body: Cow<'a, Map<String, Value>>,
@@ -84,8 +86,9 @@ pub async fn run<'a, 'c: 'a>(
         };
         let upstream_body =
             crate::routing::phase::upstream_body(cx.rt, route.upstream, upstream_body);
-        let (Some(prepared), Ok(uri)) = (
+        let (Some(prepared), Some(metrics), Ok(uri)) = (
             cx.rt.prepared.get(candidate.provider),
+            cx.rt.metrics.get(candidate.provider),
             upstream_request::uri(
                 provider,
                 &upstream_path(provider, route.upstream, ask.stream),
@@ -100,7 +103,7 @@ pub async fn run<'a, 'c: 'a>(
         };
         for attempt in 0..=cx.limits.max_retries {
             if !cx.state.circuits.allow(&provider.name) {
-                record::attempt(provider, AttemptError::CircuitOpen.outcome());
+                record::attempt(provider, metrics, AttemptError::CircuitOpen.outcome());
                 failures.push((provider.name.clone(), AttemptError::CircuitOpen));
                 break;
             }
@@ -132,6 +135,7 @@ pub async fn run<'a, 'c: 'a>(
                 circuits: &cx.state.circuits,
                 provider,
                 prepared,
+                metrics,
                 route,
                 request: &client_req,
                 headers: cx.headers,
@@ -148,6 +152,7 @@ pub async fn run<'a, 'c: 'a>(
                 Ok(answer) => {
                     return Ok(Won {
                         provider,
+                        metrics,
                         route,
                         client_body: client_body.clone(),
                         echo_model: echo_model.clone(),

@@ -1,25 +1,69 @@
 //! Every metric the request path records, one helper each (names, help texts and buckets
 //! live in `plano-common/src/metrics.rs`; `docs/metrics.md` says what each means).
+//!
+//! The metrics recorded on every request use handles registered once: per provider when
+//! the runtime is built (start and every reload, [`ProviderMetrics`]), per route the first
+//! time it is served ([`http_response`]), once per process for the overhead. Registering by name and labels on each call
+//! allocated the label strings and hashed and looked up the key every time.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 use plano_common::metrics as m;
 use plano_config::Provider;
 
 use crate::error::AttemptError;
+use crate::providers::usage::Usage;
+
+/// One provider's handles for what every request records.
+#[derive(Clone)]
+pub struct ProviderMetrics {
+    attempt_success: Counter,
+    upstream_duration: Histogram,
+    time_to_first_token: Histogram,
+    /// `plano_llm_tokens_total` by kind: input, output, cached_input, reasoning.
+    tokens: [Counter; 4],
+}
+
+impl ProviderMetrics {
+    pub fn new(p: &Provider) -> Self {
+        let (name, model) = (p.name.clone(), p.model.clone());
+        let token = |kind: &'static str| counter!(m::LLM_TOKENS_TOTAL, "provider" => name.clone(), "model" => model.clone(), "kind" => kind);
+        ProviderMetrics {
+            attempt_success: counter!(m::LLM_UPSTREAM_REQUESTS_TOTAL, "provider" => name.clone(), "model" => model.clone(), "outcome" => "success"),
+            upstream_duration: histogram!(m::LLM_UPSTREAM_DURATION_SECONDS, "provider" => name.clone(), "model" => model.clone()),
+            time_to_first_token: histogram!(m::LLM_TIME_TO_FIRST_TOKEN_SECONDS, "provider" => name.clone(), "model" => model.clone()),
+            tokens: [
+                token("input"),
+                token("output"),
+                token("cached_input"),
+                token("reasoning"),
+            ],
+        }
+    }
+
+    /// Every provider of a config, in its order.
+    pub fn for_providers(providers: &[Provider]) -> Vec<Self> {
+        providers.iter().map(Self::new).collect()
+    }
+}
 
 /// One upstream attempt ended with `outcome` (`success` or an [`AttemptError::outcome`]).
-pub fn attempt(provider: &Provider, outcome: &'static str) {
-    counter!(m::LLM_UPSTREAM_REQUESTS_TOTAL, "provider" => provider.name.clone(), "model" => provider.model.clone(), "outcome" => outcome)
-        .increment(1);
+pub fn attempt(provider: &Provider, handles: &ProviderMetrics, outcome: &'static str) {
+    if outcome == "success" {
+        handles.attempt_success.increment(1);
+    } else {
+        counter!(m::LLM_UPSTREAM_REQUESTS_TOTAL, "provider" => provider.name.clone(), "model" => provider.model.clone(), "outcome" => outcome)
+            .increment(1);
+    }
 }
 
 /// An attempt from sending it until its body ended (streams: the last event), or until
 /// it failed.
-pub fn upstream_duration(provider: &Provider, elapsed: Duration) {
-    histogram!(m::LLM_UPSTREAM_DURATION_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())
-        .record(elapsed.as_secs_f64());
+pub fn upstream_duration(handles: &ProviderMetrics, elapsed: Duration) {
+    handles.upstream_duration.record(elapsed.as_secs_f64());
 }
 
 /// A started stream ended with an error event instead of its end: `reason` is
@@ -30,9 +74,23 @@ pub fn stream_broken(provider: &Provider, reason: &'static str) {
 }
 
 /// A stream's first upstream event, `elapsed` after the request was received.
-pub fn time_to_first_token(provider: &Provider, elapsed: Duration) {
-    histogram!(m::LLM_TIME_TO_FIRST_TOKEN_SECONDS, "provider" => provider.name.clone(), "model" => provider.model.clone())
-        .record(elapsed.as_secs_f64());
+pub fn time_to_first_token(handles: &ProviderMetrics, elapsed: Duration) {
+    handles.time_to_first_token.record(elapsed.as_secs_f64());
+}
+
+/// The tokens an answer used, by kind (kinds with none are not touched).
+pub fn tokens(handles: &ProviderMetrics, usage: &Usage) {
+    let counts = [
+        usage.input,
+        usage.output,
+        usage.cached_input,
+        usage.reasoning,
+    ];
+    for (counter, n) in handles.tokens.iter().zip(counts) {
+        if n > 0 {
+            counter.increment(n);
+        }
+    }
 }
 
 /// The same provider is tried again after `failure`.
@@ -54,26 +112,93 @@ pub fn hint_miss(header: &'static str) {
 
 /// The proxy's own time for a request (the `x-plano-overhead-ms` header).
 pub fn overhead(elapsed: Duration) {
-    histogram!(m::OVERHEAD_SECONDS, "component" => "egress").record(elapsed.as_secs_f64());
+    static OVERHEAD: LazyLock<Histogram> =
+        LazyLock::new(|| histogram!(m::OVERHEAD_SECONDS, "component" => "egress"));
+    OVERHEAD.record(elapsed.as_secs_f64());
+}
+
+/// A route's handles: its request counters by method and status class, and its duration
+/// histograms by status class (a few each; found by a short scan).
+#[derive(Default)]
+struct RouteMetrics {
+    requests: RwLock<Vec<((&'static str, &'static str), Counter)>>,
+    durations: RwLock<Vec<(&'static str, Histogram)>>,
+}
+
+type Routes = HashMap<Box<str>, HashMap<Box<str>, Arc<RouteMetrics>>>;
+
+/// Listener name → route template (a fixed set: the router's paths and `unmatched`) →
+/// handles. Process-wide like the recorder they belong to, which `plano_common::runtime::
+/// Context::new` installs before any listener serves.
+static ROUTES: LazyLock<RwLock<Routes>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+
+fn route_metrics(listener: &str, route: &str) -> Arc<RouteMetrics> {
+    let found = ROUTES
+        .read()
+        .ok()
+        .and_then(|map| map.get(listener).and_then(|r| r.get(route)).cloned());
+    if let Some(r) = found {
+        return r;
+    }
+    match ROUTES.write() {
+        Ok(mut map) => map
+            .entry(listener.into())
+            .or_default()
+            .entry(route.into())
+            .or_default()
+            .clone(),
+        Err(_) => Arc::default(),
+    }
+}
+
+/// The handle in `list` for `key`, registered with `make` the first time.
+fn handle<K: PartialEq + Copy, H: Clone>(
+    list: &RwLock<Vec<(K, H)>>,
+    key: K,
+    make: impl FnOnce() -> H,
+) -> H {
+    if let Some(h) = list
+        .read()
+        .ok()
+        .and_then(|v| v.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()))
+    {
+        return h;
+    }
+    let h = make();
+    if let Ok(mut v) = list.write() {
+        v.push((key, h.clone()));
+    }
+    h
 }
 
 /// Count an answered request now and time it until its body ends: the duration
 /// (`plano_http_request_duration_seconds`) runs from the request received until the
-/// response body ended (streams: the last event) or the client went away.
+/// response body ended (streams: the last event) or the client went away. Labels as on
+/// the edge: `component`, `listener`, `route` (+ `method` on the counter), `status_class`.
 pub fn http_response(
     res: axum::response::Response,
-    route: String,
+    listener: &str,
+    route: &str,
     method: &http::Method,
     started: tokio::time::Instant,
 ) -> axum::response::Response {
+    let handles = route_metrics(listener, route);
+    let method = m::method_label(method);
     let class = m::status_class(res.status().as_u16());
-    counter!(m::HTTP_REQUESTS_TOTAL, "component" => "egress", "route" => route.clone(), "method" => m::method_label(method), "status_class" => class)
-        .increment(1);
+    handle(&handles.requests, (method, class), || {
+        counter!(m::HTTP_REQUESTS_TOTAL, "component" => "egress", "listener" => listener.to_string(), "route" => route.to_string(), "method" => method, "status_class" => class)
+    })
+    .increment(1);
+    let duration = handle(
+        &handles.durations,
+        class,
+        || histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "component" => "egress", "listener" => listener.to_string(), "route" => route.to_string(), "status_class" => class),
+    );
     let (parts, body) = res.into_parts();
     let timed = TimedBody {
         inner: body,
         started,
-        route,
+        duration,
     };
     axum::response::Response::from_parts(parts, axum::body::Body::new(timed))
 }
@@ -83,7 +208,7 @@ pub fn http_response(
 struct TimedBody {
     inner: axum::body::Body,
     started: tokio::time::Instant,
-    route: String,
+    duration: Histogram,
 }
 
 impl http_body::Body for TimedBody {
@@ -108,7 +233,91 @@ impl http_body::Body for TimedBody {
 
 impl Drop for TimedBody {
     fn drop(&mut self) {
-        histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "component" => "egress", "route" => std::mem::take(&mut self.route))
-            .record(self.started.elapsed().as_secs_f64());
+        self.duration.record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str, needles: &[&str]) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && needles.iter().all(|n| l.contains(n)))
+    }
+
+    #[test]
+    fn cached_handles_record_under_the_providers_labels() {
+        let prom = plano_common::metrics::install("egress");
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/record-handles-a\n  - model: openai/record-handles-b\n";
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        let handles = ProviderMetrics::for_providers(&config.providers);
+        let b = &config.providers[1];
+        attempt(b, &handles[1], "success");
+        attempt(b, &handles[1], "success");
+        attempt(b, &handles[1], "timeout");
+        tokens(
+            &handles[1],
+            &Usage {
+                input: 7,
+                output: 5,
+                ..Usage::default()
+            },
+        );
+        upstream_duration(&handles[1], Duration::from_millis(3));
+        let text = prom.render();
+        let b_name = format!("provider=\"{}\"", b.name);
+        let count = |prefix, needles: &[&str]| {
+            line(&text, prefix, needles)
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            count(
+                m::LLM_UPSTREAM_REQUESTS_TOTAL,
+                &[&b_name, "outcome=\"success\""]
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            count(
+                m::LLM_UPSTREAM_REQUESTS_TOTAL,
+                &[&b_name, "outcome=\"timeout\""]
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(m::LLM_TOKENS_TOTAL, &[&b_name, "kind=\"input\""]).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            count(m::LLM_TOKENS_TOTAL, &[&b_name, "kind=\"output\""]).as_deref(),
+            Some("5")
+        );
+        // Kinds without tokens, and the other provider, recorded nothing.
+        assert_eq!(
+            count(m::LLM_TOKENS_TOTAL, &[&b_name, "kind=\"reasoning\""]).as_deref(),
+            Some("0")
+        );
+        let a_name = format!("provider=\"{}\"", config.providers[0].name);
+        assert_eq!(
+            count(
+                m::LLM_UPSTREAM_REQUESTS_TOTAL,
+                &[&a_name, "outcome=\"success\""]
+            )
+            .as_deref(),
+            Some("0")
+        );
+        assert!(
+            line(
+                &text,
+                "plano_llm_upstream_duration_seconds_count",
+                &[&b_name]
+            )
+            .is_some_and(|l| l.ends_with(" 1")),
+            "{text}"
+        );
     }
 }

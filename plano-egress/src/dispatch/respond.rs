@@ -37,6 +37,7 @@ pub async fn answer(
 ) -> Response {
     let Won {
         provider,
+        metrics,
         route,
         client_body,
         echo_model,
@@ -64,7 +65,7 @@ pub async fn answer(
             body,
             usage,
         } => {
-            usage.record(provider);
+            record::tokens(metrics, &usage);
             super::stream::trace_usage(&[&span, &server_span], &usage);
             if let (Some(l), Some(t)) = (cx.rt.limiter.as_ref(), ticket) {
                 l.reconcile(t, usage.total()).await;
@@ -77,7 +78,7 @@ pub async fn answer(
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Answer::Stream(opening) => {
-            record::time_to_first_token(provider, cx.clock.start.elapsed());
+            record::time_to_first_token(metrics, cx.clock.start.elapsed());
             plano_common::telemetry::record_time_to_first_token(&span, cx.clock.start.elapsed());
             plano_common::telemetry::record_time_to_first_token(
                 &server_span,
@@ -92,6 +93,7 @@ pub async fn answer(
             };
             let plan = StreamPlan {
                 provider: provider.clone(),
+                metrics: metrics.clone(),
                 shape: route.stream_shape(&request, client_wants_usage),
                 deadline: cx.deadline,
                 sent,

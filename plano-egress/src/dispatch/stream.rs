@@ -35,6 +35,7 @@ pub struct Opening {
 
 pub struct StreamPlan {
     pub provider: Provider,
+    pub metrics: super::record::ProviderMetrics,
     pub shape: StreamShape,
     pub deadline: Instant,
     /// When the attempt was sent (its duration is recorded when the body ends).
@@ -339,7 +340,7 @@ async fn pump(
     };
     // Dropping `rest` here closes the upstream connection when the stream did not finish.
     drop(rest);
-    record::upstream_duration(&plan.provider, plan.sent.elapsed());
+    record::upstream_duration(&plan.metrics, plan.sent.elapsed());
     if let Some(e) = &broken {
         tracing::warn!(provider = %plan.provider.name, error = %e, "upstream stream unusable; ending it");
     }
@@ -357,7 +358,7 @@ async fn pump(
     }
     tracing::debug!(provider = %plan.provider.name, outcome, "stream finished");
     remember_before_send(&plan.remember, &mut flow).await;
-    flow.usage.record(&plan.provider);
+    record::tokens(&plan.metrics, &flow.usage);
     let spans: Vec<&tracing::Span> = plan.spans.iter().collect();
     trace_usage(&spans, &flow.usage);
     if let Some(f) = &flow.facts {

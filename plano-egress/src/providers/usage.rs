@@ -2,9 +2,6 @@
 //! (`plano_llm_tokens_total`) and rate-limit reconciliation. The translators keep their own
 //! usage arithmetic (chat ⇄ family); this is only the reading side.
 
-use metrics::counter;
-use plano_common::metrics as m;
-use plano_config::Provider;
 use serde_json::Value;
 
 use super::plan::Api;
@@ -104,20 +101,6 @@ impl Usage {
 
     pub fn total(&self) -> u64 {
         self.input.saturating_add(self.output)
-    }
-
-    pub fn record(&self, provider: &Provider) {
-        for (kind, n) in [
-            ("input", self.input),
-            ("output", self.output),
-            ("cached_input", self.cached_input),
-            ("reasoning", self.reasoning),
-        ] {
-            if n > 0 {
-                counter!(m::LLM_TOKENS_TOTAL, "provider" => provider.name.clone(), "model" => provider.model.clone(), "kind" => kind)
-                    .increment(n);
-            }
-        }
     }
 }
 
