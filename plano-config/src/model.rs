@@ -1,4 +1,5 @@
-//! The normalised, validated configuration.
+//! The parts of the normalised, validated configuration (`Config` itself, which holds them,
+//! is in `config.rs`).
 //!
 //! Everything here is produced by the validation pass (`validate/`) from the raw serde
 //! mirror of the YAML (`raw.rs`). Defaults are filled in, references are checked, and no
