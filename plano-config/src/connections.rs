@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raw::RawDuration;
-use crate::validate::parse_duration;
+use crate::duration::{RawDuration, parse_duration};
 
 /// Default `header_read_timeout`: LLM clients send their headers in one write; ten seconds
 /// is generous for a slow network yet frees a slowloris slot six times sooner than nginx's
@@ -38,13 +37,13 @@ pub struct ConnectionLimits {
     /// `header_read_timeout`: a new connection must complete its first request's headers
     /// (TLS handshake and HTTP/2 preface included), and a keep-alive HTTP/1 connection that
     /// started a request must finish its headers, within this time.
-    #[serde(with = "crate::model::duration_str")]
+    #[serde(with = "crate::duration::duration_str")]
     pub header_read_timeout: Duration,
     /// `body_idle_timeout`: the longest wait for the next piece of a request body.
-    #[serde(with = "crate::model::duration_str")]
+    #[serde(with = "crate::duration::duration_str")]
     pub body_idle_timeout: Duration,
     /// `keepalive_timeout`: a connection with no request in flight is closed after this.
-    #[serde(with = "crate::model::duration_str")]
+    #[serde(with = "crate::duration::duration_str")]
     pub keepalive_timeout: Duration,
 }
 

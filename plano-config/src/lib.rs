@@ -6,7 +6,9 @@
 //! (`raw.rs`, unknown keys rejected, no logic) → validation (`validate/`, one file per section, collects *all*
 //! problems with key paths) → [`Config`] (`model.rs`).
 
+mod config;
 mod connections;
+mod duration;
 mod error;
 mod load;
 mod model;
@@ -18,6 +20,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use config::Config;
 pub use connections::{
     ConnectionLimits, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,

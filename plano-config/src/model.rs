@@ -1,4 +1,5 @@
-//! The normalised, validated configuration.
+//! The parts of the normalised, validated configuration (`Config` itself, which holds them,
+//! is in `config.rs`).
 //!
 //! Everything here is produced by the validation pass (`validate/`) from the raw serde
 //! mirror of the YAML (`raw.rs`). Defaults are filled in, references are checked, and no
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use url::Url;
+
+use crate::duration::{duration_str, opt_duration_str};
 
 /// A secret value (API key). `Debug`, `Display` and `Serialize` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,83 +40,6 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("***")
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    /// `version` as written (v0.1 … v0.4.0).
-    pub version: String,
-    /// File the config was loaded from, when it came from a file.
-    #[serde(skip)]
-    pub source: Option<PathBuf>,
-    /// The egress model listener: `type: model`, the legacy `egress_traffic`, or the
-    /// predefined 127.0.0.1:12000 one ([`Listener::predefined_model`]) when the file
-    /// configures none.
-    pub model_listener: Listener,
-    /// The inbound listeners the edge serves (`edge`, `prompt`, `agent`), in file order.
-    pub listeners: Vec<Listener>,
-    /// `model_providers` (or the deprecated `llm_providers`), in file order.
-    pub providers: Vec<Provider>,
-    /// `model_aliases`, keyed by alias name.
-    pub aliases: BTreeMap<String, Alias>,
-    /// Every model name a request may use (providers, bare ids, wildcards, aliases),
-    /// resolved once at validation (`resolve.rs`); the egress selects through it.
-    #[serde(skip)]
-    pub models: crate::resolve::ModelTable,
-    /// Top-level `agents` (id → url).
-    pub agents: Vec<Agent>,
-    /// Top-level `filters`.
-    pub filters: Vec<Filter>,
-    /// `endpoints`, keyed by name.
-    pub endpoints: BTreeMap<String, Endpoint>,
-    pub prompt_targets: Vec<PromptTarget>,
-    pub system_prompt: Option<String>,
-    pub ratelimits: Vec<RateLimit>,
-    pub ratelimit_storage: RateLimitStorage,
-    pub overrides: Overrides,
-    pub egress: EgressLink,
-    pub admin: Admin,
-    pub state_storage: StateStorage,
-    pub tracing: Option<TracingConfig>,
-    /// `routing`: session pinning and the switching budget (defaults when absent).
-    pub routing: Routing,
-    /// Top-level `routing_preferences`, plus the deprecated per-provider form lifted into
-    /// it the way Plano does (one entry per name, `models` in file order).
-    pub routing_preferences: Vec<RoutingPreference>,
-    /// `model_metrics_sources`: where cost and latency figures for routing come from.
-    pub model_metrics_sources: Vec<MetricsSource>,
-    /// `prompt_caching` (disabled when absent).
-    pub prompt_caching: PromptCaching,
-    /// `mode`, when set.
-    pub mode: Option<Mode>,
-    /// `prompt_guards`, when set.
-    pub prompt_guards: Option<PromptGuards>,
-    /// One line per key that is parsed but not acted on yet, each naming its key path.
-    /// The binaries log each once at start-up.
-    pub warnings: Vec<String>,
-}
-
-impl Config {
-    /// Listeners served by the edge (`edge`, `prompt`, `agent`).
-    pub fn inbound_listeners(&self) -> impl Iterator<Item = &Listener> {
-        self.listeners.iter()
-    }
-
-    pub fn provider(&self, name: &str) -> Option<&Provider> {
-        self.providers.iter().find(|p| p.name == name)
-    }
-
-    pub fn default_provider(&self) -> Option<&Provider> {
-        self.providers.iter().find(|p| p.default)
-    }
-
-    pub fn filter(&self, id: &str) -> Option<&Filter> {
-        self.filters.iter().find(|f| f.id == id)
-    }
-
-    pub fn agent(&self, id: &str) -> Option<&Agent> {
-        self.agents.iter().find(|a| a.id == id)
     }
 }
 
@@ -775,24 +701,4 @@ pub enum Mode {
 pub struct PromptGuards {
     /// `input_guards.jailbreak.on_exception.message`.
     pub jailbreak_message: String,
-}
-
-/// Serialises durations as humantime strings (`30s`, `500ms`) for readable snapshots.
-pub(crate) mod duration_str {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-}
-
-pub(crate) mod opt_duration_str {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
 }

@@ -7,13 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-/// A duration as written: `30s`, `0.5s`, `500ms`, `5m`, or a bare number of seconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawDuration {
-    Text(String),
-    Seconds(f64),
-}
+use crate::duration::RawDuration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

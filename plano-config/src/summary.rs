@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::model::{Config, ListenerKind};
+use crate::config::Config;
+use crate::model::ListenerKind;
 
 impl Config {
     /// e.g. `providers:\n  openai/gpt-4o  https://api.openai.com/v1 (default)`.

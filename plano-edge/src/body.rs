@@ -13,7 +13,7 @@ use tokio::time::Sleep;
 
 use crate::access_log::AccessRecord;
 use crate::error::EdgeError;
-use crate::listener::InFlight;
+use crate::in_flight::InFlight;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Inner = UnsyncBoxBody<Bytes, BoxError>;

@@ -1,6 +1,6 @@
 //! Calls the edge makes on its own behalf (to the egress, agents and prompt-target
 //! endpoints): JSON requests with the forwarding headers, bounded reads of answers, and the
-//! client's request body read as JSON. Each caller maps [`CallError`] to its own status.
+//! client's request body read as JSON. Each caller maps [`CallError`] (in `error.rs`) to its own status.
 
 use std::time::Duration;
 
@@ -12,9 +12,8 @@ use hyper::body::Incoming;
 use plano_common::errors::{ApiShape, error_chain};
 use serde_json::Value;
 
-use crate::error::EdgeError;
-
 use crate::body::{BoxError, Inner, ResponseBody};
+use crate::error::{CallError, EdgeError};
 use crate::forward::Client;
 
 /// Largest answer the edge reads whole from an LLM, an agent error or an endpoint.
@@ -46,20 +45,6 @@ impl ClientCache {
         map.insert(builder.key(), c.clone());
         Ok(c)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CallError {
-    #[error("cannot connect: {0}")]
-    Unreachable(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("the answer could not be read: {0}")]
-    Body(String),
-    #[error("the answer is larger than {MAX_ANSWER_BYTES} bytes")]
-    TooLarge,
-    #[error("the request could not be built: {0}")]
-    Build(String),
 }
 
 /// Headers for a call made for the client: the carried ones (without the client's
@@ -151,7 +136,9 @@ pub(crate) async fn read_body(
     let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER_BYTES);
     match tokio::time::timeout(limit, body.collect()).await {
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(CallError::TooLarge),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(CallError::TooLarge(MAX_ANSWER_BYTES))
+        }
         Ok(Err(e)) => Err(CallError::Body(e.to_string())),
         Err(_) => Err(CallError::Timeout(limit)),
     }

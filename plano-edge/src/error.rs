@@ -13,9 +13,6 @@ use http::StatusCode;
 use plano_common::errors::{ApiError, ApiShape};
 use serde_json::{Value, json};
 
-use crate::calls::CallError;
-use crate::llm::LlmError;
-
 /// How much of an endpoint's or agent's error body reaches the client.
 pub(crate) const MAX_EXCERPT_CHARS: usize = 512;
 
@@ -84,6 +81,45 @@ pub(crate) enum EdgeError {
     InvalidToolCall { name: String, valid: String },
     #[error("the model's arguments for prompt target `{target}` are invalid: {why}")]
     InvalidToolArguments { target: String, why: String },
+}
+
+/// Why a call the edge made on its own behalf (`calls.rs`) gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the answer could not be read: {0}")]
+    Body(String),
+    /// Longer than the read limit (bytes).
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request could not be built: {0}")]
+    Build(String),
+}
+
+/// Why a chat completion call to the egress (`llm.rs`) failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LlmError {
+    #[error("the model egress: {0}")]
+    Call(#[from] CallError),
+    #[error("the model egress answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    #[error("the model's answer is not a chat completion: {0}")]
+    Invalid(String),
+}
+
+impl LlmError {
+    /// The status the client sees when this call was needed to answer it.
+    pub(crate) fn client_status(&self) -> StatusCode {
+        match self {
+            LlmError::Call(CallError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            // The egress's own client errors (unknown model, rate limit) keep their status.
+            LlmError::Status { status, .. } if status.is_client_error() => *status,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 /// Why a call to an endpoint or an agent gave no usable answer.
@@ -308,6 +344,25 @@ impl From<ApiError> for EdgeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_status_keeps_egress_client_errors_only() {
+        let status = |s: u16| LlmError::Status {
+            status: StatusCode::from_u16(s).unwrap(),
+            message: String::new(),
+        };
+        assert_eq!(status(429).client_status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status(404).client_status(), StatusCode::NOT_FOUND);
+        assert_eq!(status(500).client_status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            LlmError::Call(CallError::Timeout(Duration::from_secs(1))).client_status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            LlmError::Invalid("x".into()).client_status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
 
     fn endpoint(failure: Failure) -> EdgeError {
         EdgeError::Endpoint {

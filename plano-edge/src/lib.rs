@@ -10,11 +10,13 @@ mod body;
 mod calls;
 mod error;
 mod forward;
+mod in_flight;
 mod listener;
 mod llm;
 mod prompt_targets;
 pub mod proxy;
 mod route;
+mod state;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -33,7 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::listener::Bound;
-use crate::proxy::{Edge, ListenerInfo};
+use crate::proxy::ListenerInfo;
+use crate::state::Edge;
 use crate::tls::Terminator;
 
 pub use listener::HEADER_READ_TIMEOUT;

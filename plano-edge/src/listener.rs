@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plano_common::listen::{self, Handshake, ListenOptions, Plain};
@@ -12,32 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{self, Edge, ListenerInfo};
+use crate::proxy::{self, ListenerInfo};
+use crate::state::Edge;
 use crate::tls::Terminator;
 
 /// Default time a client has to finish its TLS handshake and first request head (the
 /// listener's `connections.header_read_timeout`).
 pub const HEADER_READ_TIMEOUT: Duration = plano_config::DEFAULT_HEADER_READ_TIMEOUT;
-
-/// Marks a request in flight (gauge `plano_active_requests{component="edge"}`).
-pub(crate) struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    pub(crate) fn new(counter: &Arc<AtomicUsize>) -> Self {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!(plano_common::metrics::ACTIVE_REQUESTS, "component" => "edge")
-            .set(n as f64);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let n = self.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        metrics::gauge!(plano_common::metrics::ACTIVE_REQUESTS, "component" => "edge")
-            .set(n as f64);
-    }
-}
 
 pub(crate) struct Bound {
     pub info: Arc<ListenerInfo>,

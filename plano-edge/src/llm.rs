@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::calls::{self, CallError};
+use crate::calls;
+use crate::error::LlmError;
 use crate::forward::Client;
 
 pub(crate) struct Llm<'a> {
@@ -17,28 +18,6 @@ pub(crate) struct Llm<'a> {
     pub egress: &'a url::Url,
     /// From [`calls::call_headers`].
     pub headers: HeaderMap,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LlmError {
-    #[error("the model egress: {0}")]
-    Call(#[from] CallError),
-    #[error("the model egress answered {status}: {message}")]
-    Status { status: StatusCode, message: String },
-    #[error("the model's answer is not a chat completion: {0}")]
-    Invalid(String),
-}
-
-impl LlmError {
-    /// The status the client sees when this call was needed to answer it.
-    pub(crate) fn client_status(&self) -> StatusCode {
-        match self {
-            LlmError::Call(CallError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            // The egress's own client errors (unknown model, rate limit) keep their status.
-            LlmError::Status { status, .. } if status.is_client_error() => *status,
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
 }
 
 impl Llm<'_> {
@@ -100,28 +79,4 @@ pub(crate) fn first_message(completion: &Value) -> &Value {
     completion
         .pointer("/choices/0/message")
         .unwrap_or(&Value::Null)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_status_keeps_egress_client_errors_only() {
-        let status = |s: u16| LlmError::Status {
-            status: StatusCode::from_u16(s).unwrap(),
-            message: String::new(),
-        };
-        assert_eq!(status(429).client_status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status(404).client_status(), StatusCode::NOT_FOUND);
-        assert_eq!(status(500).client_status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(
-            LlmError::Call(CallError::Timeout(Duration::from_secs(1))).client_status(),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            LlmError::Invalid("x".into()).client_status(),
-            StatusCode::BAD_GATEWAY
-        );
-    }
 }

@@ -25,7 +25,8 @@ use serde_json::{Map, Value, json};
 use crate::body::Inner;
 use crate::calls;
 use crate::error::EdgeError;
-use crate::llm::{LlmError, first_message};
+use crate::error::LlmError;
+use crate::llm::first_message;
 use crate::route::{RouteCtx, Routed};
 
 pub(crate) use args::{ArgError, validate};

@@ -22,38 +22,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use plano_common::errors::ApiShape;
-use plano_common::filters::{FilterCtx, FilterRunner};
-use plano_common::peer::PeerStatus;
+use plano_common::filters::FilterCtx;
 use plano_config::{Config, Listener};
-use tokio::sync::watch;
 
 use crate::access_log::AccessRecord;
+use crate::auth;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::error::EdgeError;
 use crate::forward::{self, ClientInfo};
-use crate::listener::InFlight;
+use crate::in_flight::InFlight;
+use crate::state::Edge;
 use crate::{agents, calls, prompt_targets, route};
-use crate::{auth, forward::Client};
 use plano_common::filters::output::OutputChain;
-
-/// What every request on every listener shares.
-pub struct Edge {
-    pub config: ArcSwap<Config>,
-    pub client: Client,
-    /// Filter chains (HTTP client and MCP sessions shared by every listener and agent).
-    pub filters: Arc<FilterRunner>,
-    pub egress: watch::Receiver<PeerStatus>,
-    pub in_flight: Arc<AtomicUsize>,
-    /// Clients for prompt-target endpoints (by connect timeout).
-    pub endpoint_clients: crate::calls::ClientCache,
-}
 
 /// A bound listener's identity; its settings are read from the current config.
 pub struct ListenerInfo {

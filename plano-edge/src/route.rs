@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::body::Inner;
 use crate::forward::ClientInfo;
 use crate::llm::Llm;
-use crate::proxy::Edge;
+use crate::state::Edge;
 
 /// Who answers a request on this listener, when the edge does not simply forward it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use plano_common::sse::SseEvent;
-use plano_egress::providers::plan::{Api, ClientRequest, Route};
+use plano_egress::providers::api::Api;
+use plano_egress::providers::plan::{ClientRequest, Route};
 use plano_egress::providers::{ClientStream, anthropic};
 use serde_json::{Map, Value, json};
 

@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode};
 use plano_common::errors::{ApiError, ApiShape};
 
 use crate::dispatch::{self, count_tokens, models};
-use crate::providers::plan::Api;
+use crate::providers::api::Api;
 use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {

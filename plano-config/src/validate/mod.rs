@@ -25,9 +25,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::config::Config;
+use crate::duration::{RawDuration, parse_duration};
 use crate::load::{Problems, kind};
 use crate::model::*;
-use crate::raw::RawDuration;
 
 use aliases::aliases;
 use filters::{agents, filters};
@@ -259,35 +260,6 @@ pub(super) fn unique<'a>(
             );
         }
     }
-}
-
-/// `30s`, `0.5s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
-pub(crate) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
-    let text = match raw {
-        RawDuration::Seconds(s) => {
-            return Duration::try_from_secs_f64(*s).map_err(|_| format!("`{s}` is not a duration"));
-        }
-        RawDuration::Text(t) => t.trim(),
-    };
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 0.5s, 500ms, 5m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration (e.g. 30s, 0.5s, 500ms, 5m)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is out of range"))
 }
 
 pub(super) fn duration_or(

@@ -13,7 +13,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use plano_config::{HttpMethod, PromptTarget};
 use serde_json::{Map, Value};
 
-use crate::calls::{self, CallError};
+use crate::calls;
+use crate::error::CallError;
 use crate::error::{EdgeError, Failure};
 use crate::route::RouteCtx;
 

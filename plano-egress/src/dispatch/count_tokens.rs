@@ -15,7 +15,7 @@ use super::attempt::{Reply, exchange};
 use super::parse::{bad, parse, read_body};
 use super::{Limits, record, respond, select};
 use crate::error::{AttemptError, EgressError};
-use crate::providers::plan::Api;
+use crate::providers::api::Api;
 use crate::providers::upstream_request;
 use crate::state::{AppState, Runtime};
 

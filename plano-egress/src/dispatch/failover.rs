@@ -17,7 +17,8 @@ use super::parse::{Ask, body_for};
 use super::record::ProviderMetrics;
 use super::{Cx, record, retry};
 use crate::error::{AttemptError, EgressError};
-use crate::providers::plan::{Api, ClientRequest, Route, upstream_path};
+use crate::providers::api::Api;
+use crate::providers::plan::{ClientRequest, Route, upstream_path};
 use crate::providers::upstream_request;
 
 /// The attempt that answered.

@@ -14,7 +14,7 @@ use plano_common::filters::output::{BoxError, Inner, OutputChain};
 use plano_config::Config;
 
 use super::respond::shape_of;
-use crate::providers::plan::Api;
+use crate::providers::api::Api;
 use crate::state::AppState;
 
 /// The path the filters are told the request came in on.

@@ -49,7 +49,7 @@ use plano_config::Config;
 use tokio::time::Instant;
 
 use crate::error::EgressError;
-use crate::providers::plan::Api;
+use crate::providers::api::Api;
 use crate::ratelimit::{Decision, LimitRequest, Ticket};
 use crate::state::{AppState, Runtime};
 use select::Selection;

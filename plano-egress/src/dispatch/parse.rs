@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::conversations::ConversationStore;
 use crate::error::EgressError;
-use crate::providers::plan::{Api, Route};
+use crate::providers::api::Api;
+use crate::providers::plan::Route;
 use crate::providers::{TranslateError, responses};
 
 /// What the request asked for, read once from the body.

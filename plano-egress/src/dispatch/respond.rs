@@ -15,7 +15,8 @@ use super::record;
 use super::remember::Remember;
 use super::stream::{self, StreamPlan};
 use crate::error::EgressError;
-use crate::providers::plan::{Api, ClientRequest, Route};
+use crate::providers::api::Api;
+use crate::providers::plan::{ClientRequest, Route};
 use crate::ratelimit::Ticket;
 
 /// The error shape a client of `api` expects.

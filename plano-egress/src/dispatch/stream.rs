@@ -20,8 +20,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::record;
 use super::remember::Remember;
+use crate::providers::api::Api;
 use crate::providers::framing::Framing;
-use crate::providers::plan::{Api, ClientSide, StreamShape};
+use crate::providers::plan::{ClientSide, StreamShape};
 use crate::providers::usage::{Usage, is_usage_only_chunk};
 use crate::ratelimit::{RateLimiter, Ticket};
 

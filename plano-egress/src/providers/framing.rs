@@ -5,8 +5,8 @@
 use http::HeaderMap;
 use plano_common::sse::{DEFAULT_MAX_EVENT_BYTES, SseDecoder, SseEvent};
 
+use super::api::Api;
 use super::eventstream;
-use super::plan::Api;
 
 /// An upstream stream's decoder.
 pub enum Framing {

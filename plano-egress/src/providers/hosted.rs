@@ -18,7 +18,7 @@
 use serde_json::{Map, Value, json};
 
 use super::TranslateError;
-use super::plan::Api;
+use super::api::Api;
 
 /// Where the client translators leave hosted tools in a chat request. Never sent upstream:
 /// [`take`] removes it before the chat request leaves (or is translated further).

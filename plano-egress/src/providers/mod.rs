@@ -1,6 +1,7 @@
 //! Everything provider-specific lives under this folder: wire formats, auth styles and
 //! translations between API families.
 //!
+//! - `api.rs`: the API families (`Api`: chat, messages, responses, converse);
 //! - `plan.rs`: per request and provider, which API is spoken upstream, the upstream path
 //!   and body, and how the answer becomes the client's (every call into a family module);
 //! - `upstream_request.rs`: the HTTP request for any provider (URL, auth, headers);
@@ -22,6 +23,7 @@
 //!   ([`UpstreamStream`]: this API's events → chat chunks).
 
 pub mod anthropic;
+pub mod api;
 pub mod aws;
 pub mod bedrock;
 pub mod eventstream;

@@ -7,34 +7,11 @@ use bytes::Bytes;
 use plano_config::{Provider, ProviderApi};
 use serde_json::{Map, Value};
 
+use super::api::Api;
 use super::usage::Usage;
 use super::{
     ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, hosted, openai, responses,
 };
-
-/// An API family, as a client speaks it to us or as we speak it to a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// OpenAI chat completions (also Azure OpenAI, Gemini, Groq, Ollama, …).
-    Chat,
-    /// Anthropic Messages.
-    Messages,
-    /// OpenAI Responses.
-    Responses,
-    /// Amazon Bedrock Converse (upstream only).
-    Converse,
-}
-
-impl Api {
-    pub fn name(self) -> &'static str {
-        match self {
-            Api::Chat => "chat",
-            Api::Messages => "messages",
-            Api::Responses => "responses",
-            Api::Converse => "converse",
-        }
-    }
-}
 
 /// The API a provider is spoken to in, for a client speaking `client`.
 pub fn upstream_api(provider: &Provider, client: Api) -> Api {

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::plan::Api;
+use super::api::Api;
 
 /// Token usage as providers report it, normalised: `input` is every prompt token (cache
 /// reads and writes included), `cached_input` the cache reads among them.

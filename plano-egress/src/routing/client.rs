@@ -11,12 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Limited};
+use plano_config::Config;
 use serde_json::{Map, Value};
 
 use crate::dispatch::select;
-use crate::providers::plan::{self, Api, ClientRequest, Route};
-use crate::providers::upstream_request;
-use crate::state::Runtime;
+use crate::providers::api::Api;
+use crate::providers::plan::{self, ClientRequest, Route};
+use crate::providers::upstream_request::{self, Prepared};
+use crate::upstream::HttpClient;
 
 /// Why the router gave no answer (each a fallback reason label).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +67,13 @@ pub trait RouterBackend: Send + Sync {
     ) -> impl Future<Output = Result<String, CallError>> + Send;
 }
 
-/// The router reached through the egress's own providers.
+/// The router reached through the egress's own providers: the parts of the request's
+/// runtime (`state::Runtime`) a call needs.
 pub struct Upstream<'a> {
-    pub rt: &'a Runtime,
+    pub config: &'a Config,
+    /// Per provider (same index as `config.providers`).
+    pub prepared: &'a [Prepared],
+    pub client: &'a HttpClient,
     pub request_id: &'a HeaderValue,
 }
 
@@ -80,7 +86,7 @@ impl RouterBackend for Upstream<'_> {
         mut body: Map<String, Value>,
         timeout: Duration,
     ) -> Result<String, CallError> {
-        let config = &self.rt.config;
+        let config = self.config;
         let selection = select::select(config, &HeaderMap::new(), Some(model))
             .map_err(|_| CallError::UnknownModel(model.to_string()))?;
         let candidate = selection
@@ -103,7 +109,6 @@ impl RouterBackend for Upstream<'_> {
         let path = plan::upstream_path(provider, route.upstream, false);
         let uri = upstream_request::uri(provider, &path).map_err(CallError::Protocol)?;
         let prepared = self
-            .rt
             .prepared
             .get(candidate.provider)
             .ok_or_else(|| CallError::UnknownModel(model.to_string()))?;
@@ -133,7 +138,6 @@ impl RouterBackend for Upstream<'_> {
             .map_err(CallError::Unreachable)?;
         let work = async {
             let res = self
-                .rt
                 .client
                 .request(http_req)
                 .await

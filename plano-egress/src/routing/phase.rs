@@ -31,7 +31,7 @@ use super::prompt::Conversation;
 use super::{Decision, Pin, Router, affinity, take_inline_preferences};
 use crate::dispatch::select::{self, Candidate, HINT_HEADER, LEGACY_HINT_HEADER, Selection};
 use crate::error::EgressError;
-use crate::providers::plan::Api;
+use crate::providers::api::Api;
 use crate::providers::responses;
 use crate::state::Runtime;
 
@@ -108,7 +108,12 @@ pub async fn run(
             .map(|p| p.model);
         return out;
     }
-    let backend = Upstream { rt, request_id };
+    let backend = Upstream {
+        config: &rt.config,
+        prepared: &rt.prepared,
+        client: &rt.client,
+        request_id,
+    };
     let decision = match router.replay(&conversation, session.as_deref(), &requested) {
         Some(replayed) => replayed,
         None => {

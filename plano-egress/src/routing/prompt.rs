@@ -15,7 +15,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::providers::plan::Api;
+use crate::providers::api::Api;
 use crate::providers::{anthropic, responses};
 
 /// Plano's router prompt template; `{routes}` and `{conversation}` are filled in.
