@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 
 use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::filter::FilterFn;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -44,6 +45,12 @@ pub fn init(format: LogFormat) -> bool {
 pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) -> bool {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // Log lines are events only: the request path's spans are trace spans (`otel.*` fields,
+    // exported by the OpenTelemetry layer) and every event names its request itself
+    // (`request_id`). Letting the log layer see spans would format their fields on every
+    // request (about a tenth of the egress's CPU in the profile in BENCHMARKS.md) and, with
+    // no trace export configured, keep spans alive that nothing reads.
+    let filter = filter.and(filter_fn(|meta| meta.is_event()));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Pretty => fmt
@@ -58,11 +65,13 @@ pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) -> bool {
             .with_filter(filter)
             .boxed(),
     };
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(telemetry.map(otel_layer))
-        .try_init()
-        .is_ok()
+    let registry = tracing_subscriber::registry().with(fmt);
+    // Not `.with(Option<layer>)`: an absent layer still makes the registry create every
+    // span (a `None` layer answers "always interested"), which costs per request.
+    match telemetry {
+        Some(t) => registry.with(otel_layer(t)).try_init().is_ok(),
+        None => registry.try_init().is_ok(),
+    }
 }
 
 /// The `tracing-opentelemetry` layer for `telemetry`, filtered to what is worth exporting.
