@@ -5,7 +5,7 @@
 # test runs alone on PROXY_CPUS; nginx `proxy_pass` (keep-alive upstream) is measured in
 # the same run as the reference. Prints markdown tables (the format of BENCHMARKS.md).
 #
-#   bench/run.sh            # full run, ~5 minutes after the release build
+#   bench/run.sh            # full run, ~9 minutes after the release build (measured)
 #   bench/run.sh --quick    # 3 s per row, under 2 minutes after the build
 #
 # Environment:
