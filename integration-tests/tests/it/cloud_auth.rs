@@ -62,13 +62,10 @@ async fn mock_bedrock() -> (SocketAddr, Log) {
     (addr, log)
 }
 
-/// Start the egress binary with exactly `env` (plus PATH), a Bedrock provider on `mock`
-/// without `access_key`, and send one chat request through it.
-async fn one_request_through_egress(
-    home: &Path,
-    mock: SocketAddr,
-    env: &[(&str, &str)],
-) -> (u16, Value, String) {
+/// The egress binary with one default provider `model` on `mock` and no `access_key`,
+/// its environment cleared to PATH, HOME and `env` (so credentials come only from there),
+/// ports chosen by the OS.
+async fn keyless_egress(home: &Path, model: &str, mock: SocketAddr, env: &[(&str, &str)]) -> Plano {
     let yaml = format!(
         r#"version: v0.4.0
 listeners:
@@ -77,7 +74,7 @@ listeners:
     address: 127.0.0.1
     port: 0
 model_providers:
-  - model: amazon_bedrock/{MODEL_ID}
+  - model: {model}
     base_url: http://{mock}
     default: true
 admin:
@@ -86,15 +83,28 @@ admin:
     );
     let path = home.join("plano_config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut egress = Plano::start_with("plano-egress", &path, &[], 1, |cmd| {
+    Plano::start_with("plano-egress", &path, &[], 1, |cmd| {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", home)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_REGION", REGION)
             .envs(env.iter().copied());
     })
-    .await;
+    .await
+}
+
+/// Start the egress binary with exactly `env` (plus PATH), a Bedrock provider on `mock`
+/// without `access_key`, and send one chat request through it.
+async fn one_request_through_egress(
+    home: &Path,
+    mock: SocketAddr,
+    env: &[(&str, &str)],
+) -> (u16, Value, String) {
+    let mut env: Vec<(&str, &str)> = env.to_vec();
+    env.extend([
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_REGION", REGION),
+    ]);
+    let mut egress = keyless_egress(home, &format!("amazon_bedrock/{MODEL_ID}"), mock, &env).await;
     let url = format!("http://{}/v1/chat/completions", egress.addr("model"));
     let body = json!({
         "model": format!("amazon_bedrock/{MODEL_ID}"),
@@ -477,32 +487,12 @@ async fn vertex_requests_to(
     n: usize,
     model: &str,
 ) {
-    let yaml = format!(
-        r#"version: v0.4.0
-listeners:
-  - name: model_listener
-    type: model
-    address: 127.0.0.1
-    port: 0
-model_providers:
-  - model: vertex_ai/{model}
-    base_url: http://{mock}
-    default: true
-admin:
-  egress: "127.0.0.1:0"
-"#
-    );
-    let path = home.join("plano_config.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let mut egress = Plano::start_with("plano-egress", &path, &[], 1, |cmd| {
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home)
-            .env("GOOGLE_CLOUD_PROJECT", "my-project")
-            .env("GOOGLE_CLOUD_LOCATION", "europe-west4")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    })
-    .await;
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("GOOGLE_CLOUD_PROJECT", "my-project"),
+        ("GOOGLE_CLOUD_LOCATION", "europe-west4"),
+    ]);
+    let mut egress = keyless_egress(home, &format!("vertex_ai/{model}"), mock, &env).await;
     let url = format!("http://{}/v1/chat/completions", egress.addr("model"));
     let body = json!({"model": format!("vertex_ai/{model}"), "messages": [{"role": "user", "content": "hi"}]});
     let client = http_client();
