@@ -2,7 +2,8 @@
 //! lifecycle around a component's `run`.
 //!
 //! Lifecycle: parse args → load the config (invalid: every problem on stderr, exit 78) →
-//! `--check` prints the summary and exits 0 → logging (with the OpenTelemetry layer when
+//! `--check` runs the binary's own checks (files and credentials its start reads; a
+//! failure exits 78), prints the summary and exits 0 → logging (with the OpenTelemetry layer when
 //! `tracing:` or an OTLP endpoint variable asks for it) → log config warnings once → start
 //! the Tokio runtime and the trace exporter → bind the admin port → spawn `run(ctx)` and
 //! the reloader → wait for SIGTERM/SIGINT → report NOT_SERVING, trigger shutdown, give
@@ -33,6 +34,19 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// What a binary hands to [`main`]: its library's `run`.
 pub type RunFn = fn(Context) -> BoxFuture<'static, anyhow::Result<()>>;
+
+/// What a binary checks of a valid config beyond the loader's validation, for `--check`:
+/// the files and credentials its start would read (TLS certificates, CA files, provider
+/// credential files), with the same code its start runs, so `--check` fails where the
+/// start would.
+pub type CheckFn = fn(&plano_config::Config) -> anyhow::Result<()>;
+
+/// A binary's two entry points into its library.
+#[derive(Clone, Copy)]
+pub struct Binary {
+    pub check: CheckFn,
+    pub run: RunFn,
+}
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -75,8 +89,8 @@ pub enum Command {
     },
 }
 
-/// Entry point for a binary: `plano_common::cli::main(Component::Egress, |ctx| Box::pin(run(ctx)))`.
-pub fn main(component: Component, run: RunFn) -> ExitCode {
+/// Entry point for a binary: `plano_common::cli::main(Component::Egress, Binary { check, run })`.
+pub fn main(component: Component, binary: Binary) -> ExitCode {
     // The binary's own name in `--help` and `--version` (the derive would say plano-common).
     let name = service_name(component);
     let matches = Args::command()
@@ -89,13 +103,13 @@ pub fn main(component: Component, run: RunFn) -> ExitCode {
         })
         .get_matches();
     match Args::from_arg_matches(&matches) {
-        Ok(args) => main_with(component, args, run),
+        Ok(args) => main_with(component, args, binary),
         Err(e) => e.exit(),
     }
 }
 
 /// [`main`] with already parsed arguments.
-pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
+pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
     if let Some(Command::Health { addr, service }) = &args.command {
         logging::init(args.log_format);
         return health_command(
@@ -118,6 +132,10 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
         }
     };
     if args.check {
+        if let Err(e) = (binary.check)(&config) {
+            eprintln!("{}: {e:#}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
         print_summary(&path, &config.summary());
         for w in &config.warnings {
             eprintln!("warning: {w}");
@@ -157,7 +175,7 @@ pub fn main_with(component: Component, args: Args, run: RunFn) -> ExitCode {
                 "cannot set up trace export; traces are not exported"
             );
         }
-        let code = serve(component, path, config, &args, run, stop_signal).await;
+        let code = serve(component, path, config, &args, binary.run, stop_signal).await;
         if let Some(t) = &telemetry {
             t.shutdown(TRACE_FLUSH_TIMEOUT).await;
         }

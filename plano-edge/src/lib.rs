@@ -184,6 +184,26 @@ fn start(tasks: &TaskTracker, b: Bound, edge: &Arc<Edge>, ctx: &Context) -> (Str
     (name, running)
 }
 
+/// `plano-edge --check`: what the start reads beyond the config itself, by the start's own
+/// code — each listener's static TLS certificate and key, and the outbound client's CA
+/// file (`overrides.upstream_tls_ca_path`). ACME listeners are not contacted.
+pub fn check(config: &plano_config::Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for l in &config.listeners {
+        if let Some(TlsConfig::Static {
+            cert_path,
+            key_path,
+        }) = &l.tls
+        {
+            tls::Terminator::load_static(&l.name, cert_path, key_path)
+                .with_context(|| format!("listener `{}`: TLS", l.name))?;
+        }
+    }
+    plano_common::http_client::HttpClientBuilder::from_config(config)
+        .build::<http_body_util::Full<bytes::Bytes>>()?;
+    Ok(())
+}
+
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     bind(&ctx).await?.serve().await
 }

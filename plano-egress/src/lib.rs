@@ -158,6 +158,16 @@ fn spawn_listener(
     Ok((addr, stop))
 }
 
+/// `plano-egress --check`: what the start reads beyond the config itself, by the start's
+/// own code — every provider's request parts (headers, keys, URL, and its credential
+/// source: a `GOOGLE_APPLICATION_CREDENTIALS` file is read and parsed) and the upstream
+/// client (`overrides.upstream_tls_ca_path`).
+pub fn check(config: &plano_config::Config) -> anyhow::Result<()> {
+    state::prepare(config)?;
+    upstream::client(config)?;
+    Ok(())
+}
+
 /// Serve the egress until `ctx.shutdown` is requested.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     bind(&ctx).await?.serve().await

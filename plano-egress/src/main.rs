@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use plano_common::{Component, cli};
+use plano_common::Component;
+use plano_common::cli::{self, Binary};
 
 // glibc's allocator spent about a fifth of the egress's CPU under load (malloc_consolidate
 // and friends, measured with perf); mimalloc is the allocator of the binaries only, so the
@@ -12,5 +13,11 @@ use plano_common::{Component, cli};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    cli::main(Component::Egress, |ctx| Box::pin(plano_egress::run(ctx)))
+    cli::main(
+        Component::Egress,
+        Binary {
+            check: plano_egress::check,
+            run: |ctx| Box::pin(plano_egress::run(ctx)),
+        },
+    )
 }

@@ -53,7 +53,7 @@ fn router_for(
 /// Every provider's fixed request parts. A provider whose `headers`, `http_host`, key or
 /// URL cannot go on the wire stops the config from being used (at start, or on reload,
 /// which keeps the old config): requests never discover it.
-fn prepare(config: &Config) -> anyhow::Result<Vec<Prepared>> {
+pub(crate) fn prepare(config: &Config) -> anyhow::Result<Vec<Prepared>> {
     config
         .providers
         .iter()

@@ -96,6 +96,82 @@ fn check_accepts_the_seed_fixture_and_names_a_missing_key() {
     assert_eq!(env.status.code(), Some(0), "{env:?}");
 }
 
+/// `--check` runs what each binary's start reads beyond the YAML: a Vertex provider's
+/// `GOOGLE_APPLICATION_CREDENTIALS` file (egress) and a listener's TLS certificate (edge).
+/// A bad one fails the check (exit 78, naming it) exactly where the start would fail.
+#[test]
+fn check_reads_credential_files_and_certificates_like_the_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let egress_yaml = dir.path().join("egress.yaml");
+    std::fs::write(
+        &egress_yaml,
+        "version: v0.4.0\nmodel_providers:\n  - model: vertex_ai/gemini-2.5-flash\n    base_url: http://127.0.0.1:9/v1\n    default: true\n",
+    )
+    .unwrap();
+    let not_a_key = dir.path().join("not-a-key.json");
+    std::fs::write(&not_a_key, "{\"type\": \"service_account\"}").unwrap();
+    let check = |creds: &std::path::Path| {
+        Command::new(binary("plano-egress"))
+            .arg("--config")
+            .arg(&egress_yaml)
+            .arg("--check")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", creds)
+            .env_remove("PLANO_CONFIG")
+            .output()
+            .unwrap()
+    };
+    for creds in [dir.path().join("missing.json"), not_a_key] {
+        let out = check(&creds);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{creds:?}: {out:?}");
+        assert!(
+            stderr.contains("GOOGLE_APPLICATION_CREDENTIALS")
+                && stderr.contains("model_providers[0]"),
+            "{stderr}"
+        );
+    }
+    let key = dir.path().join("sa.json");
+    std::fs::write(
+        &key,
+        serde_json::json!({
+            "type": "service_account",
+            "client_email": "check@plano-test.iam.gserviceaccount.com",
+            "private_key": include_str!("fixtures/vertex-test-only-rsa-key.pem"),
+            "token_uri": "http://127.0.0.1:9/token",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let ok = check(&key);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+
+    // The edge: a static TLS listener whose certificate file is not a certificate.
+    let cert = dir.path().join("tls.crt");
+    let tls_key = dir.path().join("tls.key");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&tls_key, "not a key").unwrap();
+    let edge_yaml = dir.path().join("edge.yaml");
+    std::fs::write(
+        &edge_yaml,
+        format!(
+            "version: v0.4.0\nlisteners:\n  - type: edge\n    name: secure\n    port: 10443\n    tls:\n      cert_path: {}\n      key_path: {}\nmodel_providers:\n  - model: openai/gpt-4o\n    access_key: sk-test\n    default: true\n",
+            cert.display(),
+            tls_key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("plano-edge"))
+        .arg("--config")
+        .arg(&edge_yaml)
+        .arg("--check")
+        .env_remove("PLANO_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(stderr.contains("listener `secure`: TLS"), "{stderr}");
+}
+
 #[test]
 fn a_missing_config_file_is_a_config_error() {
     let out = Command::new(binary("plano-egress"))
