@@ -54,7 +54,7 @@ PANELS = [
      [q(f'sum by (provider, outcome) (rate(plano_llm_upstream_requests_total{{{JOB}, outcome!="success"}}[{RATE}]))', "{{provider}} {{outcome}}")], 12),
     ("Upstream error ratio", "percentunit",
      "Share of attempts failing for provider reasons (5xx, 429, timeout, connect, protocol).",
-     [q(f'sum by (provider) (rate(plano_llm_upstream_requests_total{{{JOB}, outcome=~"http_5xx|http_429|timeout|connect_error|protocol_error"}}[{RATE}])) / sum by (provider) (rate(plano_llm_upstream_requests_total{{{JOB}, outcome!="circuit_open"}}[{RATE}]))', "{{provider}}")], 8),
+     [q(f'sum by (provider) (rate(plano_llm_upstream_requests_total{{{JOB}, outcome=~"http_5xx|http_429|timeout|connect_error|credentials_error|protocol_error"}}[{RATE}])) / sum by (provider) (rate(plano_llm_upstream_requests_total{{{JOB}, outcome!="circuit_open"}}[{RATE}]))', "{{provider}}")], 8),
     ("Retries", "reqps", "Retries on the same provider, by reason.",
      [q(f"sum by (provider, reason) (rate(plano_llm_retries_total{{{JOB}}}[{RATE}]))", "{{provider}} {{reason}}")], 8),
     ("Failovers", "reqps", "Moves to the next fallback.",

@@ -164,7 +164,7 @@ fn describe() {
     );
     describe_counter!(
         LLM_UPSTREAM_REQUESTS_TOTAL,
-        "Attempts sent to LLM providers, by provider, model and outcome (success, http_4xx, http_5xx, http_429, timeout, connect_error, …)."
+        "Attempts sent to LLM providers, by provider, model and outcome (success, http_4xx, http_5xx, http_429, timeout, connect_error, credentials_error, …)."
     );
     describe_histogram!(
         LLM_UPSTREAM_DURATION_SECONDS,

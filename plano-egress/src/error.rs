@@ -12,6 +12,10 @@ use plano_common::errors::{ApiError, ApiShape};
 pub enum AttemptError {
     /// TCP/TLS connect failed or was refused.
     Connect(String),
+    /// The provider's computed credentials (AWS SigV4 keys, a Google token) could not be
+    /// had: nothing was sent. Retried (a metadata endpoint may answer next time) and failed
+    /// over like an unreachable provider.
+    Credentials(String),
     /// No response headers (or first event) within the deadline.
     Timeout(&'static str),
     /// The upstream answered with an error status; body kept for the client.
@@ -35,7 +39,10 @@ pub enum AttemptError {
 impl AttemptError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            AttemptError::Connect(_) | AttemptError::Timeout(_) | AttemptError::Protocol(_) => true,
+            AttemptError::Connect(_)
+            | AttemptError::Credentials(_)
+            | AttemptError::Timeout(_)
+            | AttemptError::Protocol(_) => true,
             AttemptError::Status { status, .. } => {
                 matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
             }
@@ -48,6 +55,7 @@ impl AttemptError {
     pub fn outcome(&self) -> &'static str {
         match self {
             AttemptError::Connect(_) => "connect_error",
+            AttemptError::Credentials(_) => "credentials_error",
             AttemptError::Timeout(_) => "timeout",
             AttemptError::Status { status, .. } if status.as_u16() == 429 => "http_429",
             AttemptError::Status { status, .. } if status.is_server_error() => "http_5xx",
@@ -74,6 +82,7 @@ impl AttemptError {
     pub fn describe(&self) -> String {
         match self {
             AttemptError::Connect(e) => format!("connection failed: {e}"),
+            AttemptError::Credentials(e) => format!("no credentials for it: {e}"),
             AttemptError::Timeout(what) => format!("timed out waiting for {what}"),
             AttemptError::Status { status, body, .. } => match upstream_message(body) {
                 Some(m) => format!("answered {}: {m}", status.as_u16()),

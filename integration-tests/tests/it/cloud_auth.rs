@@ -334,7 +334,12 @@ async fn bedrock_without_any_credentials_fails_without_sending() {
     let home = tempfile::tempdir().unwrap();
     let (mock, log) = mock_bedrock().await;
     let (status, body, _) = one_request_through_egress(home.path(), mock, &[]).await;
-    assert!(status >= 500, "{status} {body}");
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no credentials for it"),
+        "the client is told credentials are missing, not that a connection failed: {body}"
+    );
     assert!(
         log.lock().unwrap().is_empty(),
         "nothing unsigned reached Bedrock"

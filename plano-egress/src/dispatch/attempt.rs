@@ -84,7 +84,7 @@ impl Attempt<'_> {
                 )
                 .await
             }
-            Err(e) => Err(AttemptError::Connect(e)),
+            Err(e) => Err(AttemptError::Credentials(e)),
         };
         let result = match exchanged {
             Ok(Reply::Whole { status, body }) => {
