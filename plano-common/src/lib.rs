@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cli;
 pub mod errors;
 pub mod filters;
+mod h1_errors;
 pub mod headers;
 pub mod health;
 pub mod http_client;

@@ -246,7 +246,8 @@ async fn connection<T, H, Fut, B>(
         _ = stop.cancelled() => return,
     };
     let io = Watched {
-        inner: io,
+        // hyper's own bodiless 400/414/431 get the API's error body (h1_errors.rs).
+        inner: crate::h1_errors::ErrorBodies::new(io),
         conn: conn.clone(),
     };
     let body_idle = opts.body_idle_timeout;

@@ -82,6 +82,61 @@ fn status_of(response: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// The JSON error body of a raw HTTP/1.1 answer, checked to be the API's error shape
+/// (`content-type: application/json`, `error.message`); the message. `None` (with why) if
+/// the answer has no such body — hyper's own refusals had none before `h1_errors.rs`.
+fn error_message(response: &str) -> Result<String, String> {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no complete head: {response:?}"))?;
+    let head_lower = head.to_ascii_lowercase();
+    if !head_lower.contains("\r\ncontent-type: application/json") {
+        return Err(format!("not JSON: {head:?}"));
+    }
+    let body = if head_lower.contains("\r\ntransfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let v: Value =
+        serde_json::from_str(&body).map_err(|e| format!("body is not JSON ({e}): {body:?}"))?;
+    v["error"]["message"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("no error.message: {body}"))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `response` is `status` with the API's JSON error body, its message containing `names`.
+#[track_caller]
+fn assert_refused(response: &str, status: u16, names: &str) {
+    assert_eq!(status_of(response), status, "{response}");
+    let message = error_message(response).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        message.contains(names),
+        "{message:?} does not name {names:?}"
+    );
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{response}"
+    );
+}
+
 fn chat_body() -> &'static str {
     r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#
 }
@@ -297,14 +352,24 @@ async fn header_floods_get_431_and_bad_framing_gets_400() {
         .map(|i| format!("x-flood-{i}: {}\r\n", "a".repeat(1000)))
         .collect();
     let r = exchange(egress.addr, post(chat_body(), &big).as_bytes()).await;
-    assert_eq!(status_of(&r), 431, "{r}");
+    assert_refused(&r, 431, "request head too large");
     // Many small headers (hyper's limit is 100).
     let many: String = (0..150).map(|i| format!("x-h-{i}: v\r\n")).collect();
     let r = exchange(egress.addr, post(chat_body(), &many).as_bytes()).await;
-    assert_eq!(status_of(&r), 431, "{r}");
+    assert_refused(&r, 431, "request head too large");
     // A request line that is not HTTP.
     let r = exchange(egress.addr, b"\x16\x03\x01garbage\r\n\r\n").await;
-    assert_eq!(status_of(&r), 400, "{r}");
+    assert_refused(&r, 400, "bad request line or header");
+    // After a keep-alive answer on the same connection (pipelined): the first answer is
+    // untouched, the refusal has its body.
+    let r = exchange(
+        egress.addr,
+        b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nx-a: 1\r\n folded\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let second = r.find("HTTP/1.1 400 ").map(|i| &r[i..]).unwrap_or_default();
+    assert_refused(second, 400, "bad request line or header");
 }
 
 /// Smuggling patterns are refused, or read one way only: never two requests from one.
@@ -317,14 +382,14 @@ async fn request_smuggling_patterns_are_refused() {
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 60\r\n\r\n{}{}{",
     )
     .await;
-    assert_eq!(status_of(&r), 400, "{r}");
+    assert_refused(&r, 400, "bad request line or header");
     // An obsolete folded header line.
     let r = exchange(
         egress.addr,
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n folded\r\ncontent-length: 2\r\n\r\n{}",
     )
     .await;
-    assert_eq!(status_of(&r), 400, "{r}");
+    assert_refused(&r, 400, "bad request line or header");
     // Content-Length with Transfer-Encoding: the chunked framing wins (or 400); the bytes
     // after the chunked end are not answered as a second request.
     let smuggled = "GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n";
@@ -448,6 +513,94 @@ listeners:
     .await;
     assert_eq!(status_of(&r), 200, "{r}");
     drop(silent);
+}
+
+/// hyper's own refusals (a head it cannot parse or that is too large) carry the API's
+/// error body on the edge too, on a plain and on a TLS listener.
+#[tokio::test]
+async fn hyper_refusals_on_the_edge_carry_the_api_error_body_plain_and_tls() {
+    use std::sync::Arc;
+    let (_mock, egress) = egress_with_mock(EDGE_EGRESS_YAML).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = integration_tests::certs::TestCa::new().unwrap();
+    let leaf = ca.issue(&["localhost"]).unwrap();
+    let cert_path = dir.path().join("tls.crt");
+    let key_path = dir.path().join("tls.key");
+    std::fs::write(&cert_path, &leaf.cert_pem).unwrap();
+    std::fs::write(&key_path, &leaf.key_pem).unwrap();
+    let edge = ready_edge(
+        &format!(
+            r#"
+version: v0.4.0
+model_providers:
+  - model: openai/gpt-4o
+    default: true
+listeners:
+  - type: edge
+    name: open
+    port: 10000
+  - type: edge
+    name: secure
+    port: 10443
+    tls:
+      cert_path: {}
+      key_path: {}
+"#,
+            cert_path.display(),
+            key_path.display()
+        ),
+        &egress,
+    )
+    .await;
+    let big: String = (0..100)
+        .map(|i| format!("x-flood-{i}: {}\r\n", "a".repeat(1000)))
+        .collect();
+    let probes: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            post(chat_body(), &big).into_bytes(),
+            431,
+            "request head too large",
+        ),
+        (
+            b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n folded\r\n\r\n".to_vec(),
+            400,
+            "bad request line or header",
+        ),
+        (
+            b"G@T /v1/models HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+            400,
+            "bad request line or header",
+        ),
+    ];
+
+    for (raw, status, names) in &probes {
+        let r = exchange(edge.addr("open"), raw).await;
+        assert_refused(&r, *status, names);
+    }
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+    for (raw, status, names) in &probes {
+        let tcp = TcpStream::connect(edge.addr("secure")).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(raw).await.unwrap();
+        let mut out = Vec::new();
+        // A TLS peer may close without close_notify; what arrived before counts.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        let r = String::from_utf8_lossy(&out);
+        assert_refused(&r, *status, names);
+    }
 }
 
 // ------------------------------------------------------------------ HTTP/2
@@ -729,9 +882,17 @@ async fn auth_bypass_attempts_never_reach_a_provider_or_an_agent() {
     for (addr, raw) in &probes {
         let answer = exchange(*addr, raw.as_bytes()).await;
         let status = status_of(&answer);
-        if !refused_status(status) {
+        // Every refusal, hyper's own included, in the API's error shape.
+        // (A HEAD answer has no body.)
+        let body = if raw.starts_with("HEAD ") {
+            Ok(String::new())
+        } else {
+            error_message(&answer)
+        };
+        if !refused_status(status) || body.is_err() {
             wrong.push(format!(
-                "{status} for {:?}",
+                "{status} ({}) for {:?}",
+                body.err().unwrap_or_default(),
                 raw.chars().take(160).collect::<String>()
             ));
         }
