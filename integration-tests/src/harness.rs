@@ -156,3 +156,62 @@ impl Egress {
         })
     }
 }
+
+impl Egress {
+    /// Like [`Egress::start`], resolving the hosts of `prefix_affinity` endpoints with
+    /// `hosts` instead of the system resolver; returns once they are resolved.
+    pub async fn start_resolved(yaml: &str, hosts: TestHosts) -> anyhow::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = load(yaml, &[])?;
+        config.model_listener.addr = any;
+        let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
+        let admin = plano_common::admin::bind(any, &ctx).await?.local_addr();
+        let resolver = plano_egress::replicas::Resolver::new(hosts, Duration::from_secs(3600));
+        let server = plano_egress::bind(&ctx)
+            .await?
+            .with_resolver(resolver)
+            .await;
+        let addr = server.local_addr();
+        let task = tokio::spawn(server.serve());
+        Ok(Self {
+            addr,
+            admin,
+            ctx,
+            control,
+            task,
+        })
+    }
+}
+
+/// A hosts table for tests: each name resolves to its addresses (with the port asked
+/// for), like several `/etc/hosts` lines for one name; any other name does not resolve.
+#[derive(Debug, Clone, Default)]
+pub struct TestHosts(Vec<(String, Vec<std::net::IpAddr>)>);
+
+impl TestHosts {
+    pub fn with(mut self, name: &str, addrs: &[std::net::IpAddr]) -> Self {
+        self.0.push((name.to_string(), addrs.to_vec()));
+        self
+    }
+}
+
+impl plano_egress::replicas::Resolve for TestHosts {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> plano_egress::replicas::Lookup<'a> {
+        let found: Vec<SocketAddr> = self
+            .0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(host))
+            .flat_map(|(_, ips)| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
+            .collect();
+        Box::pin(async move {
+            if found.is_empty() {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host}: not in the test hosts"),
+                ))
+            } else {
+                Ok(found)
+            }
+        })
+    }
+}
