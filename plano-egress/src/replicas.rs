@@ -25,7 +25,7 @@ use plano_common::metrics as m;
 use plano_config::{Config, Endpoint, Provider};
 
 use crate::routing::affinity::HashRing;
-use crate::upstream::ReplicaNames;
+use crate::upstream::{ReplicaNames, host_without_port, unbracket};
 
 /// How often a host is resolved again (Envoy's default `dns_refresh_rate`).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -94,16 +94,11 @@ pub struct Replicas {
 
 impl Replicas {
     fn new(endpoint: &Endpoint, provider: &Provider, names: ReplicaNames) -> Self {
-        let host = endpoint.base_url.host_str().unwrap_or_default();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_string();
+        let host = unbracket(endpoint.base_url.host_str().unwrap_or_default()).to_string();
         let server_name = provider
             .http_host
             .as_deref()
-            .map_or_else(|| host.clone(), |h| without_port(h).to_string());
+            .map_or_else(|| host.clone(), |h| host_without_port(h).to_string());
         Self {
             endpoint: endpoint.name.clone(),
             port: endpoint.base_url.port_or_known_default().unwrap_or(80),
@@ -184,17 +179,6 @@ fn preferred(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     addrs.sort_unstable();
     addrs.dedup();
     addrs
-}
-
-/// `host:port` → `host` (`[::1]:80` → `::1`).
-fn without_port(h: &str) -> &str {
-    if let Some(rest) = h.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match h.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
-        _ => h,
-    }
 }
 
 /// `uri` sent to `replica` (`ip:port`) instead of its host; `None` if that makes no URI.
@@ -381,7 +365,5 @@ endpoints:
             at(&uri, "[fd00::1]:8443").unwrap().to_string(),
             "https://[fd00::1]:8443/v1/chat/completions?x=1"
         );
-        assert_eq!(without_port("llm.example:8443"), "llm.example");
-        assert_eq!(without_port("[::1]:80"), "::1");
     }
 }

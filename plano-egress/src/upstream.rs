@@ -89,14 +89,15 @@ fn sni_resolver(
     }
 }
 
-fn unbracket(host: &str) -> &str {
+/// `[::1]` → `::1`; any other host as it is.
+pub(crate) fn unbracket(host: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
 }
 
 /// `llm.example.com:8443` → `llm.example.com`; `[::1]:8443` → `::1`.
-fn host_without_port(host: &str) -> &str {
+pub(crate) fn host_without_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }

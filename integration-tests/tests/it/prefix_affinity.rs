@@ -9,7 +9,7 @@ use integration_tests::harness::{Egress, TestHosts};
 use integration_tests::mock::{MockOptions, MockProvider};
 use serde_json::json;
 
-use crate::support::http_client;
+use crate::support::{http_client, metric};
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
@@ -91,16 +91,6 @@ fn landed(mocks: &[MockProvider], marker: &str) -> (usize, http::HeaderMap) {
         .collect();
     assert_eq!(found.len(), 1, "`{marker}` arrived {} times", found.len());
     found.into_iter().next().unwrap()
-}
-
-fn metric(egress: &Egress, name: &str, label: &str) -> f64 {
-    egress
-        .metrics()
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]
