@@ -729,3 +729,51 @@ model_providers:
     assert_eq!(router.str_attr("plano.routing.route"), None);
     egress.stop().await.unwrap();
 }
+
+/// An attempt on a `prefix_affinity` provider names the replica it was sent to.
+#[tokio::test(flavor = "current_thread")]
+async fn a_prefix_affinity_attempt_names_its_replica() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tracing = Tracing::install("plano-egress").await.unwrap();
+    let replica = MockProvider::start_on(
+        "127.0.0.12:0".parse().unwrap(),
+        integration_tests::mock::MockOptions::default(),
+    )
+    .await
+    .unwrap();
+    let port = replica.addr().port();
+    let yaml = format!(
+        r#"
+version: v0.4.0
+model_providers:
+  - model: openai/llama-traced
+    access_key: k
+    base_url: http://replicas.test:{port}
+    default: true
+endpoints:
+  traced:
+    endpoint: replicas.test:{port}
+    prefix_affinity: true
+"#
+    );
+    let hosts = integration_tests::harness::TestHosts::default()
+        .with("replicas.test", &["127.0.0.12".parse().unwrap()]);
+    let egress = Egress::start_resolved(&yaml, hosts).await.unwrap();
+    let res = reqwest::Client::new()
+        .post(egress.url("/v1/chat/completions"))
+        .json(&json!({"model": "openai/llama-traced", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.text().await.unwrap();
+    let is_attempt = |s: &RecordedSpan| s.kind == "client" && s.name == "llm openai/llama-traced";
+    let spans = tracing.wait_for(|s| s.iter().any(is_attempt)).await;
+    let attempt = spans.iter().find(|s| is_attempt(s)).unwrap();
+    assert_eq!(
+        attempt.str_attr("plano.replica"),
+        Some(format!("127.0.0.12:{port}").as_str()),
+        "{attempt:#?}"
+    );
+    egress.stop().await.unwrap();
+}

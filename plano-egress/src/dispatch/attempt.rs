@@ -213,6 +213,11 @@ impl Attempt<'_> {
                 continue;
             };
             let wait = until.saturating_duration_since(Instant::now());
+            tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(
+                &self.span,
+                "plano.replica",
+                replica.clone(),
+            );
             let err = match self
                 .send_to(uri, Some((&host, prefix_hash.as_ref())), stream, wait)
                 .await?
