@@ -316,6 +316,39 @@ endpoints:
         assert_eq!(a.order(7), vec!["10.0.0.3:8443"]);
     }
 
+    /// Answers from a shared list and counts the questions.
+    #[derive(Clone, Default)]
+    struct Scripted(Arc<Mutex<(Vec<SocketAddr>, usize)>>);
+
+    impl Resolve for Scripted {
+        fn resolve<'a>(&'a self, _host: &'a str, _port: u16) -> Lookup<'a> {
+            let mut s = self.0.lock().unwrap();
+            s.1 += 1;
+            let answer = s.0.clone();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hosts_are_resolved_again_while_their_sets_live() {
+        let script = Scripted::default();
+        script.0.lock().unwrap().0 = addrs(&["10.0.0.1:8443"]);
+        let names = ReplicaNames::default();
+        let resolver = Resolver::new(script.clone(), Duration::from_secs(5));
+        let sets = for_config(&config(), &resolver, &names).await;
+        let set = sets[0].clone().unwrap();
+        assert_eq!(set.order(1), vec!["10.0.0.1:8443"]);
+        script.0.lock().unwrap().0 = addrs(&["10.0.0.1:8443", "10.0.0.2:8443"]);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(set.order(1).len(), 2);
+        // Once the runtime holding the sets is gone, its refresh task stops asking.
+        drop((sets, set));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let asked = script.0.lock().unwrap().1;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(script.0.lock().unwrap().1, asked);
+    }
+
     #[tokio::test]
     async fn a_set_aside_replica_goes_last_and_comes_back() {
         let names = ReplicaNames::default();
