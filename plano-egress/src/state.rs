@@ -18,6 +18,7 @@ use crate::replicas::{self, Replicas, Resolver};
 use crate::routing::{self, Router, RoutingSettings};
 use crate::upstream::{self, HttpClient, ReplicaNames};
 
+#[derive(Clone)]
 pub struct Runtime {
     pub config: Arc<Config>,
     pub client: HttpClient,
@@ -135,35 +136,20 @@ impl AppState {
         if let Ok(mut r) = self.resolver.lock() {
             *r = resolver.clone();
         }
-        let old = self.runtime();
-        let replicas = replicas::for_config(&old.config, &resolver, &self.replica_names).await;
-        self.runtime.store(Arc::new(Runtime {
-            config: old.config.clone(),
-            client: old.client.clone(),
-            limiter: old.limiter.clone(),
-            prepared: old.prepared.clone(),
-            metrics: old.metrics.clone(),
-            router: old.router.clone(),
-            replicas,
-        }));
+        let mut runtime = Runtime::clone(&self.runtime());
+        runtime.replicas =
+            replicas::for_config(&runtime.config, &resolver, &self.replica_names).await;
+        self.runtime.store(Arc::new(runtime));
     }
 
     /// Route with these settings from now on, whatever the config says.
     pub fn set_routing(&self, settings: RoutingSettings) {
-        let old = self.runtime();
-        let router = router_for(&old.config, Some(&settings), &old.client, None);
+        let mut runtime = Runtime::clone(&self.runtime());
+        runtime.router = router_for(&runtime.config, Some(&settings), &runtime.client, None);
         if let Ok(mut set) = self.routing.lock() {
             *set = Some(settings);
         }
-        self.runtime.store(Arc::new(Runtime {
-            config: old.config.clone(),
-            client: old.client.clone(),
-            limiter: old.limiter.clone(),
-            prepared: old.prepared.clone(),
-            metrics: old.metrics.clone(),
-            replicas: old.replicas.clone(),
-            router,
-        }));
+        self.runtime.store(Arc::new(runtime));
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
