@@ -31,11 +31,26 @@ impl Egress {
         listen: SocketAddr,
         admin: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::start_set_up(yaml, env, listen, admin, |server| async move { server }).await
+    }
+
+    /// Load, bind, let `set_up` adjust the bound server, then serve.
+    async fn start_set_up<F, Fut>(
+        yaml: &str,
+        env: &[(&str, &str)],
+        listen: SocketAddr,
+        admin: SocketAddr,
+        set_up: F,
+    ) -> anyhow::Result<Self>
+    where
+        F: FnOnce(plano_egress::EgressServer) -> Fut,
+        Fut: std::future::Future<Output = plano_egress::EgressServer>,
+    {
         let mut config = load(yaml, env)?;
         config.model_listener.addr = listen;
         let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
         let admin = plano_common::admin::bind(admin, &ctx).await?.local_addr();
-        let server = plano_egress::bind(&ctx).await?;
+        let server = set_up(plano_egress::bind(&ctx).await?).await;
         let addr = server.local_addr();
         let task = tokio::spawn(server.serve());
         Ok(Self {
@@ -140,19 +155,50 @@ impl Egress {
         routing: plano_egress::routing::RoutingSettings,
     ) -> anyhow::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut config = load(yaml, &[])?;
-        config.model_listener.addr = any;
-        let (ctx, control) = Context::new(Component::Egress, config, Duration::from_secs(5));
-        let admin = plano_common::admin::bind(any, &ctx).await?.local_addr();
-        let server = plano_egress::bind(&ctx).await?.with_routing(routing);
-        let addr = server.local_addr();
-        let task = tokio::spawn(server.serve());
-        Ok(Self {
-            addr,
-            admin,
-            ctx,
-            control,
-            task,
+        Self::start_set_up(yaml, &[], any, any, |server| async move {
+            server.with_routing(routing)
+        })
+        .await
+    }
+
+    /// Like [`Egress::start`], resolving the hosts of `prefix_affinity` endpoints with
+    /// `hosts` instead of the system resolver; returns once they are resolved.
+    pub async fn start_resolved(yaml: &str, hosts: TestHosts) -> anyhow::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let resolver = plano_egress::replicas::Resolver::new(hosts, Duration::from_secs(3600));
+        Self::start_set_up(yaml, &[], any, any, |server| server.with_resolver(resolver)).await
+    }
+}
+
+/// A hosts table for tests: each name resolves to its addresses (with the port asked
+/// for), like several `/etc/hosts` lines for one name; any other name does not resolve.
+#[derive(Debug, Clone, Default)]
+pub struct TestHosts(Vec<(String, Vec<std::net::IpAddr>)>);
+
+impl TestHosts {
+    pub fn with(mut self, name: &str, addrs: &[std::net::IpAddr]) -> Self {
+        self.0.push((name.to_string(), addrs.to_vec()));
+        self
+    }
+}
+
+impl plano_egress::replicas::Resolve for TestHosts {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> plano_egress::replicas::Lookup<'a> {
+        let found: Vec<SocketAddr> = self
+            .0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(host))
+            .flat_map(|(_, ips)| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
+            .collect();
+        Box::pin(async move {
+            if found.is_empty() {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host}: not in the test hosts"),
+                ))
+            } else {
+                Ok(found)
+            }
         })
     }
 }

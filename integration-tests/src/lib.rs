@@ -7,3 +7,4 @@ pub mod mock;
 pub mod mock_filter;
 pub mod mock_http;
 pub mod otlp;
+pub mod tls_upstream;

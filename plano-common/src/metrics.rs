@@ -40,6 +40,10 @@ pub const ROUTING_FALLBACKS_TOTAL: &str = "plano_routing_fallbacks_total";
 pub const ROUTING_CACHE_LOOKUPS_TOTAL: &str = "plano_routing_cache_lookups_total";
 pub const ROUTING_ROUTER_DURATION_SECONDS: &str = "plano_routing_router_duration_seconds";
 pub const ROUTING_METRICS_REFRESHES_TOTAL: &str = "plano_routing_metrics_refreshes_total";
+// `endpoints.<name>.prefix_affinity` (egress `replicas.rs`).
+pub const ENDPOINT_REPLICAS: &str = "plano_endpoint_replicas";
+pub const ENDPOINT_RESOLUTIONS_TOTAL: &str = "plano_endpoint_resolutions_total";
+pub const ENDPOINT_REPLICA_SKIPS_TOTAL: &str = "plano_endpoint_replica_skips_total";
 pub const CONNECTIONS_OPEN: &str = "plano_connections_open";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "plano_connections_rejected_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "plano_connections_closed_total";
@@ -283,6 +287,18 @@ fn describe() {
     describe_counter!(
         ROUTING_METRICS_REFRESHES_TOTAL,
         "Fetches of model_metrics_sources, by type (cost, latency) and outcome (ok, error; on error the last values stay)."
+    );
+    describe_gauge!(
+        ENDPOINT_REPLICAS,
+        "Addresses a prefix_affinity endpoint's host resolved to at its last resolution, by endpoint."
+    );
+    describe_counter!(
+        ENDPOINT_RESOLUTIONS_TOTAL,
+        "Resolutions of a prefix_affinity endpoint's host, by endpoint and outcome (ok, error; on error the last addresses stay)."
+    );
+    describe_counter!(
+        ENDPOINT_REPLICA_SKIPS_TOTAL,
+        "Requests sent past a replica of a prefix_affinity endpoint because it could not be connected to, by provider."
     );
     describe_gauge!(
         CONNECTIONS_OPEN,

@@ -88,4 +88,12 @@ impl Config {
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.id == id)
     }
+
+    /// The `prefix_affinity` endpoint whose address is this provider's `base_url`, if any:
+    /// the provider's requests are then spread over every address its host resolves to.
+    pub fn affinity_endpoint(&self, provider: &Provider) -> Option<&Endpoint> {
+        self.endpoints
+            .values()
+            .find(|e| e.prefix_affinity && e.serves(&provider.base_url))
+    }
 }

@@ -304,6 +304,19 @@ pub struct Endpoint {
     pub prefix_affinity: bool,
 }
 
+impl Endpoint {
+    /// Whether `url` addresses this endpoint: same scheme, host and port (the path aside).
+    pub fn serves(&self, url: &Url) -> bool {
+        self.base_url.scheme() == url.scheme()
+            && self.base_url.port_or_known_default() == url.port_or_known_default()
+            && self
+                .base_url
+                .host_str()
+                .zip(url.host_str())
+                .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamType {

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod error;
 pub mod providers;
 pub mod ratelimit;
+pub mod replicas;
 pub mod routes;
 pub mod routing;
 pub mod state;
@@ -56,6 +57,13 @@ impl EgressServer {
     /// across reloads too.
     pub fn with_routing(self, settings: routing::RoutingSettings) -> Self {
         self.state.set_routing(settings);
+        self
+    }
+
+    /// Resolve the hosts of `prefix_affinity` endpoints with `resolver` (instead of the
+    /// system's), across reloads too; returns once they have been resolved with it.
+    pub async fn with_resolver(self, resolver: replicas::Resolver) -> Self {
+        self.state.set_resolver(resolver).await;
         self
     }
 

@@ -14,9 +14,11 @@ use crate::dispatch::circuit::Circuits;
 use crate::dispatch::record::ProviderMetrics;
 use crate::providers::upstream_request::Prepared;
 use crate::ratelimit::RateLimiter;
+use crate::replicas::{self, Replicas, Resolver};
 use crate::routing::{self, Router, RoutingSettings};
-use crate::upstream::{self, HttpClient};
+use crate::upstream::{self, HttpClient, ReplicaNames};
 
+#[derive(Clone)]
 pub struct Runtime {
     pub config: Arc<Config>,
     pub client: HttpClient,
@@ -27,6 +29,8 @@ pub struct Runtime {
     pub prepared: Vec<Prepared>,
     /// Per provider (same index): its metric handles, registered once.
     pub metrics: Vec<ProviderMetrics>,
+    /// Per provider (same index): the replicas of its `prefix_affinity` endpoint.
+    pub replicas: Vec<Option<Arc<Replicas>>>,
 }
 
 /// The router for `config`, unless `set` (from [`AppState::set_routing`]) replaces its
@@ -74,6 +78,10 @@ pub struct AppState {
     pub filters: Arc<FilterRunner>,
     /// Routing settings set by the embedder, kept across reloads (they win over the config's).
     routing: std::sync::Mutex<Option<RoutingSettings>>,
+    /// How `prefix_affinity` hosts are resolved (the system resolver unless replaced).
+    resolver: std::sync::Mutex<Resolver>,
+    /// Replica addresses' TLS names, shared by every runtime's client.
+    replica_names: ReplicaNames,
 }
 
 impl AppState {
@@ -93,11 +101,14 @@ impl AppState {
         let conversations = Arc::new(ConversationStore::new(&config.state_storage)?);
         conversations.prepare().await;
         conversations.spawn_cleanup(conversations::cleanup_interval(config.state_storage.ttl));
-        let client = upstream::client(&config)?;
+        let replica_names = ReplicaNames::default();
+        let resolver = Resolver::system();
+        let client = upstream::client(&config, &replica_names)?;
         let runtime = Runtime {
             router: router_for(&config, None, &client, None),
             prepared: prepare(&config)?,
             metrics: ProviderMetrics::for_providers(&config.providers),
+            replicas: replicas::for_config(&config, &resolver, &replica_names).await,
             client,
             config,
             limiter,
@@ -108,24 +119,37 @@ impl AppState {
             conversations,
             filters,
             routing: std::sync::Mutex::new(None),
+            resolver: std::sync::Mutex::new(resolver),
+            replica_names,
         })
+    }
+
+    fn resolver(&self) -> Resolver {
+        self.resolver
+            .lock()
+            .map_or_else(|_| Resolver::system(), |r| r.clone())
+    }
+
+    /// Resolve `prefix_affinity` hosts with `resolver` from now on (across reloads too);
+    /// returns once the current config's hosts have been resolved with it.
+    pub async fn set_resolver(&self, resolver: Resolver) {
+        if let Ok(mut r) = self.resolver.lock() {
+            *r = resolver.clone();
+        }
+        let mut runtime = Runtime::clone(&self.runtime());
+        runtime.replicas =
+            replicas::for_config(&runtime.config, &resolver, &self.replica_names).await;
+        self.runtime.store(Arc::new(runtime));
     }
 
     /// Route with these settings from now on, whatever the config says.
     pub fn set_routing(&self, settings: RoutingSettings) {
-        let old = self.runtime();
-        let router = router_for(&old.config, Some(&settings), &old.client, None);
+        let mut runtime = Runtime::clone(&self.runtime());
+        runtime.router = router_for(&runtime.config, Some(&settings), &runtime.client, None);
         if let Ok(mut set) = self.routing.lock() {
             *set = Some(settings);
         }
-        self.runtime.store(Arc::new(Runtime {
-            config: old.config.clone(),
-            client: old.client.clone(),
-            limiter: old.limiter.clone(),
-            prepared: old.prepared.clone(),
-            metrics: old.metrics.clone(),
-            router,
-        }));
+        self.runtime.store(Arc::new(runtime));
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -148,12 +172,14 @@ impl AppState {
         for p in &config.providers {
             self.circuits.register(&p.name);
         }
-        let client = upstream::client(&config)?;
+        let client = upstream::client(&config, &self.replica_names)?;
         let set = self.routing.lock().ok().and_then(|s| s.clone());
+        let replicas = replicas::for_config(&config, &self.resolver(), &self.replica_names).await;
         self.runtime.store(Arc::new(Runtime {
             router: router_for(&config, set.as_ref(), &client, old.router.as_ref()),
             prepared,
             metrics: ProviderMetrics::for_providers(&config.providers),
+            replicas,
             config,
             client,
             limiter,

@@ -2,9 +2,12 @@
 //! `plano_common::http_client` (web PKI roots plus `overrides.upstream_tls_ca_path`,
 //! `overrides.upstream_connect_timeout`, HTTP/1.1 and HTTP/2 by ALPN) with the egress's
 //! settings: TCP keep-alive 60 s, up to 256 idle connections per host, and TLS server
-//! names taken from a provider's `http_host`.
+//! names taken from a provider's `http_host` or, for a replica of a `prefix_affinity`
+//! endpoint reached by its address, from the name it was resolved from.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,14 +18,40 @@ use rustls::pki_types::{InvalidDnsNameError, ServerName};
 
 pub type HttpClient = HttpsClient<http_body_util::Full<Bytes>>;
 
+/// The TLS server names of replica addresses (`prefix_affinity`, `replicas.rs`): a request
+/// sent to a replica's `ip:port` presents the name the address was resolved from. Written
+/// on every resolution, read when a connection opens; shared by every client of a process.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaNames(Arc<RwLock<HashMap<(String, u16), String>>>);
+
+impl ReplicaNames {
+    /// `name` is now served at `new` instead of `old`.
+    pub fn replace(&self, name: &str, old: &[SocketAddr], new: &[SocketAddr]) {
+        let Ok(mut map) = self.0.write() else {
+            return;
+        };
+        for a in old {
+            map.remove(&(a.ip().to_string(), a.port()));
+        }
+        for a in new {
+            map.insert((a.ip().to_string(), a.port()), name.to_string());
+        }
+    }
+
+    fn get(&self, host: &str, port: u16) -> Option<String> {
+        let map = self.0.read().ok()?;
+        map.get(&(host.to_string(), port)).cloned()
+    }
+}
+
 /// Build the client from the config's overrides and providers.
-pub fn client(config: &Config) -> anyhow::Result<HttpClient> {
+pub fn client(config: &Config, replicas: &ReplicaNames) -> anyhow::Result<HttpClient> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(HttpClientBuilder::from_config(config)
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .server_names(sni_resolver(config))
+        .server_names(sni_resolver(config, replicas.clone()))
         .build()?)
 }
 
@@ -32,6 +61,7 @@ pub fn client(config: &Config) -> anyhow::Result<HttpClient> {
 /// `http_host`s, the first one listed wins.
 fn sni_resolver(
     config: &Config,
+    replicas: ReplicaNames,
 ) -> impl Fn(&Uri) -> Result<ServerName<'static>, InvalidDnsNameError> + Send + Sync + 'static {
     let mut names: HashMap<(String, u16), String> = HashMap::new();
     for p in &config.providers {
@@ -49,6 +79,9 @@ fn sni_resolver(
     move |uri: &Uri| {
         let host = unbracket(uri.host().unwrap_or_default());
         let port = uri.port_u16().unwrap_or(443);
+        if let Some(name) = replicas.get(host, port) {
+            return ServerName::try_from(name);
+        }
         let name = names
             .get(&(host.to_ascii_lowercase(), port))
             .map_or(host, String::as_str);
@@ -56,14 +89,15 @@ fn sni_resolver(
     }
 }
 
-fn unbracket(host: &str) -> &str {
+/// `[::1]` → `::1`; any other host as it is.
+pub(crate) fn unbracket(host: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
 }
 
 /// `llm.example.com:8443` → `llm.example.com`; `[::1]:8443` → `::1`.
-fn host_without_port(host: &str) -> &str {
+pub(crate) fn host_without_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -88,7 +122,8 @@ model_providers:
   - model: openai/gpt-4o-mini
 "#;
         let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
-        let resolve = sni_resolver(&config);
+        let replicas = ReplicaNames::default();
+        let resolve = sni_resolver(&config, replicas.clone());
         let name = |u: &str| resolve(&u.parse::<Uri>().unwrap()).unwrap();
         assert_eq!(
             name("https://10.0.0.7:8443/v1/chat/completions"),
@@ -101,6 +136,23 @@ model_providers:
         assert_eq!(
             name("https://10.0.0.7:9443/"),
             ServerName::try_from("10.0.0.7").unwrap()
+        );
+        // A replica address presents the name it was resolved from, until it moves.
+        let a: SocketAddr = "10.0.0.8:8443".parse().unwrap();
+        let b: SocketAddr = "[fd00::8]:8443".parse().unwrap();
+        replicas.replace("vllm.example", &[], &[a, b]);
+        assert_eq!(
+            name("https://10.0.0.8:8443/v1"),
+            ServerName::try_from("vllm.example").unwrap()
+        );
+        assert_eq!(
+            name("https://[fd00::8]:8443/v1"),
+            ServerName::try_from("vllm.example").unwrap()
+        );
+        replicas.replace("vllm.example", &[a, b], &[b]);
+        assert_eq!(
+            name("https://10.0.0.8:8443/v1"),
+            ServerName::try_from("10.0.0.8").unwrap()
         );
     }
 
@@ -121,7 +173,10 @@ model_providers:
             path.display()
         );
         let config = plano_config::load_str(&yaml, None, &|_| None).unwrap();
-        let err = client(&config).err().unwrap().to_string();
+        let err = client(&config, &ReplicaNames::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("no usable PEM certificate"), "{err}");
     }
 }

@@ -760,8 +760,6 @@ async fn shutdown_drains_a_stream_in_flight() {
 /// must present `http_host` as SNI and trust `overrides.upstream_tls_ca_path`.
 #[tokio::test]
 async fn https_upstream_uses_http_host_as_sni_and_the_configured_ca() {
-    use std::sync::{Arc, Mutex};
-
     tls();
     let ca = integration_tests::certs::TestCa::new().unwrap();
     let leaf = ca.issue(&["llm.internal.example"]).unwrap();
@@ -769,54 +767,11 @@ async fn https_upstream_uses_http_host_as_sni_and_the_configured_ca() {
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
 
-    let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
-    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen_sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let server = {
-        let seen_sni = seen_sni.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                let seen_sni = seen_sni.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    seen_sni
-                        .lock()
-                        .unwrap()
-                        .push(tls.get_ref().1.server_name().map(str::to_string));
-                    let svc = hyper::service::service_fn(|_req| async {
-                        let body = integration_tests::mock::completion("gpt-4o", 64).to_string();
-                        http::Response::builder()
-                            .header("content-type", "application/json")
-                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        })
-    };
+    let upstream =
+        integration_tests::tls_upstream::TlsUpstream::start("127.0.0.1:0".parse().unwrap(), &leaf)
+            .await
+            .unwrap();
+    let port = upstream.addr.port();
 
     let yaml = format!(
         r#"
@@ -844,16 +799,13 @@ listeners:
     let body = r.text().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        seen_sni
-            .lock()
-            .unwrap()
+        upstream
+            .seen()
             .first()
-            .cloned()
-            .flatten()
+            .and_then(|s| s.sni.clone())
             .as_deref(),
         Some("llm.internal.example")
     );
-    server.abort();
 }
 
 /// A stream still running at the listener timeout is ended, with an error event saying so

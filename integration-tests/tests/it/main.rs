@@ -20,6 +20,7 @@ mod egress_path;
 mod filters;
 mod limits;
 mod mock;
+mod prefix_affinity;
 mod prometheus;
 mod prompt_targets;
 mod quickstart;

@@ -13,7 +13,7 @@ use plano_egress::routing::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{eventually, http_client};
+use crate::support::{eventually, http_client, metric};
 
 const REQUESTED: &str = "openai/gpt-4o-mini";
 const CODE_MODEL: &str = "anthropic/claude-sonnet";
@@ -162,16 +162,6 @@ fn calls(mock: &MockProvider, model_id: &str) -> usize {
         .count()
 }
 
-fn counter(egress: &Egress, name: &str, label: &str) -> f64 {
-    egress
-        .metrics()
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn preferences_send_code_and_chat_to_different_models_on_every_api() {
     let (egress, mock) = start("openai/router", settings("openai/router")).await;
@@ -201,9 +191,9 @@ async fn preferences_send_code_and_chat_to_different_models_on_every_api() {
     ));
     assert!(prompt.contains("\"content\": \"write a Python function\""));
     // Chat and Messages ask the same question: the second was answered from the cache.
-    assert!(counter(&egress, "plano_routing_decisions_total", "source=\"cache\"") >= 1.0);
+    assert!(metric(&egress, "plano_routing_decisions_total", "source=\"cache\"") >= 1.0);
     assert!(
-        counter(
+        metric(
             &egress,
             "plano_routing_decisions_total",
             "route=\"code_generation\""
@@ -230,7 +220,7 @@ async fn a_failing_router_falls_back_to_the_requested_model_and_is_counted() {
             .await
             .unwrap();
         let label = format!("reason=\"{reason}\"");
-        let before = counter(&egress, "plano_routing_fallbacks_total", &label);
+        let before = metric(&egress, "plano_routing_fallbacks_total", &label);
         let started = std::time::Instant::now();
         let (status, provider, route) = ask(&egress, "write a Python function").await;
         assert_eq!(status, 200, "{router}");
@@ -241,7 +231,7 @@ async fn a_failing_router_falls_back_to_the_requested_model_and_is_counted() {
             "{router}: the router timeout bounds the wait"
         );
         assert_eq!(
-            counter(&egress, "plano_routing_fallbacks_total", &label),
+            metric(&egress, "plano_routing_fallbacks_total", &label),
             before + 1.0,
             "{router}"
         );
@@ -297,7 +287,7 @@ async fn cheapest_follows_a_changed_price_list_without_a_restart() {
     })
     .await;
     assert!(
-        counter(
+        metric(
             &egress,
             "plano_routing_metrics_refreshes_total",
             "outcome=\"ok\""
@@ -368,7 +358,7 @@ async fn a_conversation_sticks_to_its_provider_under_session_affinity() {
         .unwrap();
     assert_eq!(res.headers()["x-plano-provider"], CHAT_MODEL);
     assert!(
-        counter(
+        metric(
             &egress,
             "plano_routing_cache_lookups_total",
             "cache=\"session\",outcome=\"hit\""
@@ -724,7 +714,7 @@ async fn route_on_user_only_replays_the_last_route_for_tool_results() {
         assert_eq!(calls(&mock, "router") - before, expected, "on={on}");
         if on {
             assert!(
-                counter(
+                metric(
                     &egress,
                     "plano_routing_decisions_total",
                     "source=\"replay\""

@@ -29,6 +29,17 @@ where
     }
 }
 
+/// The sum of the egress's `name` series whose labels contain `label`.
+pub fn metric(egress: &Egress, name: &str, label: &str) -> f64 {
+    egress
+        .metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Every line of a Prometheus text exposition is a comment (`# HELP`, `# TYPE`), blank, or
 /// `name{labels} value` with a metric name starting `plano_` and a number as value.
 pub fn assert_prometheus_text(text: &str) {

@@ -38,7 +38,7 @@ use overrides::overrides;
 use providers::model_providers;
 use routing::{model_metrics_sources, prompt_caching, routing, routing_preferences};
 use state::{mode, prompt_guards, state_storage, tracing};
-use targets::{endpoints, prompt_targets};
+use targets::{check_prefix_affinity, endpoints, prompt_targets};
 
 const VERSIONS: &[&str] = &[
     "v0.1",
@@ -162,6 +162,7 @@ pub(crate) fn build(
     let prompt_guards = prompt_guards(&get("prompt_guards"), p);
     let endpoints = endpoints(&get("endpoints"), p);
     let prompt_targets = prompt_targets(&get("prompt_targets"), &endpoints, p);
+    check_prefix_affinity(&endpoints, &providers, p);
     let overrides = overrides(&get("overrides"), &providers, &aliases, p);
     let ratelimits = ratelimits(&get("ratelimits"), &providers, &aliases, p);
     let ratelimit_storage = ratelimit_storage(&get("ratelimit_storage"), p);

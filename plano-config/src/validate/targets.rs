@@ -39,12 +39,6 @@ pub(super) fn endpoints(value: &Value, p: &mut Problems) -> BTreeMap<String, End
                 super::providers::check_http_host(h, &join(&path, "http_host"), p);
             }
             let prefix_affinity = e.prefix_affinity.unwrap_or(false);
-            if prefix_affinity {
-                p.warn(
-                    &join(&path, "prefix_affinity"),
-                    "parsed, not acted on yet (endpoints are called on one address, no replica hashing)",
-                );
-            }
             let base_url = http_url(
                 &format!("{scheme}://{}", e.endpoint),
                 &join(&path, "endpoint"),
@@ -63,6 +57,26 @@ pub(super) fn endpoints(value: &Value, p: &mut Problems) -> BTreeMap<String, End
             ))
         })
         .collect()
+}
+
+/// `prefix_affinity` acts on the model providers whose `base_url` is the endpoint's
+/// address (docs/routing.md); one that serves none of them does nothing, and says so.
+pub(super) fn check_prefix_affinity(
+    endpoints: &BTreeMap<String, Endpoint>,
+    providers: &[Provider],
+    p: &mut Problems,
+) {
+    for e in endpoints.values().filter(|e| e.prefix_affinity) {
+        if !providers.iter().any(|m| e.serves(&m.base_url)) {
+            p.warn(
+                &format!("endpoints.{}.prefix_affinity", e.name),
+                &format!(
+                    "no model provider's base_url is {} (prefix affinity spreads model requests over the replicas of a provider's base_url; prompt targets and agents are called on one address)",
+                    e.base_url
+                ),
+            );
+        }
+    }
 }
 
 pub(super) fn prompt_targets(
@@ -144,4 +158,46 @@ pub(super) fn prompt_targets(
         p,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_affinity_applies_to_providers_whose_base_url_is_the_endpoint() {
+        let yaml = r#"
+version: v0.4.0
+model_providers:
+  - model: openai/llama
+    base_url: http://VLLM.internal:8000/v1
+    default: true
+  - model: openai/gpt-4o
+endpoints:
+  vllm:
+    endpoint: vllm.internal:8000
+    prefix_affinity: true
+  other_port:
+    endpoint: vllm.internal:9000
+    prefix_affinity: true
+  plain:
+    endpoint: api.openai.com
+    protocol: https
+"#;
+        let config = crate::load_str(yaml, None, &|_| None).unwrap();
+        let llama = config.provider("openai/llama").unwrap();
+        let gpt = config.provider("openai/gpt-4o").unwrap();
+        assert_eq!(
+            config.affinity_endpoint(llama).map(|e| e.name.as_str()),
+            Some("vllm")
+        );
+        // Same address but no prefix_affinity: nothing changes.
+        assert!(config.affinity_endpoint(gpt).is_none());
+        // The endpoint no provider uses is reported, the used one is not.
+        let warned: Vec<&String> = config
+            .warnings
+            .iter()
+            .filter(|w| w.contains("prefix_affinity"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("endpoints.other_port"), "{warned:?}");
+    }
 }

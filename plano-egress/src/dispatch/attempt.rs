@@ -22,6 +22,8 @@ use crate::providers::framing::{self, Framing};
 use crate::providers::plan::{ClientRequest, Route};
 use crate::providers::upstream_request::{self, Prepared};
 use crate::providers::usage::Usage;
+use crate::replicas::{self, Replicas};
+use crate::routing::affinity::PREFIX_HASH_HEADER;
 use crate::upstream::HttpClient;
 
 /// Largest non-streaming upstream body we relay (a sane bound on a chat answer).
@@ -47,6 +49,19 @@ pub struct Attempt<'a> {
     pub wait: Duration,
     /// The attempt's client span; sent upstream as `traceparent`.
     pub span: tracing::Span,
+    /// The provider's `prefix_affinity` replicas, when it has them.
+    pub affinity: Option<Affinity<'a>>,
+}
+
+/// Where a request to a `prefix_affinity` provider goes: the replica its key picks on the
+/// ring, or the next ones when that one cannot be connected to.
+#[derive(Clone, Copy)]
+pub struct Affinity<'a> {
+    pub replicas: &'a Replicas,
+    /// The prompt-prefix hash, else a hash of the request id (spread, stable across retries).
+    pub key: u64,
+    /// The prompt-prefix hash, sent as `x-plano-prefix-hash`.
+    pub prefix_hash: Option<u64>,
 }
 
 /// An attempt's answer, in the client's API (whole) or about to be (stream).
@@ -63,28 +78,14 @@ impl Attempt<'_> {
     /// Send once. A 2xx whose body cannot be read in the provider's API counts as a
     /// broken attempt (retried, failed over), like a broken connection.
     pub async fn run(self) -> Result<Answer, AttemptError> {
-        let mut req = upstream_request::build_request(
-            self.provider,
-            self.prepared,
-            self.uri.clone(),
-            self.headers,
-            self.request_id,
-            self.body.clone(),
-        );
         let stream = self.request.stream.then_some(self.route.upstream);
         let sent = Instant::now();
-        plano_common::telemetry::inject(&self.span, req.headers_mut());
-        // Signed auth (Bedrock SigV4) last, over the headers as they will be sent.
-        let exchanged = match upstream_request::authorize(self.prepared, &mut req, &self.body).await
-        {
-            Ok(()) => {
-                tracing::Instrument::instrument(
-                    exchange(self.client, req, stream, self.wait),
-                    self.span.clone(),
-                )
+        let exchanged = match self.affinity {
+            Some(affinity) => self.send_to_replicas(affinity, stream).await,
+            None => self
+                .send_to(self.uri.clone(), None, stream, self.wait)
                 .await
-            }
-            Err(e) => Err(AttemptError::Credentials(e)),
+                .and_then(|r| r),
         };
         let result = match exchanged {
             Ok(Reply::Whole { status, body }) => {
@@ -134,6 +135,105 @@ impl Attempt<'_> {
             }
         }
         result
+    }
+}
+
+impl Attempt<'_> {
+    /// Send one request to `uri`, waiting at most `wait`. `Err`: it could not be sent at
+    /// all (no credentials); `Ok(Err)`: it was sent and failed.
+    async fn send_to(
+        &self,
+        uri: http::Uri,
+        affinity: Option<(&HeaderValue, Option<&HeaderValue>)>,
+        stream: Option<Api>,
+        wait: Duration,
+    ) -> Result<Result<Reply, AttemptError>, AttemptError> {
+        let mut req = upstream_request::build_request(
+            self.provider,
+            self.prepared,
+            uri,
+            self.headers,
+            self.request_id,
+            self.body.clone(),
+        );
+        if let Some((host, prefix_hash)) = affinity {
+            // Sent to an address: the host name stays the Host (unless `http_host` set it).
+            req.headers_mut()
+                .entry(http::header::HOST)
+                .or_insert_with(|| host.clone());
+            if let Some(h) = prefix_hash {
+                req.headers_mut()
+                    .insert(http::HeaderName::from_static(PREFIX_HASH_HEADER), h.clone());
+            }
+        }
+        plano_common::telemetry::inject(&self.span, req.headers_mut());
+        // Signed auth (Bedrock SigV4) last, over the headers as they will be sent.
+        upstream_request::authorize(self.prepared, &mut req, &self.body)
+            .await
+            .map_err(AttemptError::Credentials)?;
+        Ok(tracing::Instrument::instrument(
+            exchange(self.client, req, stream, wait),
+            self.span.clone(),
+        )
+        .await)
+    }
+
+    /// Send to the replicas in ring order from the request's key until one takes the
+    /// connection, all within the attempt's `wait`. One that refuses is counted, logged
+    /// and set aside; any other failure is the attempt's (retried or failed over as usual).
+    async fn send_to_replicas(
+        &self,
+        affinity: Affinity<'_>,
+        stream: Option<Api>,
+    ) -> Result<Reply, AttemptError> {
+        let host = self
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .ok_or_else(|| AttemptError::Unaddressable("no host in the upstream URL".into()))?;
+        let prefix_hash = affinity
+            .prefix_hash
+            .and_then(|h| HeaderValue::from_str(&format!("{h:016x}")).ok());
+        let order = affinity.replicas.order(affinity.key);
+        if order.is_empty() {
+            // Never resolved yet: the host name, as without prefix_affinity.
+            return self
+                .send_to(
+                    self.uri.clone(),
+                    Some((&host, prefix_hash.as_ref())),
+                    stream,
+                    self.wait,
+                )
+                .await?;
+        }
+        let until = Instant::now() + self.wait;
+        let mut failed = None;
+        for (i, replica) in order.iter().enumerate() {
+            let Some(uri) = replicas::at(&self.uri, replica) else {
+                continue;
+            };
+            let wait = until.saturating_duration_since(Instant::now());
+            tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(
+                &self.span,
+                "plano.replica",
+                replica.clone(),
+            );
+            let err = match self
+                .send_to(uri, Some((&host, prefix_hash.as_ref())), stream, wait)
+                .await?
+            {
+                Err(AttemptError::Connect(e)) => e,
+                other => return other,
+            };
+            affinity.replicas.set_aside(replica);
+            if i + 1 < order.len() {
+                metrics::counter!(plano_common::metrics::ENDPOINT_REPLICA_SKIPS_TOTAL, "provider" => self.provider.name.clone()).increment(1);
+                tracing::warn!(request_id = ?self.request_id, provider = %self.provider.name, endpoint = %affinity.replicas.endpoint, %replica, error = %err, "replica unreachable; trying the next one on the ring");
+            }
+            failed = Some(AttemptError::Connect(err));
+        }
+        Err(failed
+            .unwrap_or_else(|| AttemptError::Unaddressable("no usable replica address".into())))
     }
 }
 

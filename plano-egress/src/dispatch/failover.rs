@@ -12,7 +12,7 @@ use plano_config::resolve::Target;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::attempt::{Answer, Attempt};
+use super::attempt::{Affinity, Answer, Attempt};
 use super::parse::{Ask, body_for};
 use super::record::ProviderMetrics;
 use super::{Cx, record, retry};
@@ -55,6 +55,8 @@ pub async fn run<'a, 'c: 'a>(
     let mut failures: Vec<(String, AttemptError)> = Vec::new();
     let mut attempts = 0u32;
     let mut previous: Option<&Provider> = None;
+    // The prompt-prefix hash, read once, when a candidate has `prefix_affinity` replicas.
+    let mut prefix_hash: Option<Option<u64>> = None;
     for candidate in candidates {
         let provider: &'a Provider = &cx.rt.config.providers[candidate.provider];
         if let Some(prev) = previous {
@@ -102,6 +104,25 @@ pub async fn run<'a, 'c: 'a>(
             ));
             continue;
         };
+        let affinity = match cx.rt.replicas.get(candidate.provider) {
+            Some(Some(replicas)) => {
+                let hash = *prefix_hash.get_or_insert_with(|| {
+                    let conversation =
+                        crate::routing::prompt::Conversation::of(ask.api, &client_body);
+                    crate::routing::affinity::prefix_hash(cx.headers, &conversation)
+                });
+                Some(Affinity {
+                    replicas,
+                    key: hash.unwrap_or_else(|| {
+                        crate::routing::affinity::fnv1a(&[&String::from_utf8_lossy(
+                            cx.request_id.as_bytes(),
+                        )])
+                    }),
+                    prefix_hash: hash,
+                })
+            }
+            _ => None,
+        };
         for attempt in 0..=cx.limits.max_retries {
             if !cx.state.circuits.allow(&provider.name) {
                 record::attempt(provider, metrics, AttemptError::CircuitOpen.outcome());
@@ -145,6 +166,7 @@ pub async fn run<'a, 'c: 'a>(
                 body: upstream_body.clone(),
                 wait,
                 span: span.clone(),
+                affinity,
             }
             .run()
             .await;

@@ -34,10 +34,27 @@ pub fn fnv1a(chunks: &[&str]) -> u64 {
     h
 }
 
-/// The stable prefix of a conversation: system prompts and tool names.
-pub fn prefix_hash(conv: &Conversation) -> u64 {
+/// The header carrying [`prefix_hash`] to a `prefix_affinity` upstream (Plano's name).
+pub const PREFIX_HASH_HEADER: &str = "x-plano-prefix-hash";
+
+/// The stable prefix of a conversation: system prompts and tool names, hashed as Plano's
+/// brightstaff does (same salt, chunks and value, with its tenant chunk empty), so the
+/// `x-plano-prefix-hash` we send matches Plano's for the same request. As in Plano, a
+/// conversation without a user message has none (nothing to anchor on), and neither has
+/// a request with `x-plano-cache: off`.
+pub fn prefix_hash(headers: &HeaderMap, conv: &Conversation) -> Option<u64> {
+    if cache_off(headers) || !conv.turns.iter().any(|t| t.role == "user") {
+        return None;
+    }
     let system = system_text(conv);
-    fnv1a(&[&system, &conv.tools.join(",")])
+    Some(fnv1a(&["", &system, &conv.tools.join(",")]))
+}
+
+fn cache_off(headers: &HeaderMap) -> bool {
+    headers
+        .get(CACHE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
 fn system_text(conv: &Conversation) -> String {
@@ -51,11 +68,7 @@ fn system_text(conv: &Conversation) -> String {
 
 /// The session a request belongs to, or `None` (opted out, or nothing to anchor on).
 pub fn session_key(headers: &HeaderMap, conv: &Conversation) -> Option<String> {
-    if headers
-        .get(CACHE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
-    {
+    if cache_off(headers) {
         return None;
     }
     if let Some(id) = headers
@@ -110,13 +123,46 @@ impl HashRing {
 
     /// The replica for this key hash; `None` for an empty ring.
     pub fn pick(&self, key: u64) -> Option<&str> {
-        if self.points.is_empty() {
-            return None;
-        }
+        self.walk(key).next()
+    }
+
+    /// Every replica once, in ring order from this key's point: the one [`pick`] gives,
+    /// then the one that would take its keys were it gone, and so on. A request whose
+    /// replica cannot be reached goes to the next, as its keys would after a removal.
+    ///
+    /// [`pick`]: HashRing::pick
+    pub fn walk(&self, key: u64) -> impl Iterator<Item = &str> {
         // Mix the key: prefix hashes of similar prompts should not land on neighbouring points.
         let key = mix(key);
-        let i = self.points.partition_point(|(p, _)| *p < key) % self.points.len();
-        self.nodes.get(self.points[i].1).map(String::as_str)
+        let start = self.points.partition_point(|(p, _)| *p < key);
+        let mut seen = vec![false; self.nodes.len()];
+        let mut left = self.nodes.len();
+        self.points[start..]
+            .iter()
+            .chain(&self.points[..start])
+            .map_while(move |(_, i)| {
+                // Stop once every replica was given, not after every point.
+                if left == 0 {
+                    return None;
+                }
+                let first = seen
+                    .get_mut(*i)
+                    .is_some_and(|s| !std::mem::replace(s, true));
+                if first {
+                    left -= 1;
+                }
+                Some(first.then(|| self.nodes.get(*i)).flatten())
+            })
+            .flatten()
+            .map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 }
 
@@ -149,7 +195,9 @@ mod tests {
         assert_ne!(Some(k.clone()), session_key(&h, &other));
         let other_system = conv(&[("system", "be verbose"), ("user", "fix main.rs")]);
         assert_ne!(Some(k), session_key(&h, &other_system));
-        assert_eq!(prefix_hash(&t1), prefix_hash(&t3));
+        assert_eq!(prefix_hash(&h, &t1), prefix_hash(&h, &t3));
+        assert!(prefix_hash(&h, &t1).is_some());
+        assert_ne!(prefix_hash(&h, &t1), prefix_hash(&h, &other_system));
     }
 
     #[test]
@@ -164,6 +212,45 @@ mod tests {
             session_key(&HeaderMap::new(), &conv(&[("system", "x")])),
             None
         );
+    }
+
+    #[test]
+    fn the_prefix_hash_is_plano_s_and_needs_a_user_turn() {
+        let h = HeaderMap::new();
+        let mut c = conv(&[("system", "be terse"), ("user", "hi")]);
+        c.tools = vec!["get_weather".into(), "search".into()];
+        // The value Plano's brightstaff sends for this request (its FNV-1a over the salt,
+        // an empty tenant, the system text and the tool names), computed independently.
+        assert_eq!(
+            prefix_hash(&h, &c).map(|v| format!("{v:016x}")).as_deref(),
+            Some("dcd0f4cfd9270b3d")
+        );
+        assert_eq!(prefix_hash(&h, &conv(&[("system", "be terse")])), None);
+        let mut off = HeaderMap::new();
+        off.insert(CACHE_HEADER, "off".parse().unwrap());
+        assert_eq!(prefix_hash(&off, &c), None);
+    }
+
+    #[test]
+    fn walking_the_ring_visits_every_replica_once_starting_at_the_pick() {
+        let nodes: Vec<String> = (0..5).map(|i| format!("10.0.0.{i}:8000")).collect();
+        let ring = HashRing::new(&nodes);
+        for key in 0..200u64 {
+            let order: Vec<&str> = ring.walk(key).collect();
+            assert_eq!(order.first().copied(), ring.pick(key));
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), nodes.len(), "{order:?}");
+            // The second replica is where this key goes once the first is removed.
+            let without: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.as_str() != order[0])
+                .cloned()
+                .collect();
+            assert_eq!(HashRing::new(&without).pick(key), Some(order[1]));
+        }
+        assert_eq!(HashRing::new(&[]).walk(7).count(), 0);
     }
 
     #[test]

@@ -537,7 +537,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        crate::upstream::client(&config).unwrap()
+        crate::upstream::client(&config, &Default::default()).unwrap()
     }
 
     fn models_dev(a: f64, b: f64) -> String {
