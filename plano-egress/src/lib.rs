@@ -172,7 +172,7 @@ fn spawn_listener(
 /// client (`overrides.upstream_tls_ca_path`).
 pub fn check(config: &plano_config::Config) -> anyhow::Result<()> {
     state::prepare(config)?;
-    upstream::client(config)?;
+    upstream::client(config, &upstream::ReplicaNames::default())?;
     Ok(())
 }
 
