@@ -266,10 +266,20 @@ async fn connection<T, H, Fut, B>(
     });
     let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
+    // One timer for the connection's deadlines, re-armed only when it fires: a request
+    // starting or ending does not wake this loop (that cost two extra polls of the whole
+    // connection and a timer re-registration per request). It is armed no later than the
+    // current deadline and no later than `recheck` from now; every deadline a later state
+    // change can create is at least `recheck` after that change, so none is missed.
+    let recheck = opts
+        .header_read_timeout
+        .min(opts.keepalive_timeout)
+        .max(MIN_RECHECK);
+    let timer = tokio::time::sleep_until(next_check(&conn, opts, recheck));
+    tokio::pin!(timer);
     let mut closing = false;
-    let mut hard_stop: Option<Instant> = None;
+    let mut hard_stop = false;
     loop {
-        let deadline = if closing { None } else { conn.deadline(opts) };
         tokio::select! {
             done = served.as_mut() => {
                 if let Err(e) = done {
@@ -277,36 +287,47 @@ async fn connection<T, H, Fut, B>(
                 }
                 break;
             }
-            _ = conn.wake.notified() => {}
             _ = conn.shed.notified(), if !closing => {
                 shared.closed("shed");
                 served.as_mut().graceful_shutdown();
                 closing = true;
-                hard_stop = Some(Instant::now() + CLOSE_GRACE);
+                hard_stop = true;
+                timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
             }
             _ = stop.cancelled(), if !closing => {
                 served.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = sleep_until(deadline.map(|d| d.0)) => {
-                if let Some((at, reason)) = conn.deadline(opts)
-                    && at <= Instant::now()
-                {
-                    shared.closed(reason);
-                    served.as_mut().graceful_shutdown();
-                    closing = true;
-                    hard_stop = Some(Instant::now() + CLOSE_GRACE);
+            _ = timer.as_mut(), if !closing || hard_stop => {
+                if closing {
+                    break;
+                }
+                match conn.deadline(opts) {
+                    Some((at, reason)) if at <= Instant::now() => {
+                        shared.closed(reason);
+                        served.as_mut().graceful_shutdown();
+                        closing = true;
+                        hard_stop = true;
+                        timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                    }
+                    _ => timer.as_mut().reset(next_check(&conn, opts, recheck)),
                 }
             }
-            _ = sleep_until(hard_stop) => break,
         }
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The shortest re-check interval of a connection's timer (guards against a busy loop
+/// should a timeout ever be zero).
+const MIN_RECHECK: Duration = Duration::from_millis(10);
+
+/// When the connection's timer next fires: its deadline, but no later than `recheck` from
+/// now (a request in flight has no deadline; one may start or end before then).
+fn next_check(conn: &Conn, opts: &ListenOptions, recheck: Duration) -> Instant {
+    let soon = Instant::now() + recheck;
+    match conn.deadline(opts) {
+        Some((at, _)) => at.min(soon),
+        None => soon,
     }
 }
 
@@ -426,8 +447,6 @@ struct Conn {
     id: u64,
     in_flight: AtomicUsize,
     times: Mutex<Times>,
-    /// Something changed that moves the connection's deadline.
-    wake: Notify,
     /// Close now: the listener needs the slot.
     shed: Notify,
 }
@@ -457,7 +476,6 @@ impl Conn {
                 h2: false,
                 shedding: false,
             }),
-            wake: Notify::new(),
             shed: Notify::new(),
         }
     }
@@ -499,8 +517,6 @@ impl Conn {
         let mut t = self.times();
         if t.served > 0 && !t.h2 && t.head_started.is_none() {
             t.head_started = Some(Instant::now());
-            drop(t);
-            self.wake.notify_one();
         }
     }
 }
@@ -513,7 +529,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.times().idle_since = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.wake.notify_one();
     }
 }
 

@@ -468,6 +468,10 @@ pub struct LlmRequest<'a> {
 
 /// Record the request side of a model call on `span`.
 pub fn record_llm_request(span: &Span, r: &LlmRequest<'_>) {
+    // A disabled span (traces off) takes no attributes: skip building their strings.
+    if span.is_disabled() {
+        return;
+    }
     let system = gen_ai_system(r.system).to_string();
     span.set_attribute(attr::GEN_AI_SYSTEM, system.clone());
     span.set_attribute(attr::GEN_AI_PROVIDER_NAME, system);

@@ -47,49 +47,41 @@ pub struct KindState {
     pub reset_us: f64,
 }
 
-fn suffix(kind: LimitKind) -> &'static str {
+/// The three header names of a kind, fixed strings (parsing a formatted name on every
+/// answer showed in the egress's profile).
+fn names(kind: LimitKind) -> [HeaderName; 3] {
     match kind {
-        LimitKind::Tokens => "tokens",
-        LimitKind::Requests => "requests",
+        LimitKind::Tokens => [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+        LimitKind::Requests => [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
     }
 }
 
 pub fn put_state(headers: &mut HeaderMap, s: &KindState) {
-    let sfx = suffix(s.kind);
-    let remaining = s.remaining.floor().max(0.0) as u64;
-    put(
-        headers,
-        &format!("x-ratelimit-limit-{sfx}"),
-        s.limit.to_string(),
+    let [limit, remaining, reset] = names(s.kind);
+    headers.insert(limit, HeaderValue::from(s.limit));
+    headers.insert(
+        remaining,
+        HeaderValue::from(s.remaining.floor().max(0.0) as u64),
     );
-    put(
-        headers,
-        &format!("x-ratelimit-remaining-{sfx}"),
-        remaining.to_string(),
-    );
-    put(
-        headers,
-        &format!("x-ratelimit-reset-{sfx}"),
-        go_duration(s.reset_us),
-    );
+    // A Go duration is ASCII digits and unit letters, so it is always a valid value.
+    if let Ok(v) = HeaderValue::try_from(go_duration(s.reset_us)) {
+        headers.insert(reset, v);
+    }
 }
 
 pub fn put_retry_after(headers: &mut HeaderMap, wait_us: f64) {
-    put(
-        headers,
-        "retry-after",
-        retry_after_secs(wait_us).to_string(),
+    headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(wait_us)),
     );
-}
-
-fn put(headers: &mut HeaderMap, name: &str, value: String) {
-    // Names and values are built from ASCII digits and fixed words, so both parse.
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(&value),
-    ) {
-        headers.insert(n, v);
-    }
 }
 
 #[cfg(test)]
@@ -131,5 +123,20 @@ mod tests {
         assert_eq!(h["x-ratelimit-limit-tokens"], "1000");
         assert_eq!(h["x-ratelimit-remaining-tokens"], "0");
         assert_eq!(h["x-ratelimit-reset-tokens"], "1m1s");
+        put_state(
+            &mut h,
+            &KindState {
+                kind: LimitKind::Requests,
+                limit: 60,
+                remaining: 59.9,
+                reset_us: 1_000.0,
+            },
+        );
+        assert_eq!(h["x-ratelimit-limit-requests"], "60");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "59");
+        assert_eq!(h["x-ratelimit-reset-requests"], "1ms");
+        put_retry_after(&mut h, 1_500_000.0);
+        assert_eq!(h["retry-after"], "2");
+        assert_eq!(h.len(), 7);
     }
 }
