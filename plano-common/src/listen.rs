@@ -345,8 +345,11 @@ async fn connection<T, H, Fut, B>(
         let (rest, inner) = parts.io.into_inner().into_parts();
         io = inner;
         // Bytes hyper read past the last request, then any it never took from the prefix.
+        // (An empty `Bytes` cut from a buffer still holds that buffer: hyper's 8 KiB read
+        // buffer would stay with every parked connection.)
         prefix = match (parts.read_buf.is_empty(), rest.is_empty()) {
-            (_, true) => parts.read_buf,
+            (true, true) => Bytes::new(),
+            (false, true) => parts.read_buf,
             (true, false) => rest,
             (false, false) => {
                 let mut joined = Vec::with_capacity(parts.read_buf.len() + rest.len());
@@ -1062,6 +1065,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                // Let go of the buffer the prefix was cut from.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
