@@ -8,6 +8,7 @@
 #   IDLE=2000 bench/abuse.sh       # a small run on a shared machine
 #   BIN=target/debug bench/abuse.sh  # without a release build
 #   ROUNDS=2 bench/abuse.sh        # each flood twice (retention or leak?)
+#   PORT_BASE=19280 bench/abuse.sh # other ports (default 18280: 18281-18292)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +26,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-MOCK=127.0.0.1:18281; EGRESS=127.0.0.1:18282; EDGE=127.0.0.1:18284
-EGRESS_ADMIN=127.0.0.1:18292; EDGE_ADMIN=127.0.0.1:18291
+# PORT_BASE moves every port (two runs on one machine).
+P=${PORT_BASE:-18280}
+MOCK=127.0.0.1:$((P + 1)); EGRESS=127.0.0.1:$((P + 2)); EDGE=127.0.0.1:$((P + 4))
+EGRESS_ADMIN=127.0.0.1:$((P + 12)); EDGE_ADMIN=127.0.0.1:$((P + 11))
 # The edge gets a cap above IDLE, so all IDLE connections are held at once; the egress keeps
 # its default (derived from the open-files limit: 9,488 at a limit of 20,000), so at 10,000
 # the longest-idle are shed. EDGE_CAP=$((IDLE / 2)) shows shedding on the edge too.
@@ -64,11 +67,13 @@ for _ in $(seq 1 100); do
 done
 
 rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$1/status"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 probe() { # name addr pid admin
   local name=$1 addr=$2 pid=$3 admin=$4
   local ready="$work/$name.ready"
   rm -f "$ready"
+  local base_kb; base_kb=$(rss_kb "$pid")
   python3 - "$addr" "$IDLE" "$ready" <<'PY' &
 import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
@@ -111,7 +116,14 @@ PY
     "http://$addr/v1/chat/completions" || true)
   t1=$(date +%s.%N)
   echo "$name: a new client with $IDLE idle connections open: HTTP $code in $(awk "BEGIN {printf \"%.3f\", $t1 - $t0}") s; RSS $(rss "$pid")"
-  curl -s "http://$admin/metrics" | grep -E '^plano_connections_(open|rejected_total|closed_total)' | sed 's/^/  /' || true
+  local metrics open
+  metrics=$(curl -s "http://$admin/metrics" | grep -E '^plano_connections_(open|rejected_total|closed_total)' || true)
+  echo "$metrics" | sed 's/^/  /'
+  # Connections held at the new request (the open gauge counts the probe's own as well).
+  open=$(echo "$metrics" | awk '/^plano_connections_open/ {n += $2} END {print int(n)}')
+  if [ "${open:-0}" -gt 0 ]; then
+    echo "$name: $(awk "BEGIN {printf \"%.1f\", ($(rss_kb "$pid") - $base_kb) * 1024 / $open}") bytes of RSS per open connection (RSS with the flood - RSS before it, / $open open)"
+  fi
   kill "$holder" 2>/dev/null || true
   wait "$holder" 2>/dev/null || true
   sleep 3

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,9 +23,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -136,10 +136,26 @@ pub async fn serve<T, H, Fut, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = Arc::new(Shared::new(opts));
+    serve_shared(tcp, Arc::new(Shared::new(opts)), handshake, stop, handler).await;
+}
+
+async fn serve_shared<T, H, Fut, B>(
+    tcp: TcpListener,
+    shared: Arc<Shared>,
+    handshake: T,
+    stop: CancellationToken,
+    handler: H,
+) where
+    T: Handshake,
+    H: Fn(Request<RequestBody>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let handshake = Arc::new(handshake);
     let handler = Arc::new(handler);
-    let builder = Arc::new(builder());
+    let builders = Arc::new(builders());
     let tasks = TaskTracker::new();
     shared.publish_open(0);
     loop {
@@ -174,7 +190,7 @@ pub async fn serve<T, H, Fut, B>(
             conn,
             shared.clone(),
             handshake.clone(),
-            builder.clone(),
+            builders.clone(),
             handler.clone(),
             stop.clone(),
         ));
@@ -185,25 +201,43 @@ pub async fn serve<T, H, Fut, B>(
     tasks.wait().await;
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+/// hyper's two server builders with our limits; which one serves a connection is decided by
+/// its first bytes (the HTTP/2 preface or not), as `hyper_util`'s auto builder would, but
+/// here so that an HTTP/1 connection can be taken back from hyper between requests.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn builders() -> Builders {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         // Ours (see the module comment) replaces hyper's 30 s default.
         .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES);
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
-    b
+    Builders { h1, h2 }
 }
 
 fn is_out_of_files(e: &io::Error) -> bool {
     // EMFILE / ENFILE on Linux and macOS.
     matches!(e.raw_os_error(), Some(23 | 24))
 }
+
+/// What every HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The most a parked connection reads when its client speaks again: most request heads fit,
+/// so hyper parses them without another read.
+const WAKE_READ: usize = 4096;
+
+/// The future hyper serves each request with. Boxed per request: hyper's HTTP/1 connection
+/// keeps a box the size of this future for its whole life, and the handlers' futures are
+/// kilobytes.
+type Answer<B> = Pin<Box<dyn Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send>>;
 
 #[allow(clippy::too_many_arguments, reason = "one call site, spelled out")]
 async fn connection<T, H, Fut, B>(
@@ -212,7 +246,7 @@ async fn connection<T, H, Fut, B>(
     conn: Arc<Conn>,
     shared: Arc<Shared>,
     handshake: Arc<T>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     handler: Arc<H>,
     stop: CancellationToken,
 ) where
@@ -245,77 +279,294 @@ async fn connection<T, H, Fut, B>(
         }
         _ = stop.cancelled() => return,
     };
-    let io = Watched {
+    let mut io = Watched {
         // hyper's own bodiless 400/414/431 get the API's error body (h1_errors.rs).
         inner: crate::h1_errors::ErrorBodies::new(io),
         conn: conn.clone(),
     };
     let body_idle = opts.body_idle_timeout;
     let svc_conn = conn.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
-        let guard = svc_conn.request_started(req.version() == http::Version::HTTP_2);
-        let req = req.map(|b| RequestBody::new(b, body_idle));
+    let mut service = service_fn(move |req: Request<Incoming>| -> Answer<B> {
+        let guard = svc_conn.request_started(&req);
+        let conn = svc_conn.clone();
+        let req = req.map(|b| RequestBody::new(b, body_idle, conn));
         let response = handler(req, peer);
-        async move {
+        Box::pin(async move {
             let res = response.await;
+            if has_token(res.headers(), "close") {
+                guard.conn.times().reusable = false;
+            }
             Ok::<_, Infallible>(res.map(|inner| Tracked {
                 inner,
                 guard: Some(guard),
             }))
-        }
+        })
     });
-    let served = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(served);
-    // One timer for the connection's deadlines, re-armed only when it fires: a request
-    // starting or ending does not wake this loop (that cost two extra polls of the whole
-    // connection and a timer re-registration per request). It is armed no later than the
-    // current deadline and no later than `recheck` from now; every deadline a later state
-    // change can create is at least `recheck` after that change, so none is missed.
-    let recheck = opts
-        .header_read_timeout
-        .min(opts.keepalive_timeout)
-        .max(MIN_RECHECK);
-    let timer = tokio::time::sleep_until(next_check(&conn, opts, recheck));
-    tokio::pin!(timer);
-    let mut closing = false;
-    let mut hard_stop = false;
+
+    // Nothing of hyper's exists until the client's first bytes arrive; they tell HTTP/2
+    // (its preface) from HTTP/1.
+    let Some(mut prefix) = next_bytes(&mut io, &conn, &shared, &stop).await else {
+        return;
+    };
+    while prefix.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&prefix) {
+        let Some(more) = next_bytes(&mut io, &conn, &shared, &stop).await else {
+            return;
+        };
+        let mut joined = Vec::with_capacity(prefix.len() + more.len());
+        joined.extend_from_slice(&prefix);
+        joined.extend_from_slice(&more);
+        prefix = Bytes::from(joined);
+    }
+    if prefix.starts_with(H2_PREFACE) {
+        conn.times().h2 = true;
+        let mut served = Box::pin(
+            builders
+                .h2
+                .serve_connection(TokioIo::new(Prefixed::new(prefix, io)), service),
+        );
+        drive(&mut served, &conn, &shared, &stop, &peer).await;
+        return;
+    }
+
+    // HTTP/1: hyper serves requests until an exchange ends cleanly with the connection kept
+    // alive; then it hands the socket back (and frees its buffers) while the client is quiet.
     loop {
+        conn.times().after_answer = AfterAnswer::Busy;
+        let mut served = H1 {
+            conn: builders
+                .h1
+                .serve_connection(TokioIo::new(Prefixed::new(prefix, io)), service),
+            parking: false,
+        };
+        if drive(&mut served, &conn, &shared, &stop, &peer).await == Ended::Closed {
+            return;
+        }
+        let parts = served.conn.into_parts();
+        service = parts.service;
+        let (rest, inner) = parts.io.into_inner().into_parts();
+        io = inner;
+        // Bytes hyper read past the last request, then any it never took from the prefix.
+        // (An empty `Bytes` cut from a buffer still holds that buffer: hyper's 8 KiB read
+        // buffer would stay with every parked connection.)
+        prefix = match (parts.read_buf.is_empty(), rest.is_empty()) {
+            (true, true) => Bytes::new(),
+            (false, true) => parts.read_buf,
+            (true, false) => rest,
+            (false, false) => {
+                let mut joined = Vec::with_capacity(parts.read_buf.len() + rest.len());
+                joined.extend_from_slice(&parts.read_buf);
+                joined.extend_from_slice(&rest);
+                Bytes::from(joined)
+            }
+        };
+        if prefix.is_empty() {
+            conn.times().parked = true;
+            let next = next_bytes(&mut io, &conn, &shared, &stop).await;
+            conn.times().parked = false;
+            match next {
+                Some(bytes) => prefix = bytes,
+                None => return,
+            }
+        }
+    }
+}
+
+/// The client's next bytes, waiting without a buffer (the read lands on the stack and only
+/// what arrived is kept). `None`: the client closed, the read failed, or the connection is to
+/// close (its header-read or keep-alive timeout, shed, shutdown).
+async fn next_bytes<I: AsyncRead + Unpin>(
+    io: &mut I,
+    conn: &Conn,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<Bytes> {
+    loop {
+        let deadline = conn.deadline(&shared.opts);
         tokio::select! {
-            done = served.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!(listener = %opts.listener, %peer, error = %e, "connection ended with an error");
-                }
-                break;
+            read = std::future::poll_fn(|cx| poll_read_some(io, cx)) => {
+                return match read {
+                    Ok(bytes) if !bytes.is_empty() => Some(bytes),
+                    _ => None,
+                };
             }
-            _ = conn.shed.notified(), if !closing => {
+            _ = conn.shed.notified() => {
                 shared.closed("shed");
-                served.as_mut().graceful_shutdown();
-                closing = true;
-                hard_stop = true;
-                timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                return None;
             }
-            _ = stop.cancelled(), if !closing => {
-                served.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = timer.as_mut(), if !closing || hard_stop => {
-                if closing {
-                    break;
-                }
-                match conn.deadline(opts) {
-                    Some((at, reason)) if at <= Instant::now() => {
-                        shared.closed(reason);
-                        served.as_mut().graceful_shutdown();
-                        closing = true;
-                        hard_stop = true;
-                        timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
-                    }
-                    _ => timer.as_mut().reset(next_check(&conn, opts, recheck)),
+            _ = stop.cancelled() => return None,
+            _ = sleep_until(deadline.map(|d| d.0)) => {
+                if let Some((at, reason)) = conn.deadline(&shared.opts)
+                    && at <= Instant::now()
+                {
+                    shared.closed(reason);
+                    return None;
                 }
             }
         }
     }
 }
+
+fn poll_read_some<I: AsyncRead + Unpin>(
+    io: &mut I,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Bytes>> {
+    let mut buf = [const { std::mem::MaybeUninit::<u8>::uninit() }; WAKE_READ];
+    let mut read = ReadBuf::uninit(&mut buf);
+    match Pin::new(io).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// One hyper connection as [`drive`] sees it.
+trait Served {
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
+    /// Stop after the requests in flight (HTTP/2: GOAWAY; HTTP/1: no keep-alive).
+    fn shutdown(&mut self);
+    /// Stop after the current exchange and keep the socket open (HTTP/1 only).
+    fn park(&mut self) -> bool {
+        false
+    }
+}
+
+struct H1<I, S: hyper::service::HttpService<Incoming>> {
+    conn: http1::Connection<I, S>,
+    /// Asked to hand the socket back: polled without shutting it down.
+    parking: bool,
+}
+
+impl<I, S, B> Served for H1<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        if self.parking {
+            self.conn.poll_without_shutdown(cx)
+        } else {
+            Pin::new(&mut self.conn).poll(cx)
+        }
+    }
+
+    fn shutdown(&mut self) {
+        Pin::new(&mut self.conn).graceful_shutdown();
+    }
+
+    fn park(&mut self) -> bool {
+        Pin::new(&mut self.conn).graceful_shutdown();
+        self.parking = true;
+        true
+    }
+}
+
+impl<I, S, B> Served for Pin<Box<http2::Connection<I, S, TokioExecutor>>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.as_mut().poll(cx)
+    }
+
+    fn shutdown(&mut self) {
+        self.as_mut().graceful_shutdown();
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    /// HTTP/1 handed the socket back between requests.
+    Parked,
+}
+
+/// Serve one hyper connection under the listener's timeouts, shedding and drain.
+///
+/// One timer serves the connection's deadlines and its parking, re-armed only when it
+/// fires: a request starting or ending does not wake this loop (that cost two extra polls
+/// of the whole connection and a timer re-registration per request). It is armed no later
+/// than the current deadline and no later than `recheck` from now; every deadline a later
+/// state change can create is at least `recheck` after that change, so none is missed, and
+/// an HTTP/1 connection idle in hyper is parked within `PARK_AFTER` to `2 × PARK_AFTER` of
+/// its last answer. A connection that keeps sending requests is never parked, so a busy
+/// connection pays nothing for it.
+async fn drive(
+    served: &mut impl Served,
+    conn: &Conn,
+    shared: &Shared,
+    stop: &CancellationToken,
+    peer: &SocketAddr,
+) -> Ended {
+    let opts = &shared.opts;
+    let recheck = opts
+        .header_read_timeout
+        .min(opts.keepalive_timeout)
+        .min(PARK_AFTER)
+        .max(MIN_RECHECK);
+    let timer = tokio::time::sleep_until(next_check(conn, opts, recheck));
+    tokio::pin!(timer);
+    let mut closing = false;
+    let mut parking = false;
+    let mut hard_stop = false;
+    loop {
+        tokio::select! {
+            done = std::future::poll_fn(|cx| served.poll_served(cx)) => {
+                return match done {
+                    Ok(()) if parking && !closing => Ended::Parked,
+                    Ok(()) => Ended::Closed,
+                    Err(e) => {
+                        tracing::debug!(listener = %opts.listener, %peer, error = %e, "connection ended with an error");
+                        Ended::Closed
+                    }
+                };
+            }
+            _ = conn.shed.notified(), if !closing => {
+                shared.closed("shed");
+                served.shutdown();
+                closing = true;
+                hard_stop = true;
+                timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+            }
+            _ = stop.cancelled(), if !closing => {
+                served.shutdown();
+                closing = true;
+            }
+            _ = timer.as_mut(), if !closing || hard_stop => {
+                if closing {
+                    return Ended::Closed;
+                }
+                let now = Instant::now();
+                match conn.deadline(opts) {
+                    Some((at, reason)) if at <= now && !parking => {
+                        shared.closed(reason);
+                        served.shutdown();
+                        closing = true;
+                        hard_stop = true;
+                        timer.as_mut().reset(now + CLOSE_GRACE);
+                    }
+                    _ => {
+                        if !parking && conn.parkable(now) {
+                            parking = served.park();
+                        }
+                        timer.as_mut().reset(next_check(conn, opts, recheck));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long an HTTP/1 connection sits idle in hyper (its buffers held) before it is parked.
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// The shortest re-check interval of a connection's timer (guards against a busy loop
 /// should a timeout ever be zero).
@@ -328,6 +579,21 @@ fn next_check(conn: &Conn, opts: &ListenOptions, recheck: Duration) -> Instant {
     match conn.deadline(opts) {
         Some((at, _)) => at.min(soon),
         None => soon,
+    }
+}
+
+/// Whether a `Connection` header (any of them) lists `token`.
+fn has_token(headers: &http::HeaderMap, token: &str) -> bool {
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -451,6 +717,21 @@ struct Conn {
     shed: Notify,
 }
 
+/// What hyper did after an HTTP/1 answer was sent: only a connection hyper kept alive reads
+/// again after flushing the answer (one it is closing flushes and stops; reads before the
+/// flush are its end-of-file checks mid-exchange).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterAnswer {
+    /// A request in flight, or its answer was cut short.
+    Busy,
+    /// The answer's body was sent to its end.
+    Answered,
+    /// ... and hyper flushed the connection.
+    Flushed,
+    /// ... and then waited for the next request head: the connection is idle in hyper.
+    Reading,
+}
+
 struct Times {
     accepted: Instant,
     /// When the last request ended (or the connection was accepted).
@@ -460,6 +741,15 @@ struct Times {
     served: u64,
     h2: bool,
     shedding: bool,
+    /// HTTP/1, the current or last exchange: the client wants the connection kept alive and
+    /// nothing since said otherwise (a `Connection: close` answer, an answer cut short).
+    reusable: bool,
+    /// HTTP/1, the current or last exchange: the request body was read to its end.
+    body_done: bool,
+    /// HTTP/1: how far hyper got after the last answer.
+    after_answer: AfterAnswer,
+    /// HTTP/1: hyper has handed the socket back; waiting for the client's next request.
+    parked: bool,
 }
 
 impl Conn {
@@ -475,6 +765,10 @@ impl Conn {
                 served: 0,
                 h2: false,
                 shedding: false,
+                reusable: false,
+                body_done: false,
+                after_answer: AfterAnswer::Busy,
+                parked: false,
             }),
             shed: Notify::new(),
         }
@@ -500,35 +794,107 @@ impl Conn {
         })
     }
 
-    fn request_started(self: &Arc<Self>, h2: bool) -> InFlight {
+    fn request_started(self: &Arc<Self>, req: &Request<Incoming>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let mut t = self.times();
         t.served += 1;
-        t.h2 = h2;
+        t.h2 = req.version() == http::Version::HTTP_2;
         t.head_started = None;
+        t.reusable = keeps_alive(req);
+        t.body_done = req.body().is_end_stream();
+        t.after_answer = AfterAnswer::Busy;
         drop(t);
-        InFlight(self.clone())
+        InFlight {
+            conn: self.clone(),
+            complete: AtomicBool::new(false),
+        }
     }
 
-    fn bytes_read(&self) {
+    /// HTTP/1 with no request in flight, at least [`PARK_AFTER`] after an exchange that
+    /// ended cleanly with the connection kept alive, and no byte of a next request yet:
+    /// hyper can hand the socket back.
+    fn parkable(&self, now: Instant) -> bool {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let t = self.times();
+        t.served > 0
+            && !t.h2
+            && t.reusable
+            && t.body_done
+            && t.after_answer == AfterAnswer::Reading
+            && t.head_started.is_none()
+            && now.saturating_duration_since(t.idle_since) >= PARK_AFTER
+    }
+
+    /// The connection's reader was polled (`got_bytes`: and data arrived).
+    fn read_polled(&self, got_bytes: bool) {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return;
         }
         let mut t = self.times();
-        if t.served > 0 && !t.h2 && t.head_started.is_none() {
+        if t.h2 {
+            return;
+        }
+        if got_bytes && t.served > 0 && t.head_started.is_none() {
             t.head_started = Some(Instant::now());
         }
+        if t.after_answer == AfterAnswer::Flushed {
+            t.after_answer = AfterAnswer::Reading;
+        }
+    }
+
+    /// The connection was flushed.
+    fn flushed(&self) {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let mut t = self.times();
+        if t.after_answer == AfterAnswer::Answered {
+            t.after_answer = AfterAnswer::Flushed;
+        }
+    }
+}
+
+/// Whether an HTTP/1 request leaves its connection open for the next one (HTTP/1.1 unless
+/// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`).
+fn keeps_alive(req: &Request<Incoming>) -> bool {
+    if req.method() == http::Method::CONNECT {
+        return false;
+    }
+    let h = req.headers();
+    // hyper closes after a request framed both ways (RFC 9112 §6.1).
+    if h.contains_key(http::header::TRANSFER_ENCODING)
+        && h.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return false;
+    }
+    match req.version() {
+        http::Version::HTTP_11 => !has_token(h, "close"),
+        http::Version::HTTP_10 => has_token(h, "keep-alive"),
+        _ => false,
     }
 }
 
 /// A request in flight on its connection: from the head being read until the response
 /// body has been sent (or dropped).
-struct InFlight(Arc<Conn>);
+struct InFlight {
+    conn: Arc<Conn>,
+    /// The response body was sent to its end.
+    complete: AtomicBool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.times().idle_since = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut t = self.conn.times();
+        t.idle_since = Instant::now();
+        if self.complete.load(Ordering::SeqCst) {
+            t.after_answer = AfterAnswer::Answered;
+        } else {
+            t.reusable = false;
+        }
+        drop(t);
+        self.conn.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -540,6 +906,7 @@ pub struct RequestBody {
     timeout: Duration,
     idle: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    conn: Arc<Conn>,
 }
 
 /// The error a stalled request body ends with.
@@ -548,12 +915,13 @@ pub struct RequestBody {
 pub struct BodyIdleTimeout(pub Duration);
 
 impl RequestBody {
-    fn new(inner: Incoming, timeout: Duration) -> Self {
+    fn new(inner: Incoming, timeout: Duration, conn: Arc<Conn>) -> Self {
         RequestBody {
             inner,
             timeout,
             idle: None,
             armed: false,
+            conn,
         }
     }
 }
@@ -569,6 +937,9 @@ impl Body for RequestBody {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.armed = false;
+            if frame.is_none() || this.inner.is_end_stream() {
+                this.conn.times().body_done = true;
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         // The clock starts when the reader waits, not when the request arrived: a handler
@@ -619,14 +990,22 @@ where
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.guard.take();
+        if let Poll::Ready(None) = polled
+            && let Some(guard) = this.guard.take()
+        {
+            guard.complete.store(true, Ordering::SeqCst);
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // hyper does not poll a body that says it is at its end (an empty one): that counts
+        // as sent to the end.
+        let end = self.inner.is_end_stream();
+        if end && let Some(guard) = &self.guard {
+            guard.complete.store(true, Ordering::SeqCst);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -634,7 +1013,8 @@ where
     }
 }
 
-/// The connection's byte stream, noting when a new HTTP/1 request head starts arriving.
+/// The connection's byte stream, noting when a new HTTP/1 request head starts arriving and
+/// when hyper flushes and reads between requests.
 struct Watched<I> {
     inner: I,
     conn: Arc<Conn>,
@@ -649,9 +1029,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.conn.bytes_read();
-        }
+        this.conn
+            .read_polled(matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before);
         polled
     }
 }
@@ -678,10 +1057,206 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            this.conn.flushed();
+        }
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The connection's byte stream with bytes already read from it put back in front.
+struct Prefixed<I> {
+    prefix: Bytes,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(prefix: Bytes, inner: I) -> Self {
+        Prefixed { prefix, inner }
+    }
+
+    /// What is left of the prefix, and the stream.
+    fn into_parts(self) -> (Bytes, I) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                // Let go of the buffer the prefix was cut from.
+                this.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn options() -> ListenOptions {
+        ListenOptions {
+            component: "egress",
+            listener: "test".into(),
+            max_connections: 16,
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A listener answering `ok <path> <body length>`, and its shared state.
+    async fn start() -> (SocketAddr, Arc<Shared>, CancellationToken) {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(options()));
+        let stop = CancellationToken::new();
+        let handler = |req: Request<RequestBody>, _peer| async move {
+            let path = req.uri().path().to_string();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(usize::MAX);
+            Response::new(Full::new(Bytes::from(format!("ok {path} {body}"))))
+        };
+        tokio::spawn(serve_shared(
+            tcp,
+            shared.clone(),
+            Plain,
+            stop.clone(),
+            handler,
+        ));
+        (addr, shared, stop)
+    }
+
+    fn parked(shared: &Shared) -> usize {
+        shared.conns().values().filter(|c| c.times().parked).count()
+    }
+
+    /// Waits (bounded) until the listener has `n` parked connections.
+    async fn until_parked(shared: &Shared, n: usize) {
+        for _ in 0..500 {
+            if parked(shared) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} connections parked, expected {n}", parked(shared));
+    }
+
+    /// Reads until `count` complete answers (each ends with its `ok …` body) have arrived.
+    async fn answers(conn: &mut TcpStream, count: usize) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&got)
+            .matches("HTTP/1.1 200")
+            .count()
+            < count
+            || !String::from_utf8_lossy(&got).ends_with(|c: char| c.is_ascii_digit())
+        {
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("no answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[tokio::test]
+    async fn idle_http1_connections_are_handed_back_by_hyper_and_served_again() {
+        let (addr, shared, stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        for i in 0..3 {
+            conn.write_all(format!("GET /{i} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let a = answers(&mut conn, 1).await;
+            assert!(a.ends_with(&format!("ok /{i} 0")), "{a}");
+            assert!(!a.to_ascii_lowercase().contains("connection: close"), "{a}");
+            until_parked(&shared, 1).await;
+        }
+        // A body read to its end, then two pipelined requests in one write.
+        conn.write_all(b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        assert!(answers(&mut conn, 1).await.ends_with("ok /b 5"));
+        until_parked(&shared, 1).await;
+        conn.write_all(b"GET /p1 HTTP/1.1\r\nhost: x\r\n\r\nGET /p2 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let a = answers(&mut conn, 2).await;
+        assert!(a.contains("ok /p1 0") && a.ends_with("ok /p2 0"), "{a}");
+        until_parked(&shared, 1).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_asking_to_close_is_answered_and_closed_not_parked() {
+        let (addr, shared, stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+            .await
+            .expect("the connection stayed open")
+            .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.ends_with("ok /c 0"), "{out}");
+        assert_eq!(parked(&shared), 0);
+        stop.cancel();
     }
 }

@@ -9,6 +9,7 @@ use plano_common::cli::{self, Binary};
 // glibc's allocator spent about a fifth of the egress's CPU under load (malloc_consolidate
 // and friends, measured with perf); mimalloc is the allocator of the binaries only, so the
 // libraries and tests keep the system one.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
