@@ -18,6 +18,9 @@ if [ "$BIN" = target/release ]; then
   cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
     --bin plano-egress --bin plano-edge --bin mock-llm
 fi
+for b in plano-egress plano-edge mock-llm; do
+  [ -x "$BIN/$b" ] || { echo "$BIN/$b is missing (cargo build --release -p integration-tests --bin $b …)" >&2; exit 1; }
+done
 # The client side holds IDLE sockets too.
 ulimit -n "$(ulimit -Hn)"
 
@@ -65,6 +68,12 @@ for _ in $(seq 1 100); do
   curl -fsS "http://$EDGE_ADMIN/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+# Every process this script talks to must be its own and answering before a flood: a
+# missing mock would make the egress's answer a 502 that says nothing about the egress.
+first=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'content-type: application/json' \
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
+  "http://$EGRESS/v1/chat/completions" || true)
+[ "$first" = 200 ] || { echo "the egress did not answer 200 before any flood (HTTP $first): is something else on ports $P-$((P + 12))?" >&2; tail -5 "$work/egress.log" >&2; exit 1; }
 
 rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$1/status"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
