@@ -312,10 +312,7 @@ async fn connection<T, H, Fut, B>(
         let Some(more) = next_bytes(&mut io, &conn, &shared, &stop).await else {
             return;
         };
-        let mut joined = Vec::with_capacity(prefix.len() + more.len());
-        joined.extend_from_slice(&prefix);
-        joined.extend_from_slice(&more);
-        prefix = Bytes::from(joined);
+        prefix = concat(prefix, more);
     }
     if prefix.starts_with(H2_PREFACE) {
         conn.times().h2 = true;
@@ -348,17 +345,7 @@ async fn connection<T, H, Fut, B>(
         // Bytes hyper read past the last request, then any it never took from the prefix.
         // (An empty `Bytes` cut from a buffer still holds that buffer: hyper's 8 KiB read
         // buffer would stay with every parked connection.)
-        prefix = match (parts.read_buf.is_empty(), rest.is_empty()) {
-            (true, true) => Bytes::new(),
-            (false, true) => parts.read_buf,
-            (true, false) => rest,
-            (false, false) => {
-                let mut joined = Vec::with_capacity(parts.read_buf.len() + rest.len());
-                joined.extend_from_slice(&parts.read_buf);
-                joined.extend_from_slice(&rest);
-                Bytes::from(joined)
-            }
-        };
+        prefix = concat(parts.read_buf, rest);
         if prefix.is_empty() {
             conn.times().parked = true;
             let next = next_bytes(&mut io, &conn, &shared, &stop).await;
@@ -367,6 +354,22 @@ async fn connection<T, H, Fut, B>(
                 Some(bytes) => prefix = bytes,
                 None => return,
             }
+        }
+    }
+}
+
+/// `first` then `then`, as one `Bytes`. An empty side is dropped rather than kept: an empty
+/// `Bytes` cut from a buffer still holds that buffer.
+fn concat(first: Bytes, then: Bytes) -> Bytes {
+    match (first.is_empty(), then.is_empty()) {
+        (true, true) => Bytes::new(),
+        (false, true) => first,
+        (true, false) => then,
+        (false, false) => {
+            let mut joined = Vec::with_capacity(first.len() + then.len());
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&then);
+            Bytes::from(joined)
         }
     }
 }
