@@ -91,10 +91,7 @@ async fn bind_listener(l: &Listener, ctx: &Context) -> anyhow::Result<Bound> {
         Some(TlsConfig::Static {
             cert_path,
             key_path,
-        }) => Some(Arc::new(
-            Terminator::load_static(&l.name, cert_path, key_path)
-                .with_context(|| format!("listener `{}`: TLS", l.name))?,
-        )),
+        }) => Some(Arc::new(static_tls(l, cert_path, key_path)?)),
         Some(TlsConfig::Acme(acme)) => Some(Arc::new(
             Terminator::start_acme(&l.name, acme, ctx.shutdown.clone())
                 .with_context(|| format!("listener `{}`: ACME", l.name))?,
@@ -189,19 +186,30 @@ fn start(tasks: &TaskTracker, b: Bound, edge: &Arc<Edge>, ctx: &Context) -> (Str
 /// file (`overrides.upstream_tls_ca_path`). ACME listeners are not contacted.
 pub fn check(config: &plano_config::Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    for l in &config.listeners {
+    for l in config.inbound_listeners() {
         if let Some(TlsConfig::Static {
             cert_path,
             key_path,
         }) = &l.tls
         {
-            tls::Terminator::load_static(&l.name, cert_path, key_path)
-                .with_context(|| format!("listener `{}`: TLS", l.name))?;
+            static_tls(l, cert_path, key_path)?;
         }
     }
-    plano_common::http_client::HttpClientBuilder::from_config(config)
-        .build::<http_body_util::Full<bytes::Bytes>>()?;
+    forward::client(&plano_common::http_client::HttpClientBuilder::from_config(
+        config,
+    ))
+    .context("outbound HTTP client")?;
     Ok(())
+}
+
+/// A listener's static TLS certificate and key, loaded (by [`bind`] and [`check`]).
+fn static_tls(
+    l: &Listener,
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+) -> anyhow::Result<Terminator> {
+    Terminator::load_static(&l.name, cert_path, key_path)
+        .with_context(|| format!("listener `{}`: TLS", l.name))
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
