@@ -12,6 +12,21 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
+impl Leaf {
+    /// Write the certificate and key as `tls.crt` and `tls.key` in `dir` (for a listener's
+    /// `tls: {cert_path, key_path}`); returns their paths.
+    pub fn write_to(
+        &self,
+        dir: &std::path::Path,
+    ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let cert = dir.join("tls.crt");
+        let key = dir.join("tls.key");
+        std::fs::write(&cert, &self.cert_pem)?;
+        std::fs::write(&key, &self.key_pem)?;
+        Ok((cert, key))
+    }
+}
+
 impl TestCa {
     pub fn new() -> anyhow::Result<Self> {
         let key = rcgen::KeyPair::generate()?;

@@ -524,10 +524,7 @@ async fn hyper_refusals_on_the_edge_carry_the_api_error_body_plain_and_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = integration_tests::certs::TestCa::new().unwrap();
     let leaf = ca.issue(&["localhost"]).unwrap();
-    let cert_path = dir.path().join("tls.crt");
-    let key_path = dir.path().join("tls.key");
-    std::fs::write(&cert_path, &leaf.cert_pem).unwrap();
-    std::fs::write(&key_path, &leaf.key_pem).unwrap();
+    let (cert_path, key_path) = leaf.write_to(dir.path()).unwrap();
     let edge = ready_edge(
         &format!(
             r#"

@@ -266,10 +266,7 @@ async fn tls_with_a_static_certificate_and_http2_by_alpn() {
     let dir = tempfile::tempdir().unwrap();
     let ca = integration_tests::certs::TestCa::new().unwrap();
     let leaf = ca.issue(&["localhost"]).unwrap();
-    let cert_path = dir.path().join("tls.crt");
-    let key_path = dir.path().join("tls.key");
-    std::fs::write(&cert_path, &leaf.cert_pem).unwrap();
-    std::fs::write(&key_path, &leaf.key_pem).unwrap();
+    let (cert_path, key_path) = leaf.write_to(dir.path()).unwrap();
     let listener = format!(
         "  - type: edge\n    name: secure\n    port: 10443\n    tls:\n      cert_path: {}\n      key_path: {}\n",
         cert_path.display(),
