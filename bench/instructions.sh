@@ -7,6 +7,7 @@
 # (two runs of one binary differ by < 1 %); use them to A/B a change, never as req/s.
 #
 #   bench/instructions.sh                 # rows: chat messages stream edge
+#   bench/instructions.sh nginx chat      # nginx `proxy_pass` (the reference) and the egress
 #   bench/instructions.sh chat stream     # some rows
 #   EGRESS_BIN=/path/plano-egress EDGE_BIN=/path/plano-edge bench/instructions.sh
 #   SECONDS_PER_ROW=8 TOP=25 bench/instructions.sh
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 ROWS=("$@")
 [ ${#ROWS[@]} -gt 0 ] || ROWS=(chat messages stream edge)
 for r in "${ROWS[@]}"; do
-  case $r in chat|messages|stream|edge) ;; -h|--help) sed -n '2,/^# TOP/p' "$0"; exit 0 ;; *) die "unknown row $r (chat, messages, stream, edge)" ;; esac
+  case $r in chat|messages|stream|edge|nginx) ;; -h|--help) sed -n '2,/^# TOP/p' "$0"; exit 0 ;; *) die "unknown row $r (chat, messages, stream, edge, nginx)" ;; esac
 done
 SECONDS_PER_ROW=${SECONDS_PER_ROW:-5}
 TOP=${TOP:-15}
@@ -57,9 +58,15 @@ grind() { # grind NAME BIN: the binary under callgrind, instrumentation off unti
 }
 grind egress "$EGRESS_BIN"; egress_pid=$started
 grind edge "$EDGE_BIN"; edge_pid=$started
+# nginx `proxy_pass` as one process (no master), for its instructions per request.
+start 0-127 "$work/nginx.log" valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$work/nginx.cg.%p" "$NGINX" -p "$work/proxy" -c "$work/proxy/nginx.conf" \
+  -g 'daemon off; master_process off;'
+nginx_pid=$started
 owns "$provider_pid" "$P_JSON"
 owns "$egress_pid" "$EGRESS"
 owns "$edge_pid" "$EDGE"
+owns "$nginx_pid" "$N_JSON"
 for _ in $(seq 1 600); do
   curl -fsS "http://127.0.0.1:$ADMIN_EG/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_ED/readyz" >/dev/null 2>&1 && break
   sleep 0.1
@@ -68,6 +75,7 @@ smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" chat '"chat.completion"'
 smoke "http://127.0.0.1:$EGRESS/v1/messages" messages '"type":"message"'
 smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" stream 'data: \[DONE\]'
 smoke "http://127.0.0.1:$EDGE/v1/chat/completions" chat '"chat.completion"'
+smoke "http://127.0.0.1:$N_JSON/v1/chat/completions" chat '"chat.completion"'
 
 # total_ir FILE: the summary line's instruction count.
 total_ir() { awk '/^totals:/ {print $2; exit}' "$1"; }
@@ -89,7 +97,7 @@ row() { # row NAME URL LUA PIDS...
     local f who
     f=$(ls -t "$work"/*.cg."$p".* 2>/dev/null | head -1)
     [ -n "$f" ] || die "no callgrind dump for pid $p"
-    [ "$p" = "$edge_pid" ] && who=plano-edge || who=plano-egress
+    case $p in "$edge_pid") who=plano-edge ;; "$nginx_pid") who=nginx ;; *) who=plano-egress ;; esac
     local ir
     ir=$(total_ir "$f")
     [ -n "$ir" ] || { cp "$f" /tmp/instructions-debug.cg; die "no total in $f (copied to /tmp/instructions-debug.cg)"; }
@@ -123,6 +131,7 @@ for r in "${ROWS[@]}"; do
     chat) row chat "http://127.0.0.1:$EGRESS$chat" chat "$egress_pid" ;;
     messages) row messages "http://127.0.0.1:$EGRESS/v1/messages" messages "$egress_pid" ;;
     stream) row stream "http://127.0.0.1:$EGRESS$chat" stream "$egress_pid" ;;
+    nginx) row nginx "http://127.0.0.1:$N_JSON$chat" chat "$nginx_pid" ;;
     edge) row edge "http://127.0.0.1:$EDGE$chat" chat "$edge_pid" "$egress_pid" ;;
   esac
 done
