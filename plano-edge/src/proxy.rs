@@ -32,7 +32,7 @@ use plano_common::errors::ApiShape;
 use plano_common::filters::FilterCtx;
 use plano_config::{Config, Listener};
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, ListenerMetrics};
 use crate::auth;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::error::EdgeError;
@@ -46,6 +46,8 @@ use plano_common::filters::output::OutputChain;
 pub struct ListenerInfo {
     pub name: String,
     pub addr: SocketAddr,
+    /// The listener's request metrics (and its name in the access log).
+    pub metrics: Arc<ListenerMetrics>,
 }
 
 /// One request's future, boxed once here: hyper keeps it in a box anyway, and a future
@@ -91,7 +93,7 @@ async fn handle_in_span(
     let route = forward::route_for(&path);
     let mut record = AccessRecord {
         request_id: request_id.to_str().unwrap_or("-").to_string(),
-        listener: info.name.clone(),
+        listener: info.metrics.clone(),
         method: req.method().clone(),
         path: crate::access_log::bounded_path(&path).into_owned(),
         route: route.unwrap_or("other"),
@@ -413,8 +415,10 @@ impl Finish {
         } = self;
         if let Some(waited) = egress_wait {
             let own = started.elapsed().saturating_sub(waited);
-            metrics::histogram!(plano_common::metrics::OVERHEAD_SECONDS, "component" => "edge")
-                .record(own.as_secs_f64());
+            static OVERHEAD: std::sync::LazyLock<metrics::Histogram> = std::sync::LazyLock::new(
+                || metrics::histogram!(plano_common::metrics::OVERHEAD_SECONDS, "component" => "edge"),
+            );
+            OVERHEAD.record(own.as_secs_f64());
         }
         let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
         let streaming = parts
