@@ -5,10 +5,11 @@
 //! bytes actually sent. Fields are chosen so nothing secret can appear: the path without
 //! its query string, ids we validated, and fixed words.
 
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use http::Method;
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 use plano_common::metrics::{
     HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, method_label, status_class,
 };
@@ -18,7 +19,7 @@ pub const TARGET: &str = "plano::access";
 
 pub(crate) struct AccessRecord {
     pub request_id: String,
-    pub listener: String,
+    pub listener: Arc<ListenerMetrics>,
     pub method: Method,
     pub path: String,
     /// Bounded route label (`/v1/chat/completions`, …, or `other`).
@@ -48,6 +49,57 @@ pub fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// One listener's handles for the metrics every request records (the request counter by
+/// route, method and status class; the duration histogram by route and status class),
+/// each registered the first time its labels occur. Registering by name and labels on
+/// every request allocated the labels and hashed and looked up the key each time.
+pub struct ListenerMetrics {
+    name: String,
+    requests: RwLock<Vec<(RequestLabels, Counter)>>,
+    durations: RwLock<Vec<((&'static str, &'static str), Histogram)>>,
+}
+
+/// route, method, status class
+type RequestLabels = (&'static str, &'static str, &'static str);
+
+impl ListenerMetrics {
+    pub fn new(listener: &str) -> Self {
+        Self {
+            name: listener.to_string(),
+            requests: RwLock::default(),
+            durations: RwLock::default(),
+        }
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The handle in `list` for `key`, registered with `make` the first time (a poisoned
+/// lock only costs the cache).
+fn handle<K: PartialEq + Copy, H: Clone>(
+    list: &RwLock<Vec<(K, H)>>,
+    key: K,
+    make: impl FnOnce() -> H,
+) -> H {
+    if let Some(h) = list
+        .read()
+        .ok()
+        .and_then(|v| v.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()))
+    {
+        return h;
+    }
+    let h = make();
+    if let Ok(mut v) = list.write()
+        && !v.iter().any(|(k, _)| *k == key)
+    {
+        v.push((key, h.clone()));
+    }
+    h
+}
+
 impl AccessRecord {
     pub(crate) fn emit(&self) {
         let elapsed = self.started.elapsed();
@@ -60,7 +112,7 @@ impl AccessRecord {
         tracing::info!(
             target: TARGET,
             request_id = %self.request_id,
-            listener = %self.listener,
+            listener = %self.listener.name,
             method = %self.method,
             path = %self.path,
             status = self.status,
@@ -72,22 +124,28 @@ impl AccessRecord {
             "request"
         );
         let class = status_class(self.status);
-        counter!(
-            HTTP_REQUESTS_TOTAL,
-            "component" => "edge",
-            "listener" => self.listener.clone(),
-            "route" => self.route,
-            "method" => method_label(&self.method),
-            "status_class" => class,
-        )
+        let (route, method) = (self.route, method_label(&self.method));
+        let listener = &self.listener;
+        handle(&listener.requests, (route, method, class), || {
+            counter!(
+                HTTP_REQUESTS_TOTAL,
+                "component" => "edge",
+                "listener" => listener.name.clone(),
+                "route" => route,
+                "method" => method,
+                "status_class" => class,
+            )
+        })
         .increment(1);
-        histogram!(
-            HTTP_REQUEST_DURATION_SECONDS,
-            "component" => "edge",
-            "listener" => self.listener.clone(),
-            "route" => self.route,
-            "status_class" => class,
-        )
+        handle(&listener.durations, (route, class), || {
+            histogram!(
+                HTTP_REQUEST_DURATION_SECONDS,
+                "component" => "edge",
+                "listener" => listener.name.clone(),
+                "route" => route,
+                "status_class" => class,
+            )
+        })
         .record(elapsed.as_secs_f64());
     }
 }

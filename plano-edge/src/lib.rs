@@ -104,6 +104,7 @@ async fn bind_listener(l: &Listener, ctx: &Context) -> anyhow::Result<Bound> {
         info: Arc::new(ListenerInfo {
             name: l.name.clone(),
             addr: l.addr,
+            metrics: Arc::new(access_log::ListenerMetrics::new(&l.name)),
         }),
         tcp,
         tls,

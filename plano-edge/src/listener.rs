@@ -63,11 +63,7 @@ pub(crate) async fn serve(bound: Bound, edge: Arc<Edge>, stop: CancellationToken
     } = bound;
     let https = tls.is_some();
     let name = info.name.clone();
-    let handler = move |req, peer| {
-        let edge = edge.clone();
-        let info = info.clone();
-        async move { proxy::handle(edge, info, peer, https, req).await }
-    };
+    let handler = move |req, peer| proxy::handle(edge.clone(), info.clone(), peer, https, req);
     match tls {
         None => listen::serve(tcp, opts, Plain, stop, handler).await,
         Some(terminator) => {

@@ -20,7 +20,9 @@
 //!    goes through the chain first, whole or event by event (`plano_common::filters::output`); the
 //!    access log is written when the body ends (`body.rs`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +32,7 @@ use plano_common::errors::ApiShape;
 use plano_common::filters::FilterCtx;
 use plano_config::{Config, Listener};
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, ListenerMetrics};
 use crate::auth;
 use crate::body::{BoxError, Inner, ResponseBody};
 use crate::error::EdgeError;
@@ -44,15 +46,21 @@ use plano_common::filters::output::OutputChain;
 pub struct ListenerInfo {
     pub name: String,
     pub addr: SocketAddr,
+    /// The listener's request metrics (and its name in the access log).
+    pub metrics: Arc<ListenerMetrics>,
 }
 
-pub(crate) async fn handle(
+/// One request's future, boxed once here: hyper keeps it in a box anyway, and a future
+/// returned by value is copied whole each time it is moved into the next wrapper.
+pub(crate) type Handling = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
+
+pub(crate) fn handle(
     edge: Arc<Edge>,
     info: Arc<ListenerInfo>,
     peer: SocketAddr,
     https: bool,
     req: Request<plano_common::listen::RequestBody>,
-) -> Response<ResponseBody> {
+) -> Handling {
     use tracing::Instrument;
     // The request's server span: parented to the client's `traceparent`, carried by the
     // access record so it ends with the response body.
@@ -62,11 +70,12 @@ pub(crate) async fn handle(
         &req,
         &plano_common::telemetry::SpanAttributes::of(edge.config.load().tracing.as_ref()),
     );
-    handle_in_span(edge, info, peer, https, req, span.clone())
-        .instrument(span)
-        .await
+    Box::pin(handle_in_span(edge, info, peer, https, req, span.clone()).instrument(span))
 }
 
+/// The request path. The phases only some listeners use (input filters, agents and prompt
+/// targets, output filters) run in boxed futures of their own: theirs are kilobytes, and
+/// inline they would make every request's future that size.
 async fn handle_in_span(
     edge: Arc<Edge>,
     info: Arc<ListenerInfo>,
@@ -84,7 +93,7 @@ async fn handle_in_span(
     let route = forward::route_for(&path);
     let mut record = AccessRecord {
         request_id: request_id.to_str().unwrap_or("-").to_string(),
-        listener: info.name.clone(),
+        listener: info.metrics.clone(),
         method: req.method().clone(),
         path: crate::access_log::bounded_path(&path).into_owned(),
         route: route.unwrap_or("other"),
@@ -139,32 +148,20 @@ async fn handle_in_span(
     let body = if input_filters.is_empty() {
         body
     } else {
-        let bytes = match crate::body::read_request(body, max_body).await {
-            Ok(b) => b,
-            Err(e) => return local(e, shape, record, &request_id, in_flight),
-        };
-        let ctx = FilterCtx {
+        let input = InputFilters {
+            edge: &edge,
+            config: &config,
+            ids: &input_filters,
             path: &path,
-            headers: &parts.headers,
             request_id: &request_id,
+            shape,
+            max_body,
+            deadline: (started, timeout),
         };
-        let chain = edge.filters.run_input(&config, &input_filters, &ctx, bytes);
-        let remaining = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, chain).await {
-            Ok(Ok(new)) => {
-                parts.headers.remove(header::TRANSFER_ENCODING);
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
-                ResponseBody::full(new)
-            }
-            Ok(Err(e)) => {
-                record.upstream = "filter";
-                let e = EdgeError::Filter(e.to_api_error(shape));
-                return local(e, shape, record, &request_id, in_flight);
-            }
-            Err(_) => {
-                let e = listener_timeout(timeout, "the input filters");
+        match Box::pin(input.run(&mut parts.headers, body)).await {
+            Ok(b) => b,
+            Err((e, upstream)) => {
+                record.upstream = upstream;
                 return local(e, shape, record, &request_id, in_flight);
             }
         }
@@ -183,79 +180,47 @@ async fn handle_in_span(
             shape,
         }
     });
+    let finish = Finish {
+        record,
+        in_flight,
+        request_id,
+        shape,
+        timeout,
+        started,
+        output,
+        egress_wait: None,
+    };
     // 5. agents / prompt targets
-    let owner = listener(&config, &info.name)
-        .zip(route)
-        .and_then(|(l, route)| route::owner(l, &config, route));
+    let owner =
+        listener(&config, &info.name).and_then(|l| route::owner(l, &config, route_template));
     if let Some(owner) = owner {
-        let remaining = timeout.saturating_sub(started.elapsed());
-        let read = tokio::time::timeout(remaining, crate::body::read_request(body, max_body));
-        let parsed = match read.await {
-            Ok(Ok(bytes)) => calls::parse_request_json(&bytes),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(listener_timeout(timeout, "the request body")),
-        };
-        let body = match parsed {
-            Ok(b) => b,
-            Err(e) => return local(e, shape, record, &request_id, in_flight),
-        };
-        let Some(l) = listener(&config, &info.name) else {
-            return local(
-                EdgeError::ListenerRemoved,
-                shape,
-                record,
-                &request_id,
-                in_flight,
-            );
-        };
-        let ctx = route::RouteCtx {
+        let routed = Routing {
             edge: &edge,
             config: &config,
-            listener: l,
-            request_id: &request_id,
-            headers: &parts.headers,
-            uri: &parts.uri,
-            client: &ClientInfo { peer, https },
-            deadline: route::deadline(started, timeout),
-            body,
+            listener: &info.name,
+            client: ClientInfo { peer, https },
+            max_body,
+            owner,
         };
-        let routed = match owner {
-            route::Owner::Agents => agents::handle(ctx).await,
-            route::Owner::PromptTargets => prompt_targets::handle(ctx).await,
-        };
-        record.upstream = routed.upstream;
-        let finish = Finish {
-            record,
-            in_flight,
-            request_id,
-            shape,
-            timeout,
-            started,
-            output,
-            egress_wait: None,
-        };
-        return finish.respond(routed.response).await;
+        return Box::pin(routed.run(parts, body, finish)).await;
     }
     // 6. egress health
     let status = edge.egress.borrow().clone();
     if !status.up {
-        let e = EdgeError::EgressUnavailable(status.detail);
-        return local(e, shape, record, &request_id, in_flight);
+        return finish.fail(EdgeError::EgressUnavailable(status.detail));
     }
     // 7. forward
     let upstream = match forward::upstream_request(
         Request::from_parts(parts, body),
         &config.egress.url,
-        &request_id,
+        &finish.request_id,
         &ClientInfo { peer, https },
     ) {
         Ok(r) => r,
-        Err(e) => {
-            let e = EdgeError::CannotForward(e.to_string());
-            return local(e, shape, record, &request_id, in_flight);
-        }
+        Err(e) => return finish.fail(EdgeError::CannotForward(e.to_string())),
     };
-    record.upstream = "egress";
+    let mut finish = finish;
+    finish.record.upstream = "egress";
     let mut upstream = upstream;
     plano_common::telemetry::inject_current(upstream.headers_mut());
     let remaining = timeout.saturating_sub(started.elapsed());
@@ -266,38 +231,122 @@ async fn handle_in_span(
             // The client's own body failing (over the limit, broken framing) is the
             // client's error, not the egress's.
             if let Some(client) = crate::body::client_body_error(&e, max_body) {
-                return local(client, shape, record, &request_id, in_flight);
+                return finish.fail(client);
             }
             let chain = plano_common::errors::error_chain(&e);
             tracing::warn!(listener = %info.name, error = %chain, "egress request failed");
-            return local(
-                EdgeError::EgressUnreachable,
-                shape,
-                record,
-                &request_id,
-                in_flight,
-            );
+            return finish.fail(EdgeError::EgressUnreachable);
         }
-        Err(_) => {
-            let e = listener_timeout(timeout, "the model egress");
-            return local(e, shape, record, &request_id, in_flight);
-        }
+        Err(_) => return finish.fail(listener_timeout(timeout, "the model egress")),
     };
     // 8. respond
-    let waited = sent.elapsed();
+    finish.egress_wait = Some(sent.elapsed());
     let (parts, body) = res.into_parts();
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-    let finish = Finish {
-        record,
-        in_flight,
-        request_id,
-        shape,
-        timeout,
-        started,
-        output,
-        egress_wait: Some(waited),
-    };
-    finish.respond(Response::from_parts(parts, body)).await
+    let res = Response::from_parts(parts, body);
+    if finish.output.is_none() {
+        return finish.send(res);
+    }
+    Box::pin(finish.respond(res)).await
+}
+
+/// Phase 4, on a listener with `input_filters`: the request body read whole (within
+/// `max_body_bytes`), run through the chain and forwarded with its new length.
+struct InputFilters<'a> {
+    edge: &'a Edge,
+    config: &'a Config,
+    ids: &'a [String],
+    path: &'a str,
+    request_id: &'a HeaderValue,
+    shape: ApiShape,
+    max_body: usize,
+    /// When the request arrived, and the listener timeout.
+    deadline: (Instant, std::time::Duration),
+}
+
+impl InputFilters<'_> {
+    /// The filtered body, or the answer's error and the access log's `upstream` for it.
+    async fn run(
+        self,
+        headers: &mut http::HeaderMap,
+        body: Inner,
+    ) -> Result<Inner, (EdgeError, &'static str)> {
+        let bytes = crate::body::read_request(body, self.max_body)
+            .await
+            .map_err(|e| (e, "-"))?;
+        let ctx = FilterCtx {
+            path: self.path,
+            headers,
+            request_id: self.request_id,
+        };
+        let chain = self
+            .edge
+            .filters
+            .run_input(self.config, self.ids, &ctx, bytes);
+        let (started, timeout) = self.deadline;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, chain).await {
+            Ok(Ok(new)) => {
+                headers.remove(header::TRANSFER_ENCODING);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(new.len()));
+                Ok(ResponseBody::full(new))
+            }
+            Ok(Err(e)) => Err((EdgeError::Filter(e.to_api_error(self.shape)), "filter")),
+            Err(_) => Err((listener_timeout(timeout, "the input filters"), "-")),
+        }
+    }
+}
+
+/// Phase 5, on `agent` and `prompt` listeners: the edge answers a chat request itself.
+struct Routing<'a> {
+    edge: &'a Edge,
+    config: &'a Config,
+    listener: &'a str,
+    client: ClientInfo,
+    max_body: usize,
+    owner: route::Owner,
+}
+
+impl Routing<'_> {
+    async fn run(
+        self,
+        parts: http::request::Parts,
+        body: Inner,
+        mut finish: Finish,
+    ) -> Response<ResponseBody> {
+        let (started, timeout) = (finish.started, finish.timeout);
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let read = tokio::time::timeout(remaining, crate::body::read_request(body, self.max_body));
+        let parsed = match read.await {
+            Ok(Ok(bytes)) => calls::parse_request_json(&bytes),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(listener_timeout(timeout, "the request body")),
+        };
+        let body = match parsed {
+            Ok(b) => b,
+            Err(e) => return finish.fail(e),
+        };
+        let Some(l) = listener(self.config, self.listener) else {
+            return finish.fail(EdgeError::ListenerRemoved);
+        };
+        let ctx = route::RouteCtx {
+            edge: self.edge,
+            config: self.config,
+            listener: l,
+            request_id: &finish.request_id,
+            headers: &parts.headers,
+            uri: &parts.uri,
+            client: &self.client,
+            deadline: route::deadline(started, timeout),
+            body,
+        };
+        let routed = match self.owner {
+            route::Owner::Agents => Box::pin(agents::handle(ctx)).await,
+            route::Owner::PromptTargets => Box::pin(prompt_targets::handle(ctx)).await,
+        };
+        finish.record.upstream = routed.upstream;
+        finish.respond(routed.response).await
+    }
 }
 
 /// What the last phase needs to send an upstream answer (egress, agent, or the edge's own
@@ -316,43 +365,60 @@ struct Finish {
 }
 
 impl Finish {
-    /// Output filters on a successful answer, then the body bounded by the listener timeout.
-    async fn respond(self, res: Response<Inner>) -> Response<ResponseBody> {
-        let Finish {
-            mut record,
-            in_flight,
-            request_id,
-            shape,
-            timeout,
-            started,
-            output,
-            egress_wait,
-        } = self;
+    /// Output filters on a successful answer (when the listener has them), then
+    /// [`Finish::send`].
+    async fn respond(mut self, res: Response<Inner>) -> Response<ResponseBody> {
         let (mut parts, mut body) = res.into_parts();
-        forward::strip_hop_by_hop(&mut parts.headers);
-        record.status = parts.status.as_u16();
-        parts.headers.insert("x-request-id", request_id.clone());
-        if let Some(chain) = output
+        self.head(&mut parts);
+        if let Some(chain) = self.output.take()
             && parts.status.is_success()
         {
-            let remaining = timeout.saturating_sub(started.elapsed());
-            body = match tokio::time::timeout(remaining, chain.apply(&mut parts.headers, body))
-                .await
-            {
+            let remaining = self.timeout.saturating_sub(self.started.elapsed());
+            let apply = Box::pin(chain.apply(&mut parts.headers, body));
+            body = match tokio::time::timeout(remaining, apply).await {
                 Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    return local(EdgeError::Filter(e), shape, record, &request_id, in_flight);
-                }
+                Ok(Err(e)) => return self.fail(EdgeError::Filter(e)),
                 Err(_) => {
-                    let e = listener_timeout(timeout, "the output filters");
-                    return local(e, shape, record, &request_id, in_flight);
+                    let e = listener_timeout(self.timeout, "the output filters");
+                    return self.fail(e);
                 }
             };
         }
+        self.body(parts, body)
+    }
+
+    /// The answer as it is (no output filters), its body bounded by the listener timeout.
+    fn send(mut self, res: Response<Inner>) -> Response<ResponseBody> {
+        let (mut parts, body) = res.into_parts();
+        self.head(&mut parts);
+        self.body(parts, body)
+    }
+
+    /// Hop-by-hop headers out, the request id in, the status noted for the access log.
+    fn head(&mut self, parts: &mut http::response::Parts) {
+        forward::strip_hop_by_hop(&mut parts.headers);
+        self.record.status = parts.status.as_u16();
+        parts.headers.insert(
+            plano_common::request_id::X_REQUEST_ID,
+            self.request_id.clone(),
+        );
+    }
+
+    fn body(self, parts: http::response::Parts, body: Inner) -> Response<ResponseBody> {
+        let Finish {
+            record,
+            in_flight,
+            timeout,
+            started,
+            egress_wait,
+            ..
+        } = self;
         if let Some(waited) = egress_wait {
             let own = started.elapsed().saturating_sub(waited);
-            metrics::histogram!(plano_common::metrics::OVERHEAD_SECONDS, "component" => "edge")
-                .record(own.as_secs_f64());
+            static OVERHEAD: std::sync::LazyLock<metrics::Histogram> = std::sync::LazyLock::new(
+                || metrics::histogram!(plano_common::metrics::OVERHEAD_SECONDS, "component" => "edge"),
+            );
+            OVERHEAD.record(own.as_secs_f64());
         }
         let deadline = tokio::time::sleep(timeout.saturating_sub(started.elapsed()));
         let streaming = parts
@@ -366,6 +432,11 @@ impl Finish {
             body = body.with_timeout_event(crate::error::stream_timeout_event(route, timeout));
         }
         Response::from_parts(parts, body)
+    }
+
+    /// The edge's own error answer instead.
+    fn fail(self, e: EdgeError) -> Response<ResponseBody> {
+        local(e, self.shape, self.record, &self.request_id, self.in_flight)
     }
 }
 
