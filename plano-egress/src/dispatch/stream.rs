@@ -2,9 +2,11 @@
 //! sides: upstream events are relayed as they are, and usage is read on the way (the chat
 //! usage chunk we asked for is hidden from a client that did not). Different APIs: each
 //! upstream event becomes chat chunks, and each chunk the client API's events
-//! (`providers::plan::StreamShape`). A client that goes away ends the pump at once, which
-//! drops the upstream connection; the listener timeout ends a stream that runs too long;
-//! a stream that breaks off ends with an error event in the client's API.
+//! (`providers::plan::StreamShape`). The work happens inside the response body when the
+//! connection polls it ([`Relay`]: no task or channel per stream). A client that goes away
+//! drops the body, which drops the upstream connection; the listener timeout ends a stream
+//! that runs too long (a watchdog task, so also when the client stopped reading); a stream
+//! that breaks off ends with an error event in the client's API.
 
 use axum::body::Body;
 use axum::response::Response;
