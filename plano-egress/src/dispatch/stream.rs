@@ -512,10 +512,10 @@ impl Drop for Relay {
         // the rest of the stream, and the outcome recorded.
         let live = lock(&self.shared).live.take();
         let mut pending: Vec<BoxFuture<'static, ()>> = Vec::new();
-        if let Some(live) = live {
-            if let (_, Some(tail)) = settle(live, "client_closed", None) {
-                pending.push(tail);
-            }
+        if let Some(live) = live
+            && let (_, Some(tail)) = settle(live, "client_closed", None)
+        {
+            pending.push(tail);
         }
         // Work the body had not got to yet (a conversation to store, the reconcile) is
         // still done.
