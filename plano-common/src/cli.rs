@@ -155,17 +155,30 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(component.name())
-        .build()
-    {
+    let workers = match Workers::from_env(std::env::var("PLANO_WORKERS").ok().as_deref()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("PLANO_WORKERS: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let threads = workers.threads(available_cpus());
+    let runtime = match build_runtime(component, threads) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    tracing::info!(
+        workers = threads,
+        runtime = if threads == 1 {
+            "current_thread"
+        } else {
+            "multi_thread"
+        },
+        "async runtime"
+    );
     ExitCode::from(runtime.block_on(async {
         if let Some(t) = &telemetry
             && let Err(e) = t.start()
@@ -181,6 +194,62 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         }
         code
     }))
+}
+
+/// The `PLANO_WORKERS` setting: how many threads run requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU the process may use (affinity mask and cgroup CPU quota).
+    Auto,
+    /// Exactly this many (at least 1).
+    Fixed(usize),
+}
+
+impl Workers {
+    /// Parses `PLANO_WORKERS`: unset, empty or `auto`, or a positive number.
+    pub fn from_env(value: Option<&str>) -> Result<Workers, String> {
+        match value.map(str::trim) {
+            None | Some("") => Ok(Workers::Auto),
+            Some(v) if v.eq_ignore_ascii_case("auto") => Ok(Workers::Auto),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Workers::Fixed(n)),
+                _ => Err(format!(
+                    "{v:?} is not a number of threads (a whole number from 1, or `auto`)"
+                )),
+            },
+        }
+    }
+
+    /// The number of worker threads given the CPUs available.
+    pub fn threads(self, cpus: usize) -> usize {
+        match self {
+            Workers::Auto => cpus.max(1),
+            Workers::Fixed(n) => n,
+        }
+    }
+}
+
+/// CPUs this process may run on (affinity mask, cgroup quota), 1 when unknown.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// The async runtime for `threads` worker threads. One thread: a current-thread runtime
+/// (everything on the main thread, no work-stealing queues or cross-thread wake-ups;
+/// measured in BENCHMARKS.md, "Lane R"). More: Tokio's multi-thread runtime with that many
+/// workers. Blocking work (`spawn_blocking`) has its own pool either way.
+pub fn build_runtime(
+    component: Component,
+    threads: usize,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().thread_name(component.name()).build()
 }
 
 /// How long the last spans get to reach the collector at exit.
@@ -532,6 +601,40 @@ mod tests {
         )
         .await;
         assert_eq!(code, EXIT_FAILURE);
+    }
+
+    #[test]
+    fn plano_workers_is_auto_or_a_positive_number() {
+        assert_eq!(Workers::from_env(None), Ok(Workers::Auto));
+        assert_eq!(Workers::from_env(Some("")), Ok(Workers::Auto));
+        assert_eq!(Workers::from_env(Some("AUTO")), Ok(Workers::Auto));
+        assert_eq!(Workers::from_env(Some(" 4 ")), Ok(Workers::Fixed(4)));
+        assert!(Workers::from_env(Some("0")).is_err());
+        assert!(Workers::from_env(Some("-1")).is_err());
+        assert!(Workers::from_env(Some("two")).is_err());
+        assert_eq!(Workers::Auto.threads(1), 1);
+        assert_eq!(Workers::Auto.threads(8), 8);
+        assert_eq!(Workers::Auto.threads(0), 1);
+        assert_eq!(Workers::Fixed(3).threads(1), 3);
+    }
+
+    #[test]
+    fn one_worker_is_a_current_thread_runtime_more_is_multi_thread() {
+        use tokio::runtime::RuntimeFlavor;
+        let one = build_runtime(Component::Egress, 1).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        // Spawned tasks and timers run on it while `block_on` drives it.
+        let got = one.block_on(async {
+            let t = tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                7
+            });
+            t.await.unwrap()
+        });
+        assert_eq!(got, 7);
+        let two = build_runtime(Component::Edge, 2).unwrap();
+        assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(two.metrics().num_workers(), 2);
     }
 
     #[test]

@@ -2,21 +2,27 @@
 //! sides: upstream events are relayed as they are, and usage is read on the way (the chat
 //! usage chunk we asked for is hidden from a client that did not). Different APIs: each
 //! upstream event becomes chat chunks, and each chunk the client API's events
-//! (`providers::plan::StreamShape`). A client that goes away ends the pump at once, which
-//! drops the upstream connection; the listener timeout ends a stream that runs too long;
-//! a stream that breaks off ends with an error event in the client's API.
+//! (`providers::plan::StreamShape`). The work happens inside the response body when the
+//! connection polls it ([`Relay`]: no task or channel per stream). A client that goes away
+//! drops the body, which drops the upstream connection; the listener timeout ends a stream
+//! that runs too long (a watchdog task, so also when the client stopped reading); a stream
+//! that breaks off ends with an error event in the client's API.
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
+use http_body::{Body as _, Frame};
 use plano_common::sse::SseEvent;
 use plano_config::Provider;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker, ready};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::record;
 use super::remember::Remember;
@@ -65,9 +71,7 @@ pub fn trace_usage(spans: &[&tracing::Span], usage: &crate::providers::usage::Us
 
 /// The streaming response: headers now, events as they come.
 pub fn respond(opening: Box<Opening>, plan: StreamPlan) -> Response {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(pump(opening, plan, tx));
-    let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let mut res = Response::new(Body::new(Relay::new(opening, plan)));
     *res.status_mut() = StatusCode::OK;
     let h = res.headers_mut();
     h.insert(
@@ -247,141 +251,395 @@ fn relay_keeps(api: Api, ev: &SseEvent, wants_usage: bool, usage: &mut Usage) ->
     !(api == Api::Chat && !wants_usage && is_usage_only_chunk(&v))
 }
 
-async fn pump(
-    opening: Box<Opening>,
-    plan: StreamPlan,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
-    let Opening {
-        mut framing,
-        first,
-        mut rest,
-    } = *opening;
-    let mut flow = Flow {
-        shape: plan.shape,
-        usage: Usage::default(),
-        sent: 0,
-        completed: None,
-        facts: plan
-            .spans
-            .first()
-            .filter(|s| plano_common::telemetry::is_recording(s))
-            .map(|_| plano_common::telemetry::ResponseFacts::default()),
-    };
-    let deadline = tokio::time::sleep_until(plan.deadline);
-    tokio::pin!(deadline);
-    let mut first = Some(first);
-    let mut broken: Option<String> = None;
-    let outcome = loop {
-        // Every whole event buffered so far (the first one included), translated.
-        let mut out = BytesMut::new();
-        let mut failed = first
-            .take()
-            .map_or(Ok(()), |ev| flow.event(ev, &mut out))
-            .err();
-        while failed.is_none() {
-            match framing
-                .next_event()
-                .and_then(|ev| ev.map(|ev| flow.event(ev, &mut out)).transpose())
-            {
-                Ok(Some(())) => {}
-                Ok(None) => break,
-                Err(e) => failed = Some(e),
-            }
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the body does next, in order, before reading the upstream again.
+enum Step {
+    /// Finish this first (a conversation stored before the client sees
+    /// `response.completed`; the rate limit reconciled at the end).
+    Await(BoxFuture<'static, ()>),
+    /// Hand these bytes to the client.
+    Send(Bytes),
+    /// The stream is over.
+    End,
+}
+
+/// A stream still reading its upstream.
+struct Live {
+    framing: Framing,
+    rest: hyper::body::Incoming,
+    /// The first event, until it has been translated.
+    first: Option<SseEvent>,
+    flow: Flow,
+    provider: Provider,
+    metrics: super::record::ProviderMetrics,
+    sent: Instant,
+    limiter: Option<std::sync::Arc<RateLimiter>>,
+    ticket: Option<Ticket>,
+    remember: Option<Arc<Remember>>,
+    spans: Vec<tracing::Span>,
+}
+
+/// What the body and its deadline watchdog share.
+struct Shared {
+    /// `None` once the stream has finished (by either of them).
+    live: Option<Live>,
+    /// Set by the watchdog when it ends the stream: the error event still to send.
+    tail: Option<Bytes>,
+    /// Wakes the body when the watchdog ends the stream while the body waits on the upstream.
+    waker: Option<Waker>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The response body of a committed stream. Reading it reads the upstream: each poll takes
+/// the upstream bytes that have arrived, translates every whole event and hands the result
+/// to the connection, so a chunk costs no task wake-up and no channel hop. A client that
+/// goes away drops the body, which drops the upstream connection and records the outcome
+/// (`client_closed`). The whole-request deadline is kept by a watchdog task that sleeps
+/// until then (it also ends a stream whose client stopped reading, when the connection no
+/// longer polls the body) and is aborted when the stream ends first.
+struct Relay {
+    shared: Arc<Mutex<Shared>>,
+    watchdog: AbortHandle,
+    steps: VecDeque<Step>,
+    done: bool,
+}
+
+impl Relay {
+    fn new(opening: Box<Opening>, plan: StreamPlan) -> Relay {
+        let Opening {
+            framing,
+            first,
+            rest,
+        } = *opening;
+        let flow = Flow {
+            shape: plan.shape,
+            usage: Usage::default(),
+            sent: 0,
+            completed: None,
+            facts: plan
+                .spans
+                .first()
+                .filter(|s| plano_common::telemetry::is_recording(s))
+                .map(|_| plano_common::telemetry::ResponseFacts::default()),
+        };
+        let shared = Arc::new(Mutex::new(Shared {
+            live: Some(Live {
+                framing,
+                rest,
+                first: Some(first),
+                flow,
+                provider: plan.provider,
+                metrics: plan.metrics,
+                sent: plan.sent,
+                limiter: plan.limiter,
+                ticket: plan.ticket,
+                remember: plan.remember.map(Arc::new),
+                spans: plan.spans,
+            }),
+            tail: None,
+            waker: None,
+        }));
+        let watchdog = tokio::spawn(watchdog(shared.clone(), plan.deadline)).abort_handle();
+        Relay {
+            shared,
+            watchdog,
+            steps: VecDeque::new(),
+            done: false,
         }
-        // Stored before the client sees `response.completed`: a follow-up may arrive at
-        // once, at another replica.
-        remember_before_send(&plan.remember, &mut flow).await;
-        if let Some(e) = failed {
-            let _ = tx.send(Ok(out.freeze())).await;
-            broken = Some(e);
-            break "upstream_error";
-        }
-        if !out.is_empty() {
-            // A client that stops reading must not hold the upstream past the deadline.
-            tokio::select! {
-                sent = tx.send(Ok(out.freeze())) => if sent.is_err() { break "client_closed" },
-                _ = &mut deadline => break "timeout",
-            }
-        }
-        tokio::select! {
-            _ = tx.closed() => break "client_closed",
-            _ = &mut deadline => {
-                tracing::warn!(provider = %plan.provider.name, "stream ended at the listener timeout");
-                break "timeout";
-            }
-            frame = rest.frame() => match frame {
-                Some(Ok(f)) => {
-                    if let Ok(data) = f.into_data() {
-                        framing.push(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    broken = Some(e.to_string());
-                    break "upstream_error";
-                }
-                None => {
-                    let mut out = BytesMut::new();
-                    let ended = framing
-                        .finish()
-                        .and_then(|ev| ev.map(|ev| flow.event(ev, &mut out)).transpose())
-                        .and_then(|_| flow.end(&mut out));
-                    remember_before_send(&plan.remember, &mut flow).await;
-                    let _ = tx.send(Ok(out.freeze())).await;
-                    match ended {
-                        Ok(()) => break "complete",
-                        Err(e) => {
-                            broken = Some(e);
-                            break "upstream_error";
-                        }
-                    }
-                }
-            }
-        }
-    };
-    // Dropping `rest` here closes the upstream connection when the stream did not finish.
-    drop(rest);
-    record::upstream_duration(&plan.metrics, plan.sent.elapsed());
-    if let Some(e) = &broken {
-        tracing::warn!(provider = %plan.provider.name, error = %e, "upstream stream unusable; ending it");
     }
-    if let Some(message) = match outcome {
+
+    /// Read and translate until there are bytes to send, the stream ends, or the upstream
+    /// has nothing more yet. Queues the steps; `Pending` only when the upstream is pending.
+    fn advance(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let Relay {
+            shared,
+            watchdog,
+            steps,
+            done,
+        } = self;
+        let mut guard = lock(shared);
+        let s: &mut Shared = &mut guard;
+        let Some(live) = s.live.as_mut() else {
+            // The watchdog ended the stream.
+            if let Some(tail) = s.tail.take() {
+                steps.push_back(Step::Send(tail));
+            }
+            steps.push_back(Step::End);
+            *done = true;
+            return Poll::Ready(());
+        };
+        let end = End {
+            steps,
+            watchdog,
+            done,
+        };
+        loop {
+            // Every whole event buffered so far (the first one included), translated.
+            let mut out = BytesMut::new();
+            let mut failed = live
+                .first
+                .take()
+                .map_or(Ok(()), |ev| live.flow.event(ev, &mut out))
+                .err();
+            while failed.is_none() {
+                match live
+                    .framing
+                    .next_event()
+                    .and_then(|ev| ev.map(|ev| live.flow.event(ev, &mut out)).transpose())
+                {
+                    Ok(Some(())) => {}
+                    Ok(None) => break,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                remember_then_send(end.steps, live, out);
+                return end.finish(s, "upstream_error", Some(e));
+            }
+            if !out.is_empty() {
+                remember_then_send(end.steps, live, out);
+                return Poll::Ready(());
+            }
+            match Pin::new(&mut live.rest).poll_frame(cx) {
+                Poll::Pending => {
+                    if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        s.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Ok(data) = f.into_data() {
+                        live.framing.push(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return end.finish(s, "upstream_error", Some(e.to_string()));
+                }
+                Poll::Ready(None) => {
+                    let mut out = BytesMut::new();
+                    let ended = live
+                        .framing
+                        .finish()
+                        .and_then(|ev| ev.map(|ev| live.flow.event(ev, &mut out)).transpose())
+                        .and_then(|_| live.flow.end(&mut out));
+                    remember_then_send(end.steps, live, out);
+                    return match ended {
+                        Ok(()) => end.finish(s, "complete", None),
+                        Err(e) => end.finish(s, "upstream_error", Some(e)),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Queue `out`, after storing the conversation if `response.completed` is in it (a
+/// follow-up may arrive at once, at another replica).
+fn remember_then_send(steps: &mut VecDeque<Step>, live: &mut Live, out: BytesMut) {
+    if let Some(store) = remember(live) {
+        steps.push_back(Step::Await(store));
+    }
+    if !out.is_empty() {
+        steps.push_back(Step::Send(out.freeze()));
+    }
+}
+
+/// The parts of a [`Relay`] that ending the stream touches.
+struct End<'a> {
+    steps: &'a mut VecDeque<Step>,
+    watchdog: &'a AbortHandle,
+    done: &'a mut bool,
+}
+
+impl End<'_> {
+    fn finish(self, s: &mut Shared, outcome: &'static str, broken: Option<String>) -> Poll<()> {
+        if let Some(live) = s.live.take() {
+            let (fail, tail) = settle(live, outcome, broken);
+            if let Some(fail) = fail {
+                self.steps.push_back(Step::Send(fail));
+            }
+            if let Some(tail) = tail {
+                self.steps.push_back(Step::Await(tail));
+            }
+        }
+        self.watchdog.abort();
+        self.steps.push_back(Step::End);
+        *self.done = true;
+        Poll::Ready(())
+    }
+}
+
+impl http_body::Body for Relay {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            match this.steps.front_mut() {
+                Some(Step::Await(f)) => {
+                    ready!(f.as_mut().poll(cx));
+                    this.steps.pop_front();
+                }
+                Some(Step::Send(_)) => {
+                    if let Some(Step::Send(b)) = this.steps.pop_front() {
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    }
+                }
+                Some(Step::End) => return Poll::Ready(None),
+                None if this.done => return Poll::Ready(None),
+                None => ready!(this.advance(cx)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.steps.front(), Some(Step::End)) || (self.done && self.steps.is_empty())
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+        // The client went away before the end: the upstream connection is dropped with
+        // the rest of the stream, and the outcome recorded.
+        let live = lock(&self.shared).live.take();
+        let mut pending: Vec<BoxFuture<'static, ()>> = Vec::new();
+        if let Some(live) = live
+            && let (_, Some(tail)) = settle(live, "client_closed", None)
+        {
+            pending.push(tail);
+        }
+        // Work the body had not got to yet (a conversation to store, the reconcile) is
+        // still done.
+        pending.extend(self.steps.drain(..).filter_map(|s| match s {
+            Step::Await(f) => Some(f),
+            _ => None,
+        }));
+        if !pending.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                for f in pending {
+                    f.await;
+                }
+            });
+        }
+    }
+}
+
+/// Ends the stream at the whole-request deadline unless it ended first (then it is
+/// aborted). The body is woken to send the error event, if it is still polled.
+async fn watchdog(shared: Arc<Mutex<Shared>>, deadline: Instant) {
+    tokio::time::sleep_until(deadline).await;
+    let (live, waker) = {
+        let mut s = lock(&shared);
+        (s.live.take(), s.waker.take())
+    };
+    let Some(live) = live else { return };
+    tracing::warn!(provider = %live.provider.name, "stream ended at the listener timeout");
+    let (fail, tail) = settle(live, "timeout", None);
+    lock(&shared).tail = fail;
+    if let Some(w) = waker {
+        w.wake();
+    }
+    if let Some(tail) = tail {
+        tail.await;
+    }
+}
+
+/// The conversation to store when `response.completed` has been seen (at most once).
+fn remember(live: &mut Live) -> Option<BoxFuture<'static, ()>> {
+    let r = live.remember.clone()?;
+    let response = live.flow.completed.take()?;
+    Some(Box::pin(async move { r.store(&response).await }))
+}
+
+/// A stream is over (`outcome`: `complete`, `client_closed`, `upstream_error`, `timeout`):
+/// drop the upstream, record duration, outcome, tokens and trace attributes. Returns the
+/// error event to send the client (a broken stream) and what is left to await (the
+/// conversation store, the rate-limit reconcile).
+fn settle(
+    mut live: Live,
+    outcome: &'static str,
+    broken: Option<String>,
+) -> (Option<Bytes>, Option<BoxFuture<'static, ()>>) {
+    let store = remember(&mut live);
+    let Live {
+        rest,
+        mut flow,
+        provider,
+        metrics,
+        sent,
+        limiter,
+        ticket,
+        remember: keep,
+        spans,
+        ..
+    } = live;
+    // Dropping `rest` closes the upstream connection when the stream did not finish.
+    drop(rest);
+    record::upstream_duration(&metrics, sent.elapsed());
+    if let Some(e) = &broken {
+        tracing::warn!(provider = %provider.name, error = %e, "upstream stream unusable; ending it");
+    }
+    let fail = match outcome {
         "timeout" => Some("the stream was ended at the listener timeout".to_string()),
         "upstream_error" => Some(match &broken {
             Some(e) => format!("the upstream stream broke off: {e}"),
             None => "the upstream stream broke off".to_string(),
         }),
         _ => None,
-    } {
-        record::stream_broken(&plan.provider, outcome);
-        // `try_send`: a client that is not reading gets no more of our time.
-        let _ = tx.try_send(Ok(flow.fail(outcome, &message)));
     }
-    tracing::debug!(provider = %plan.provider.name, outcome, "stream finished");
-    remember_before_send(&plan.remember, &mut flow).await;
-    record::tokens(&plan.metrics, &flow.usage);
-    let spans: Vec<&tracing::Span> = plan.spans.iter().collect();
-    trace_usage(&spans, &flow.usage);
+    .map(|message| {
+        record::stream_broken(&provider, outcome);
+        flow.fail(outcome, &message)
+    });
+    tracing::debug!(provider = %provider.name, outcome, "stream finished");
+    record::tokens(&metrics, &flow.usage);
+    let span_refs: Vec<&tracing::Span> = spans.iter().collect();
+    trace_usage(&span_refs, &flow.usage);
     if let Some(f) = &flow.facts {
-        f.record(&spans);
+        f.record(&span_refs);
     }
     if matches!(outcome, "upstream_error" | "timeout")
-        && let Some(attempt) = plan.spans.first()
+        && let Some(attempt) = spans.first()
     {
         plano_common::telemetry::record_error(attempt, outcome);
     }
-    if let (Some(l), Some(t)) = (plan.limiter, plan.ticket) {
-        l.reconcile(t, flow.usage.total()).await;
-    }
-}
-
-/// Store the conversation once `response.completed` has been seen (at most once).
-async fn remember_before_send(remember: &Option<Remember>, flow: &mut Flow) {
-    if let Some(r) = remember
-        && let Some(response) = flow.completed.take()
-    {
-        r.store(&response).await;
-    }
+    // A `response.completed` seen in the last events (the error event cannot carry one).
+    let late = keep.and_then(|r| flow.completed.take().map(|c| (r, c)));
+    let total = flow.usage.total();
+    let reconcile = match (limiter, ticket) {
+        (Some(l), Some(t)) => Some((l, t)),
+        _ => None,
+    };
+    let tail: Option<BoxFuture<'static, ()>> =
+        if store.is_none() && late.is_none() && reconcile.is_none() {
+            None
+        } else {
+            Some(Box::pin(async move {
+                if let Some(store) = store {
+                    store.await;
+                }
+                if let Some((r, response)) = late {
+                    r.store(&response).await;
+                }
+                if let Some((l, t)) = reconcile {
+                    l.reconcile(t, total).await;
+                }
+                // The spans end here, after the usage and the reconcile.
+                drop(spans);
+            }))
+        };
+    (fail, tail)
 }
 
 #[cfg(test)]
