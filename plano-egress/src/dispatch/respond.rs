@@ -74,7 +74,8 @@ pub async fn answer(
             if let Some(r) = remember
                 && let Ok(answer) = serde_json::from_slice::<Value>(&body)
             {
-                r.store(&answer).await;
+                // Boxed: the store's future (Postgres) is large, and Responses-only.
+                Box::pin(r.store(&answer)).await;
             }
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }

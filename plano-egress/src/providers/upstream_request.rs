@@ -210,12 +210,14 @@ pub async fn authorize(
     req: &mut Request<http_body_util::Full<bytes::Bytes>>,
     body: &[u8],
 ) -> Result<(), String> {
+    // Boxed: the token and credential fetches are large futures that would otherwise
+    // make every attempt's future (and the request's, which axum boxes) that much larger.
     if let Some(google) = &prepared.google {
-        let value = google.authorization().await?;
+        let value = Box::pin(google.authorization()).await?;
         req.headers_mut().insert(header::AUTHORIZATION, value);
     }
     match &prepared.sigv4 {
-        Some(signer) => signer.sign_request(req, body).await,
+        Some(signer) => Box::pin(signer.sign_request(req, body)).await,
         None => Ok(()),
     }
 }
