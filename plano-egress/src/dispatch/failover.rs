@@ -18,8 +18,7 @@ use super::record::ProviderMetrics;
 use super::{Cx, record, retry};
 use crate::error::{AttemptError, EgressError};
 use crate::providers::api::Api;
-use crate::providers::plan::{ClientRequest, Route, upstream_path};
-use crate::providers::upstream_request;
+use crate::providers::plan::{ClientRequest, Route, upstream_uri};
 
 /// The attempt that answered.
 pub struct Won<'a> {
@@ -92,10 +91,11 @@ pub async fn run<'a, 'c: 'a>(
         let (Some(prepared), Some(metrics), Ok(uri)) = (
             cx.rt.prepared.get(candidate.provider),
             cx.rt.metrics.get(candidate.provider),
-            upstream_request::uri(
-                provider,
-                &upstream_path(provider, route.upstream, ask.stream),
-            ),
+            cx.rt
+                .prepared
+                .get(candidate.provider)
+                .ok_or_else(String::new)
+                .and_then(|p| upstream_uri(provider, p, route.upstream, ask.stream)),
         ) else {
             // Checked when the runtime was built; never expected here.
             failures.push((

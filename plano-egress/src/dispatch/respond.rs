@@ -3,7 +3,7 @@
 //! metered and limits reconciled when the body ends. Errors are rendered here too.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use plano_common::errors::ApiShape;
 use plano_config::Config;
 use serde_json::Value;
@@ -18,6 +18,9 @@ use crate::error::EgressError;
 use crate::providers::api::Api;
 use crate::providers::plan::{ClientRequest, Route};
 use crate::ratelimit::Ticket;
+
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-plano-provider");
+const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-plano-attempts");
 
 /// The error shape a client of `api` expects.
 pub fn shape_of(api: Api) -> ApiShape {
@@ -110,9 +113,9 @@ pub async fn answer(
     let h = response.headers_mut();
     h.extend(limit_headers);
     if let Ok(v) = HeaderValue::from_str(&provider.name) {
-        h.insert("x-plano-provider", v);
+        h.insert(PROVIDER_HEADER, v);
     }
-    h.insert("x-plano-attempts", HeaderValue::from(attempts));
+    h.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
     crate::providers::hosted::announce(h, &dropped, &provider.name, cx.request_id);
     response
 }
