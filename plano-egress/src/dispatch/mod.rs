@@ -199,19 +199,27 @@ async fn handle(cx: &mut Cx<'_>, raw: &Bytes) -> Result<Response, EgressError> {
         Box::pin(parse::expand_history(&cx.state.conversations, &mut ask)).await?;
     }
     // 2. Route by preference (`routing/phase.rs`): which model to select for. Without a
-    // router the phase only takes the request's own preferences out of its body.
+    // router the phase only takes the request's own preferences out of its body (and the
+    // body stays unparsed when it has none).
     let routing = if cx.rt.router.is_some() {
         Box::pin(crate::routing::phase::run(
             cx.rt,
             cx.api,
             cx.headers,
-            &mut ask.body,
+            ask.body.tree_mut().map_err(parse::tree_error)?,
             ask.history.as_deref().map(Vec::as_slice),
             cx.request_id,
         ))
         .await
     } else {
-        crate::routing::take_inline_preferences(&mut ask.body);
+        if crate::routing::INLINE_PREFERENCE_FIELDS
+            .iter()
+            .any(|f| ask.body.has(f))
+        {
+            crate::routing::take_inline_preferences(
+                ask.body.tree_mut().map_err(parse::tree_error)?,
+            );
+        }
         crate::routing::phase::Routing::default()
     };
     // 3. Select.

@@ -51,10 +51,13 @@ pub async fn answer(
         span,
     } = won;
     let server_span = tracing::Span::current();
-    let remember = (cx.api == Api::Responses).then(|| Remember {
-        conversations: cx.state.conversations.clone(),
-        request: client_body.clone().into_owned(),
-    });
+    let remember = match client_body.tree() {
+        Ok(request) if cx.api == Api::Responses => Some(Remember {
+            conversations: cx.state.conversations.clone(),
+            request: request.clone(),
+        }),
+        _ => None,
+    };
     // Hosted tools this provider's request went without (docs/egress.md, "Coding agents").
     let dropped = route.dropped_tools(&ClientRequest {
         api: cx.api,
