@@ -5,7 +5,8 @@
 //! Run: `cargo bench -p plano-egress --bench translate`. Prints µs/op per case: the
 //! `/v1/messages` body the load benchmark sends translated to chat and the mock's ~1 KB
 //! chat answer translated back, whole and as a 20-chunk stream; and, for comparison, what
-//! pass-through does (parse, replace `model`, re-serialise; read `usage`).
+//! pass-through does (split the client's bytes at their top level and rewrite `model`;
+//! read `usage`). Request rows start from the client's bytes, as the request path does.
 
 #![allow(
     clippy::print_stdout,
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use plano_common::sse::SseEvent;
 use plano_egress::providers::api::Api;
+use plano_egress::providers::body::ClientBody;
 use plano_egress::providers::plan::{ClientRequest, Route};
 use plano_egress::providers::{ClientStream, anthropic};
 use serde_json::{Map, Value, json};
@@ -59,6 +61,8 @@ fn main() {
     let p = &config.providers[0];
 
     let translated = Route::new(p, Api::Messages);
+    let messages_raw = serde_json::to_vec(&messages_body).unwrap();
+    let messages_body = ClientBody::from_tree(messages_body);
     let req = ClientRequest {
         api: Api::Messages,
         body: &messages_body,
@@ -67,9 +71,11 @@ fn main() {
         response_id: "resp_1",
     };
     per_op(
-        "translated: /v1/messages request → chat body",
+        "translated: /v1/messages request bytes → chat body",
         20_000,
         || {
+            let body = ClientBody::split(&messages_raw).unwrap();
+            let req = ClientRequest { body: &body, ..req };
             black_box(translated.request_body(&req, "llama-3.3-70b").unwrap());
         },
     );
@@ -87,6 +93,8 @@ fn main() {
     }))
     .unwrap();
     let native = Route::new(p, Api::Chat);
+    let chat_raw = serde_json::to_vec(&chat_body).unwrap();
+    let chat_body = ClientBody::from_tree(chat_body);
     let chat_req = ClientRequest {
         api: Api::Chat,
         body: &chat_body,
@@ -94,9 +102,18 @@ fn main() {
         stream: false,
         response_id: "resp_1",
     };
-    per_op("pass-through: chat request → chat body", 20_000, || {
-        black_box(native.request_body(&chat_req, "llama-3.3-70b").unwrap());
-    });
+    per_op(
+        "pass-through: chat request bytes → chat body",
+        20_000,
+        || {
+            let body = ClientBody::split(&chat_raw).unwrap();
+            let req = ClientRequest {
+                body: &body,
+                ..chat_req
+            };
+            black_box(native.request_body(&req, "llama-3.3-70b").unwrap());
+        },
+    );
     per_op(
         "pass-through: ~1 KB chat answer, usage read",
         20_000,

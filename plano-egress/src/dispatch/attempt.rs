@@ -81,7 +81,8 @@ impl Attempt<'_> {
         let stream = self.request.stream.then_some(self.route.upstream);
         let sent = Instant::now();
         let exchanged = match self.affinity {
-            Some(affinity) => self.send_to_replicas(affinity, stream).await,
+            // Boxed: rare, and its future holds a whole `send_to` of its own.
+            Some(affinity) => Box::pin(self.send_to_replicas(affinity, stream)).await,
             None => self
                 .send_to(self.uri.clone(), None, stream, self.wait)
                 .await

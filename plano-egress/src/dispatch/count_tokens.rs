@@ -52,7 +52,7 @@ async fn count(
         return Err(EgressError::ModelNotFound(ask.model.unwrap_or_default()));
     };
     let provider = &rt.config.providers[candidate.provider];
-    let mut counted = ask.body.clone();
+    let mut counted = ask.body.tree().map_err(super::parse::tree_error)?.clone();
     if provider.api == plano_config::ProviderApi::Anthropic {
         counted.insert("model".into(), Value::String(candidate.model_id.clone()));
         counted.remove("max_tokens");

@@ -9,7 +9,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use plano_config::Provider;
 use plano_config::resolve::Target;
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::attempt::{Affinity, Answer, Attempt};
@@ -18,8 +17,8 @@ use super::record::ProviderMetrics;
 use super::{Cx, record, retry};
 use crate::error::{AttemptError, EgressError};
 use crate::providers::api::Api;
-use crate::providers::plan::{ClientRequest, Route, upstream_path};
-use crate::providers::upstream_request;
+use crate::providers::body::ClientBody;
+use crate::providers::plan::{ClientRequest, Route, upstream_uri};
 
 /// The attempt that answered.
 pub struct Won<'a> {
@@ -27,7 +26,7 @@ pub struct Won<'a> {
     pub metrics: &'a ProviderMetrics,
     pub route: Route,
     /// The client's body as this provider was sent it (Responses: history included).
-    pub client_body: Cow<'a, Map<String, Value>>,
+    pub client_body: Cow<'a, ClientBody<'a>>,
     /// The `model` echoed back in translated answers.
     pub echo_model: String,
     pub answer: Answer,
@@ -49,7 +48,7 @@ fn operation_name(api: Api) -> &'static str {
 
 pub async fn run<'a, 'c: 'a>(
     cx: &mut Cx<'c>,
-    ask: &'a Ask,
+    ask: &'a Ask<'_>,
     candidates: &[Target],
 ) -> Result<Won<'a>, EgressError> {
     let mut failures: Vec<(String, AttemptError)> = Vec::new();
@@ -92,10 +91,11 @@ pub async fn run<'a, 'c: 'a>(
         let (Some(prepared), Some(metrics), Ok(uri)) = (
             cx.rt.prepared.get(candidate.provider),
             cx.rt.metrics.get(candidate.provider),
-            upstream_request::uri(
-                provider,
-                &upstream_path(provider, route.upstream, ask.stream),
-            ),
+            cx.rt
+                .prepared
+                .get(candidate.provider)
+                .ok_or_else(String::new)
+                .and_then(|p| upstream_uri(provider, p, route.upstream, ask.stream)),
         ) else {
             // Checked when the runtime was built; never expected here.
             failures.push((
@@ -107,8 +107,10 @@ pub async fn run<'a, 'c: 'a>(
         let affinity = match cx.rt.replicas.get(candidate.provider) {
             Some(Some(replicas)) => {
                 let hash = *prefix_hash.get_or_insert_with(|| {
-                    let conversation =
-                        crate::routing::prompt::Conversation::of(ask.api, &client_body);
+                    let conversation = client_body
+                        .tree()
+                        .map(|body| crate::routing::prompt::Conversation::of(ask.api, body))
+                        .unwrap_or_default();
                     crate::routing::affinity::prefix_hash(cx.headers, &conversation)
                 });
                 Some(Affinity {

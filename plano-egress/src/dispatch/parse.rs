@@ -8,18 +8,21 @@ use std::sync::Arc;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::conversations::ConversationStore;
 use crate::error::EgressError;
 use crate::providers::api::Api;
+use crate::providers::body::{BodyError, ClientBody};
 use crate::providers::plan::Route;
 use crate::providers::{TranslateError, responses};
 
 /// What the request asked for, read once from the body.
-pub struct Ask {
+pub struct Ask<'r> {
     pub api: Api,
-    pub body: Map<String, Value>,
+    /// The body, split at its top level; parsed into a tree only when something needs it.
+    pub body: ClientBody<'r>,
     pub model: Option<String>,
     pub stream: bool,
     pub client_wants_usage: bool,
@@ -54,32 +57,35 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, EgressError> {
     }
 }
 
-/// The body of a request to `api`: a JSON object with the fields that API requires.
-pub fn parse(api: Api, body: &Bytes) -> Result<Ask, EgressError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        bad(
+/// The body of a request to `api`: a JSON object with the fields that API requires. Only
+/// its top level is split here (every value is checked to be JSON); the fields the egress
+/// reads on every request are read from it.
+pub fn parse(api: Api, raw: &Bytes) -> Result<Ask<'_>, EgressError> {
+    let body = ClientBody::split(raw).map_err(|e| match e {
+        BodyError::Json(e) => bad(
             "invalid_json",
             format!("request body is not valid JSON: {e}"),
-        )
+        ),
+        BodyError::NotAnObject => bad("invalid_request", "request body must be a JSON object"),
     })?;
-    let Value::Object(body) = value else {
-        return Err(bad("invalid_request", "request body must be a JSON object"));
-    };
-    let model = match body.get("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+    let field = |name| body.sent(name).map(RawValue::get).filter(|v| *v != "null");
+    let model = match field("model") {
+        None => None,
+        Some(v) if v.starts_with('"') => Some(
+            serde_json::from_str::<String>(v)
+                .map_err(|_| bad("invalid_request", "`model` must be a string"))?,
+        ),
         Some(_) => return Err(bad("invalid_request", "`model` must be a string")),
     };
+    let starts = |name, with: &[char]| field(name).is_some_and(|v| v.starts_with(with));
     match api {
-        Api::Chat | Api::Messages if !matches!(body.get("messages"), Some(Value::Array(_))) => {
+        Api::Chat | Api::Messages if !starts("messages", &['[']) => {
             return Err(bad(
                 "invalid_request",
                 "`messages` must be a list of messages",
             ));
         }
-        Api::Responses
-            if !matches!(body.get("input"), Some(Value::Array(_) | Value::String(_))) =>
-        {
+        Api::Responses if !starts("input", &['[', '"']) => {
             return Err(bad(
                 "invalid_request",
                 "`input` must be a string or a list of input items",
@@ -87,15 +93,14 @@ pub fn parse(api: Api, body: &Bytes) -> Result<Ask, EgressError> {
         }
         _ => {}
     }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+    let stream = match field("stream") {
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(bad("invalid_request", "`stream` must be a boolean")),
     };
-    let client_wants_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
+    let client_wants_usage = field("stream_options")
+        .and_then(|o| serde_json::from_str::<Value>(o).ok())
+        .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false);
     Ok(Ask {
         api,
@@ -113,14 +118,25 @@ pub fn parse(api: Api, body: &Bytes) -> Result<Ask, EgressError> {
     })
 }
 
+/// A body whose tree could not be built (a value serde_json will not hold, such as a
+/// number beyond `f64`): the client's mistake, as when it is not JSON at all.
+pub fn tree_error(e: TranslateError) -> EgressError {
+    bad("invalid_json", e.message)
+}
+
 /// Responses: look up `previous_response_id` (an unknown one is decided per provider in
 /// [`body_for`]).
 /// The store being unreachable is a 503: we cannot tell whether the id is ours.
 pub async fn expand_history(
     conversations: &ConversationStore,
-    ask: &mut Ask,
+    ask: &mut Ask<'_>,
 ) -> Result<(), EgressError> {
-    let Some(prev) = ask.body.get("previous_response_id") else {
+    let Some(prev) = ask
+        .body
+        .tree()
+        .map_err(tree_error)?
+        .get("previous_response_id")
+    else {
         return Ok(());
     };
     let Value::String(id) = prev else {
@@ -145,17 +161,14 @@ pub async fn expand_history(
 /// (so any provider, native or translated, sees the whole conversation); an unknown one is
 /// passed through to a native provider (OpenAI keeps its own state) and is a 409 otherwise.
 pub fn body_for<'a>(
-    ask: &'a Ask,
+    ask: &'a Ask<'_>,
     route: &Route,
-) -> Result<Cow<'a, Map<String, Value>>, EgressError> {
+) -> Result<Cow<'a, ClientBody<'a>>, EgressError> {
     if ask.api != Api::Responses {
         return Ok(Cow::Borrowed(&ask.body));
     }
-    let Some(prev) = ask
-        .body
-        .get("previous_response_id")
-        .filter(|v| !v.is_null())
-    else {
+    let tree = ask.body.tree().map_err(tree_error)?;
+    let Some(prev) = tree.get("previous_response_id").filter(|v| !v.is_null()) else {
         return Ok(Cow::Borrowed(&ask.body));
     };
     let Some(history) = &ask.history else {
@@ -167,13 +180,13 @@ pub fn body_for<'a>(
             prev.as_str().unwrap_or_default()
         )));
     };
-    let mut body = ask.body.clone();
+    let mut body = tree.clone();
     body.remove("previous_response_id");
-    let new_items = responses::conversation_items(&ask.body).map_err(translate_error)?;
+    let new_items = responses::conversation_items(tree).map_err(translate_error)?;
     let mut input: Vec<Value> = history.as_ref().clone();
     input.extend(new_items);
     body.insert("input".into(), Value::Array(input));
-    Ok(Cow::Owned(body))
+    Ok(Cow::Owned(ClientBody::from_tree(body)))
 }
 
 /// A client body a translation refused: 400 naming the field.

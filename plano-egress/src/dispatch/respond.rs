@@ -3,7 +3,7 @@
 //! metered and limits reconciled when the body ends. Errors are rendered here too.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use plano_common::errors::ApiShape;
 use plano_config::Config;
 use serde_json::Value;
@@ -18,6 +18,9 @@ use crate::error::EgressError;
 use crate::providers::api::Api;
 use crate::providers::plan::{ClientRequest, Route};
 use crate::ratelimit::Ticket;
+
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-plano-provider");
+const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-plano-attempts");
 
 /// The error shape a client of `api` expects.
 pub fn shape_of(api: Api) -> ApiShape {
@@ -48,10 +51,13 @@ pub async fn answer(
         span,
     } = won;
     let server_span = tracing::Span::current();
-    let remember = (cx.api == Api::Responses).then(|| Remember {
-        conversations: cx.state.conversations.clone(),
-        request: client_body.clone().into_owned(),
-    });
+    let remember = match client_body.tree() {
+        Ok(request) if cx.api == Api::Responses => Some(Remember {
+            conversations: cx.state.conversations.clone(),
+            request: request.clone(),
+        }),
+        _ => None,
+    };
     // Hosted tools this provider's request went without (docs/egress.md, "Coding agents").
     let dropped = route.dropped_tools(&ClientRequest {
         api: cx.api,
@@ -74,7 +80,8 @@ pub async fn answer(
             if let Some(r) = remember
                 && let Ok(answer) = serde_json::from_slice::<Value>(&body)
             {
-                r.store(&answer).await;
+                // Boxed: the store's future (Postgres) is large, and Responses-only.
+                Box::pin(r.store(&answer)).await;
             }
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
@@ -109,9 +116,9 @@ pub async fn answer(
     let h = response.headers_mut();
     h.extend(limit_headers);
     if let Ok(v) = HeaderValue::from_str(&provider.name) {
-        h.insert("x-plano-provider", v);
+        h.insert(PROVIDER_HEADER, v);
     }
-    h.insert("x-plano-attempts", HeaderValue::from(attempts));
+    h.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
     crate::providers::hosted::announce(h, &dropped, &provider.name, cx.request_id);
     response
 }

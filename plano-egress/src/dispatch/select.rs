@@ -9,7 +9,7 @@
 //! 3. a missing, empty, `none` or `default` model → the `default: true` provider;
 //! 4. anything else → 404 `model_not_found`.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use plano_config::Config;
 use plano_config::resolve::{Lookup, Target};
 
@@ -17,6 +17,15 @@ use crate::error::EgressError;
 
 pub const HINT_HEADER: &str = "x-plano-llm-provider-hint";
 pub const LEGACY_HINT_HEADER: &str = "x-arch-llm-provider-hint";
+/// The hint headers as names (a lookup by `&str` parses the name every time), with the
+/// string each is counted under.
+const HINTS: [(HeaderName, &str); 2] = [
+    (HeaderName::from_static(HINT_HEADER), HINT_HEADER),
+    (
+        HeaderName::from_static(LEGACY_HINT_HEADER),
+        LEGACY_HINT_HEADER,
+    ),
+];
 
 /// One provider to try, with the model id to put in the upstream body.
 pub type Candidate = Target;
@@ -47,13 +56,13 @@ pub fn select(
     model: Option<&str>,
 ) -> Result<Selection, EgressError> {
     let model = model.map(str::trim).unwrap_or_default();
-    let hint = [HINT_HEADER, LEGACY_HINT_HEADER].into_iter().find_map(|h| {
+    let hint = HINTS.iter().find_map(|(name, h)| {
         headers
-            .get(h)
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|v| (h, v))
+            .map(|v| (*h, v))
     });
     let mut hint_missed = None;
     if let Some((header, hint)) = hint {

@@ -2,6 +2,8 @@
 //! translations between API families.
 //!
 //! - `api.rs`: the API families (`Api`: chat, messages, responses, converse);
+//! - `body.rs`: the client's body, split at its top level and parsed into a tree only when
+//!   needed (a pass-through rewrites `model` in the client's bytes);
 //! - `plan.rs`: per request and provider, which API is spoken upstream, the upstream path
 //!   and body, and how the answer becomes the client's (every call into a family module);
 //! - `upstream_request.rs`: the HTTP request for any provider (URL, auth, headers);
@@ -26,6 +28,7 @@ pub mod anthropic;
 pub mod api;
 pub mod aws;
 pub mod bedrock;
+pub mod body;
 pub mod eventstream;
 pub mod framing;
 pub mod google;

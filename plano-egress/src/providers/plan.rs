@@ -8,6 +8,8 @@ use plano_config::{Provider, ProviderApi};
 use serde_json::{Map, Value};
 
 use super::api::Api;
+use super::body::{self, ClientBody};
+use super::upstream_request::{self, Prepared};
 use super::usage::Usage;
 use super::{
     ClientStream, TranslateError, UpstreamStream, anthropic, bedrock, hosted, openai, responses,
@@ -56,6 +58,23 @@ pub fn upstream_path(provider: &Provider, api: Api, stream: bool) -> String {
     }
 }
 
+/// The upstream URI for `api`: where [`upstream_path`] is the provider's chat path, the
+/// one prepared with the runtime (formatting and parsing a URI per request was ~1,500
+/// instructions).
+pub fn upstream_uri(
+    provider: &Provider,
+    prepared: &Prepared,
+    api: Api,
+    stream: bool,
+) -> Result<http::Uri, String> {
+    match api {
+        Api::Messages if provider.prefix == "vertex_ai" => {}
+        Api::Chat | Api::Messages => return Ok(prepared.chat_uri().clone()),
+        Api::Responses | Api::Converse => {}
+    }
+    upstream_request::uri(provider, &upstream_path(provider, api, stream))
+}
+
 /// Percent-encode everything but RFC 3986 unreserved characters: Bedrock model ids carry
 /// `:` and inference-profile ARNs carry `/`.
 fn encode_path_segment(s: &str) -> String {
@@ -92,7 +111,7 @@ pub struct Route {
 pub struct ClientRequest<'a> {
     pub api: Api,
     /// The client's body (for Responses: with any stored conversation already prepended).
-    pub body: &'a Map<String, Value>,
+    pub body: &'a ClientBody<'a>,
     /// The `model` the client sent (echoed back in translated answers).
     pub model: &'a str,
     pub stream: bool,
@@ -127,13 +146,24 @@ impl Route {
         req: &ClientRequest<'_>,
         model_id: &str,
     ) -> Result<Bytes, TranslateError> {
+        let usage_on_stream = self.upstream == Api::Chat && req.stream;
+        if self.native()
+            && !self.vertex
+            && !self.chatgpt
+            && let Some(bytes) = req.body.pass_through(model_id, usage_on_stream)
+        {
+            // Only `model` (and a stream's usage request) change: the client's bytes are
+            // rewritten, not parsed into a tree and serialised again.
+            return Ok(Bytes::from(bytes));
+        }
+        let client_body = req.body.tree()?;
         let mut body = if self.native() {
-            req.body.clone()
+            client_body.clone()
         } else {
             let mut chat = match self.client {
-                Api::Chat => req.body.clone(),
-                Api::Messages => anthropic::request_to_chat(req.body)?,
-                Api::Responses => responses::request_to_chat(req.body)?,
+                Api::Chat => client_body.clone(),
+                Api::Messages => anthropic::request_to_chat(client_body)?,
+                Api::Responses => responses::request_to_chat(client_body)?,
                 Api::Converse => {
                     return Err(TranslateError::new("Converse is not a client API"));
                 }
@@ -183,7 +213,7 @@ impl Route {
         if self.chatgpt && self.upstream == Api::Responses {
             openai::chatgpt_responses_body(&mut body);
         }
-        if self.upstream == Api::Chat && req.stream {
+        if usage_on_stream {
             // Usage on streams: requested always, hidden again from a client that did not ask.
             let opts = body
                 .entry("stream_options")
@@ -204,7 +234,10 @@ impl Route {
         if self.native() {
             return Vec::new();
         }
-        let tools = hosted::of_client_request(self.client, req.body);
+        let Ok(body) = req.body.tree() else {
+            return Vec::new();
+        };
+        let tools = hosted::of_client_request(self.client, body);
         hosted::resolve(&tools, self.upstream, hosted::Policy::Drop)
             .map(|r| r.dropped)
             .unwrap_or_default()
@@ -294,8 +327,14 @@ impl Route {
     }
 }
 
+/// The client's body as a tree, for the translated answers: [`Route::request_body`]
+/// built it for the same request before any answer came back.
+fn tree_of<'a>(req: &'a ClientRequest<'_>) -> &'a Map<String, Value> {
+    req.body.tree().unwrap_or_else(|_| body::empty_tree())
+}
+
 fn anthropic_ctx(req: &ClientRequest<'_>) -> anthropic::ResponseCtx {
-    let mut ctx = anthropic::ResponseCtx::from_request(req.body);
+    let mut ctx = anthropic::ResponseCtx::from_request(tree_of(req));
     ctx.model = req.model.to_string();
     ctx
 }
@@ -304,7 +343,7 @@ fn responses_ctx(req: &ClientRequest<'_>) -> responses::ResponseCtx {
     responses::ResponseCtx {
         id: req.response_id.to_string(),
         model: req.model.to_string(),
-        request: req.body.clone(),
+        request: tree_of(req).clone(),
     }
 }
 
@@ -344,6 +383,7 @@ mod tests {
         let Value::Object(body) = body else {
             unreachable!()
         };
+        let body = ClientBody::from_tree(body);
         let req = ClientRequest {
             api: client,
             body: &body,
@@ -424,7 +464,7 @@ mod tests {
     fn a_native_answer_that_is_not_json_is_refused() {
         let config = providers();
         let route = Route::new(&config.providers[1], Api::Chat);
-        let body = Map::new();
+        let body = ClientBody::from_tree(Map::new());
         let req = ClientRequest {
             api: Api::Chat,
             body: &body,
@@ -441,6 +481,52 @@ mod tests {
         );
         let ok = Bytes::from_static(br#"{"usage": {"prompt_tokens": 2, "completion_tokens": 3}}"#);
         assert_eq!(route.response_body(&req, &ok).unwrap().1.total(), 5);
+    }
+
+    #[test]
+    fn a_native_body_is_rewritten_in_place_and_says_what_the_tree_would() {
+        let config = providers();
+        let route = Route::new(&config.providers[1], Api::Chat);
+        let raw = br#"{"model":"alias","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.25}"#;
+        let send = |body: &ClientBody<'_>| {
+            let req = ClientRequest {
+                api: Api::Chat,
+                body,
+                model: "alias",
+                stream: true,
+                response_id: "",
+            };
+            route.request_body(&req, "llama").unwrap()
+        };
+        let split = send(&ClientBody::split(raw).unwrap());
+        assert_eq!(
+            std::str::from_utf8(&split).unwrap(),
+            r#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.25,"stream_options":{"include_usage":true}}"#
+        );
+        let tree = send(&ClientBody::from_tree(serde_json::from_slice(raw).unwrap()));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&split).unwrap(),
+            serde_json::from_slice::<Value>(&tree).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_prepared_chat_uri_is_the_one_upstream_path_names() {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n  - model: anthropic/claude\n    access_key: k\n  - model: vertex_ai/claude-opus-4\n    base_url: https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5\n    access_key: k\n  - model: azure_openai/d\n    base_url: https://x.openai.azure.com\n    access_key: k\n";
+        let config = plano_config::load_str(yaml, None, &|_| None).unwrap();
+        for p in &config.providers {
+            let prepared = Prepared::new(p).unwrap();
+            for api in [Api::Chat, Api::Messages, Api::Responses, Api::Converse] {
+                for stream in [false, true] {
+                    assert_eq!(
+                        upstream_uri(p, &prepared, api, stream).unwrap(),
+                        upstream_request::uri(p, &upstream_path(p, api, stream)).unwrap(),
+                        "{} {api:?} {stream}",
+                        p.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use std::sync::Arc;
 
+use plano_common::request_id::X_REQUEST_ID;
 use plano_config::{AuthStyle, Provider};
 
 use super::aws;
@@ -22,17 +23,19 @@ const STRIPPED: &[&str] = &[
     "accept-encoding",
 ];
 
-/// Client headers worth passing upstream as they are.
-const PROPAGATED: &[&str] = &[
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-    "user-agent",
-    "openai-organization",
-    "openai-project",
-    "anthropic-beta",
-    "anthropic-version",
+/// Client headers worth passing upstream as they are (besides `x-request-id`, which is
+/// always ours by then). Names, not strings: a lookup by `&str` parses the name each time.
+const PROPAGATED: [HeaderName; 7] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    header::USER_AGENT,
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    HeaderName::from_static("anthropic-beta"),
+    ANTHROPIC_VERSION_HEADER,
 ];
+
+const ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -50,6 +53,8 @@ pub struct Prepared {
     google: Option<Arc<super::google::GoogleAuth>>,
     /// `headers`, in file order (stripped names other than `authorization` dropped).
     extra: Vec<(HeaderName, HeaderValue)>,
+    /// The URI of the provider's chat path (chat and Messages requests to most providers).
+    chat_uri: Uri,
 }
 
 impl Prepared {
@@ -111,7 +116,7 @@ impl Prepared {
                     .map_err(|_| "session_id is not a valid header value".to_string())?,
             ));
         }
-        uri(provider, &provider.chat_path())?;
+        let chat_uri = uri(provider, &provider.chat_path())?;
         let sigv4 = match (provider.auth, &provider.region) {
             (AuthStyle::AwsSigV4, Some(region)) if !provider.passthrough_auth => {
                 Some(aws::SigV4::new(region, aws::BEDROCK_SERVICE))
@@ -134,7 +139,13 @@ impl Prepared {
             google,
             anthropic_version: provider.auth == AuthStyle::AnthropicKey,
             extra,
+            chat_uri,
         })
+    }
+
+    /// The URI of the provider's chat path, built once.
+    pub fn chat_uri(&self) -> &Uri {
+        &self.chat_uri
     }
 }
 
@@ -160,12 +171,12 @@ pub fn build_request(
     body: bytes::Bytes,
 ) -> Request<http_body_util::Full<bytes::Bytes>> {
     let mut headers = HeaderMap::with_capacity(16);
-    for name in PROPAGATED {
-        if let Some(v) = client_headers.get(*name) {
-            headers.insert(HeaderName::from_static(name), v.clone());
+    for name in &PROPAGATED {
+        if let Some(v) = client_headers.get(name) {
+            headers.insert(name.clone(), v.clone());
         }
     }
-    headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -186,9 +197,9 @@ pub fn build_request(
     } else if let Some((name, value)) = &prepared.auth {
         headers.insert(name.clone(), value.clone());
     }
-    if prepared.anthropic_version && !headers.contains_key("anthropic-version") {
+    if prepared.anthropic_version && !headers.contains_key(&ANTHROPIC_VERSION_HEADER) {
         headers.insert(
-            HeaderName::from_static("anthropic-version"),
+            ANTHROPIC_VERSION_HEADER,
             HeaderValue::from_static(ANTHROPIC_VERSION),
         );
     }
@@ -210,12 +221,14 @@ pub async fn authorize(
     req: &mut Request<http_body_util::Full<bytes::Bytes>>,
     body: &[u8],
 ) -> Result<(), String> {
+    // Boxed: the token and credential fetches are large futures that would otherwise
+    // make every attempt's future (and the request's, which axum boxes) that much larger.
     if let Some(google) = &prepared.google {
-        let value = google.authorization().await?;
+        let value = Box::pin(google.authorization()).await?;
         req.headers_mut().insert(header::AUTHORIZATION, value);
     }
     match &prepared.sigv4 {
-        Some(signer) => signer.sign_request(req, body).await,
+        Some(signer) => Box::pin(signer.sign_request(req, body)).await,
         None => Ok(()),
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use plano_common::errors::ApiShape;
 use plano_common::metrics::{RATELIMIT_BACKEND_ERRORS_TOTAL, RATELIMIT_REJECTIONS_TOTAL};
 use plano_config::{Config, LimitUnit, RateLimit, RateLimitStorage, SelectorValue};
@@ -119,7 +119,8 @@ struct Rule {
     id: String,
     redis_prefix: String,
     model: String,
-    header: String,
+    /// The selector header, parsed once (`None`: not a valid name, so never sent).
+    header: Option<HeaderName>,
     value: SelectorValue,
     kind: LimitKind,
     amount: u64,
@@ -148,7 +149,7 @@ impl Rule {
             redis_prefix: format!("plano:rl:{:016x}:", fnv1a64(id.as_bytes())),
             id,
             model: r.model.clone(),
-            header: r.selector.key.to_ascii_lowercase(),
+            header: HeaderName::from_bytes(r.selector.key.to_ascii_lowercase().as_bytes()).ok(),
             value: r.selector.value.clone(),
             kind: r.kind,
             amount: r.amount,
@@ -163,7 +164,7 @@ impl Rule {
         if self.model != req.provider && Some(self.model.as_str()) != req.alias {
             return None;
         }
-        let raw = req.headers.get(self.header.as_str())?;
+        let raw = req.headers.get(self.header.as_ref()?)?;
         let value = String::from_utf8_lossy(raw.as_bytes());
         if value.is_empty() {
             return None;

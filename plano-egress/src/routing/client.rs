@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::dispatch::select;
 use crate::providers::api::Api;
+use crate::providers::body::ClientBody;
 use crate::providers::plan::{self, ClientRequest, Route};
 use crate::providers::upstream_request::{self, Prepared};
 use crate::upstream::HttpClient;
@@ -96,6 +97,7 @@ impl RouterBackend for Upstream<'_> {
         let provider = &config.providers[candidate.provider];
         body.insert("model".into(), Value::String(candidate.model_id.clone()));
         let route = Route::new(provider, Api::Chat);
+        let body = ClientBody::from_tree(body);
         let req = ClientRequest {
             api: Api::Chat,
             body: &body,

@@ -436,6 +436,9 @@ fn route_text(p: &Preference) -> RouteText<'_> {
     }
 }
 
+/// The top-level fields [`take_inline_preferences`] takes from (or, emptied, removes).
+pub const INLINE_PREFERENCE_FIELDS: [&str; 2] = ["routing_preferences", "metadata"];
+
 /// Take the request's own routing preferences out of its body (they are never sent
 /// upstream): `routing_preferences` (Plano's top-level form: `name`, `description`,
 /// `models`, `selection_policy.prefer`), else `metadata.plano_preference_config` /
