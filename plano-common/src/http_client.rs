@@ -8,9 +8,10 @@
 //!
 //! Two clients share these settings: [`HttpClientBuilder::build_pooled`] ([`PooledClient`],
 //! module `pool`: HTTP/1 connections driven by the requests' own tasks, no task per
-//! connection or per request) for the hot paths — the egress's provider calls and the
-//! edge's calls to the egress, agents and endpoints —, and [`HttpClientBuilder::build`]
-//! (hyper-util's legacy client) for the rest (filters, Google tokens, routing sources).
+//! connection or per request) for the hot paths — the egress's provider calls (and its
+//! router-model calls and routing sources, which share that client) and the edge's calls
+//! to the egress, agents and endpoints —, and [`HttpClientBuilder::build`] (hyper-util's
+//! legacy client) for the rest (filter chains, Google tokens).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use plano_common::http_client::PooledBody;
 use plano_common::errors::{ApiShape, error_chain};
+use plano_common::http_client::PooledBody;
 use serde_json::Value;
 
 use crate::body::{BoxError, Inner, ResponseBody};

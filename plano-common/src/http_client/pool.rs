@@ -19,11 +19,10 @@
 //! taken (its `Connection` finishes when polled) and dropped; a request that a reused
 //! connection could not send at all (closed before the request was written) is sent again on
 //! another connection, as the legacy client does. Idle connections are kept at most
-//! `pool_idle_timeout` (checked when a connection is taken or returned, and by a sweep
-//! every `pool_idle_timeout`, in one task per client) and at most
+//! `pool_idle_timeout` (checked when a connection is taken, and by a sweep every quarter
+//! of `pool_idle_timeout` in one task per client, which closes expired ones) and at most
 //! `pool_max_idle_per_host` per scheme and authority (the most recently used are kept).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -61,8 +60,8 @@ impl<B: http_body::Body + 'static> Clone for Client<B> {
 
 struct Inner<B: http_body::Body + 'static> {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<HashMap<Key, Vec<Idle<B>>>>,
-    h2: Mutex<HashMap<Key, http2::SendRequest<B>>>,
+    idle: Mutex<Table<Vec<Idle<B>>>>,
+    h2: Mutex<Table<http2::SendRequest<B>>>,
     idle_timeout: Duration,
     max_idle: usize,
     sweeping: std::sync::atomic::AtomicBool,
@@ -142,8 +141,8 @@ where
         Self {
             inner: Arc::new(Inner {
                 connector,
-                idle: Mutex::new(HashMap::new()),
-                h2: Mutex::new(HashMap::new()),
+                idle: Mutex::new(Table::default()),
+                h2: Mutex::new(Table::default()),
                 idle_timeout,
                 max_idle,
                 sweeping: std::sync::atomic::AtomicBool::new(false),
@@ -167,12 +166,12 @@ where
         loop {
             if let Some(mut tx) = self.inner.h2_for(&key) {
                 *req.uri_mut() = uri.clone();
-                match tx.try_send_request(req).await {
+                match Box::pin(tx.try_send_request(req)).await {
                     Ok(res) => return Ok(res.map(Body::h2)),
                     Err(mut e) => match e.take_message() {
                         // The shared connection closed before it took the request.
                         Some(back) => {
-                            self.inner.forget_h2(&key, &tx);
+                            self.inner.forget_h2(&key);
                             req = back;
                             continue;
                         }
@@ -182,11 +181,18 @@ where
             }
             let (conn, reused) = match self.inner.take_idle(&key).await {
                 Some(c) => (c, true),
-                None => match self.connect(&key, &uri).await? {
+                // Boxed: the connect future (TCP, TLS handshake) is large and rarely
+                // needed; inline, it made every request's future bigger to move.
+                None => match Box::pin(self.connect(&key, &uri)).await? {
                     Fresh::H1(c) => (c, false),
-                    Fresh::H2(tx) => {
-                        self.inner.h2_lock().insert(key.clone(), tx);
-                        continue;
+                    Fresh::H2(mut tx) => {
+                        self.inner.h2_lock().insert(key.clone(), tx.clone());
+                        *req.uri_mut() = uri.clone();
+                        // A new connection: whatever fails is the request's error.
+                        return Box::pin(tx.send_request(req))
+                            .await
+                            .map(|res| res.map(Body::h2))
+                            .map_err(Error::request);
                     }
                 },
             };
@@ -213,7 +219,13 @@ where
             .path_and_query("/")
             .build()
             .unwrap_or_else(|_| uri.clone());
-        let io = self.inner.connector.clone().oneshot(dest).await.map_err(connect)?;
+        let io = self
+            .inner
+            .connector
+            .clone()
+            .oneshot(dest)
+            .await
+            .map_err(connect)?;
         if io.connected().is_negotiated_h2() {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -239,17 +251,83 @@ where
     }
 }
 
+/// Values by scheme and authority: a list searched in order, as a client talks to few
+/// hosts (hashing an `Authority` hashes it byte by byte, lowercased, on every lookup).
+struct Table<V>(Vec<(Key, V)>);
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V> Table<V> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn position(&self, key: &Key) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|(k, _)| k.1 == key.1 && k.0 == key.0)
+    }
+
+    fn get(&self, key: &Key) -> Option<&V> {
+        self.position(key).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut V> {
+        self.position(key).map(|i| &mut self.0[i].1)
+    }
+
+    fn insert(&mut self, key: Key, value: V) {
+        match self.position(&key) {
+            Some(i) => self.0[i].1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(i) = self.position(key) {
+            self.0.swap_remove(i);
+        }
+    }
+
+    fn entry(&mut self, key: &Key) -> &mut V
+    where
+        V: Default,
+    {
+        let i = match self.position(key) {
+            Some(i) => i,
+            None => {
+                self.0.push((key.clone(), V::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
+        self.0.retain_mut(|(_, v)| keep(v));
+    }
+
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
 enum Fresh<B: http_body::Body + 'static> {
     H1(Box<H1<B>>),
     H2(http2::SendRequest<B>),
 }
 
 impl<B: http_body::Body + 'static> Inner<B> {
-    fn h2_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, http2::SendRequest<B>>> {
+    fn h2_lock(&self) -> std::sync::MutexGuard<'_, Table<http2::SendRequest<B>>> {
         self.h2.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn idle_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle<B>>>> {
+    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Table<Vec<Idle<B>>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -268,7 +346,7 @@ impl<B: http_body::Body + 'static> Inner<B> {
         }
     }
 
-    fn forget_h2(&self, key: &Key, _tx: &http2::SendRequest<B>) {
+    fn forget_h2(&self, key: &Key) {
         let mut map = self.h2_lock();
         if map.get(key).is_some_and(http2::SendRequest::is_closed) {
             map.remove(key);
@@ -310,7 +388,7 @@ where
         let now = Instant::now();
         {
             let mut map = self.idle_lock();
-            let list = map.entry(conn.key.clone()).or_default();
+            let list = map.entry(&conn.key);
             if list.len() >= self.max_idle {
                 list.remove(0);
             }
@@ -331,7 +409,8 @@ where
             return;
         };
         let weak = Arc::downgrade(self);
-        let every = self.idle_timeout.max(Duration::from_millis(100));
+        // A connection is closed at most a quarter of the timeout after it expires.
+        let every = (self.idle_timeout / 4).max(Duration::from_millis(100));
         runtime.spawn(async move {
             let mut tick = tokio::time::interval_at(Instant::now() + every, every);
             loop {
@@ -339,7 +418,7 @@ where
                 let Some(inner) = weak.upgrade() else { return };
                 let now = Instant::now();
                 let mut map = inner.idle_lock();
-                map.retain(|_, list| {
+                map.retain(|list| {
                     list.retain(|i| now.saturating_duration_since(i.since) < inner.idle_timeout);
                     !list.is_empty()
                 });
@@ -425,10 +504,11 @@ where
 }
 
 fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")))
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
 }
 
 /// The request as an HTTP/1 origin-form request with a `Host` header (unless it has one).
@@ -637,7 +717,10 @@ mod tests {
         // A body of many frames, read to its end, also gives the connection back.
         let res = c.request(get(port, "/big")).await.unwrap();
         assert_eq!(text(res).await.len(), 1 << 20);
-        assert_eq!(c.request(get(port, "/")).await.map(|r| r.status()).unwrap(), 200);
+        assert_eq!(
+            c.request(get(port, "/")).await.map(|r| r.status()).unwrap(),
+            200
+        );
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -717,18 +800,27 @@ mod tests {
             }
         });
         let c = client();
-        assert_eq!(text(c.request(get(port, "/")).await.unwrap()).await, "conn1");
+        assert_eq!(
+            text(c.request(get(port, "/")).await.unwrap()).await,
+            "conn1"
+        );
         assert_eq!(idle_count(&c), 1);
         close_tx.send(()).unwrap();
         assert_eq!(closed_rx.recv().await, Some(1));
         // Let the runtime read the socket's events (the close) before the next request.
         tokio::task::yield_now().await;
-        assert_eq!(text(c.request(get(port, "/")).await.unwrap()).await, "conn2");
+        assert_eq!(
+            text(c.request(get(port, "/")).await.unwrap()).await,
+            "conn2"
+        );
         assert_eq!(idle_count(&c), 1);
         close_tx.send(()).unwrap();
         assert_eq!(closed_rx.recv().await, Some(2));
         tokio::task::yield_now().await;
-        assert_eq!(text(c.request(get(port, "/")).await.unwrap()).await, "conn3");
+        assert_eq!(
+            text(c.request(get(port, "/")).await.unwrap()).await,
+            "conn3"
+        );
     }
 
     #[tokio::test(start_paused = true)]
