@@ -513,21 +513,21 @@ fn says_close(headers: &HeaderMap) -> bool {
 
 /// The request as an HTTP/1 origin-form request with a `Host` header (unless it has one).
 fn origin_form<B>(req: &mut Request<B>, uri: &Uri) {
-    if !req.headers().contains_key(http::header::HOST) {
-        if let Some(a) = uri.authority() {
-            let default_port = match uri.scheme_str() {
-                Some("https") => Some(443),
-                Some("http") => Some(80),
-                _ => None,
-            };
-            let host = if a.port_u16().is_some() && a.port_u16() == default_port {
-                a.host()
-            } else {
-                a.as_str()
-            };
-            if let Ok(v) = HeaderValue::from_str(host) {
-                req.headers_mut().insert(http::header::HOST, v);
-            }
+    if !req.headers().contains_key(http::header::HOST)
+        && let Some(a) = uri.authority()
+    {
+        let default_port = match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        };
+        let host = if a.port_u16().is_some() && a.port_u16() == default_port {
+            a.host()
+        } else {
+            a.as_str()
+        };
+        if let Ok(v) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(http::header::HOST, v);
         }
     }
     let path = match uri.path_and_query() {
@@ -592,10 +592,10 @@ impl Body {
     }
 
     fn end(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            if self.reusable {
-                lease.release();
-            }
+        if let Some(lease) = self.lease.take()
+            && self.reusable
+        {
+            lease.release();
         }
     }
 }
@@ -615,11 +615,11 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(lease) = &mut this.lease {
-            if lease.poll_conn(cx).is_ready() {
-                // Closed: what it read is in the body's channel; never reused.
-                this.lease = None;
-            }
+        if let Some(lease) = &mut this.lease
+            && lease.poll_conn(cx).is_ready()
+        {
+            // Closed: what it read is in the body's channel; never reused.
+            this.lease = None;
         }
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
