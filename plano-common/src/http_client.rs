@@ -21,7 +21,7 @@ use http::Uri;
 use hyper_rustls::{HttpsConnector, ResolveServerName};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use plano_config::Config;
 use rustls::pki_types::ServerName;
 
@@ -130,7 +130,11 @@ impl HttpClientBuilder {
         B::Data: Send,
     {
         let connector = self.connector()?;
+        // Without a timer hyper-util never closes an idle pooled connection: it only
+        // skips an expired one at checkout, so connections opened for a burst stayed open
+        // (and held their buffers) for as long as the process ran.
         Ok(Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .build(connector))
@@ -236,6 +240,51 @@ mod tests {
             "{e:?}"
         );
         assert!(tls_config(None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn idle_pooled_connections_are_closed_after_the_idle_timeout() {
+        use http_body_util::{BodyExt, Empty};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A server that answers one keep-alive request, then reports when the client
+        // closes the connection (read returns 0).
+        let closed = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed before sending its request");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            loop {
+                if sock.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+        });
+        let client: HttpsClient<Empty<bytes::Bytes>> =
+            HttpClientBuilder::new(Duration::from_secs(1))
+                .http2(false)
+                .pool_idle_timeout(Duration::from_millis(200))
+                .build()
+                .unwrap();
+        let res = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // The client stays alive (its pool too); only the idle timeout can close it.
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the idle pooled connection was never closed")
+            .unwrap();
+        drop(client);
     }
 
     #[tokio::test]
