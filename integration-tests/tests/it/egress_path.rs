@@ -400,7 +400,7 @@ async fn a_streams_upstream_duration_runs_until_its_body_ends() {
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("t3"), "{text}");
-    // The pump records when it ends, just after the client saw the last byte.
+    // The stream relay records when it ends, just after the client saw the last byte.
     crate::support::eventually(Duration::from_secs(3), || async {
         metric(
             &egress,

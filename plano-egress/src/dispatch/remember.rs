@@ -1,6 +1,6 @@
 //! Responses conversations stored after an answer, so a later `previous_response_id` can
 //! be expanded (`conversations.rs` holds them). Called once per answer: from the request
-//! path for a whole answer, from the stream pump at `response.completed`.
+//! path for a whole answer, from the stream relay (`stream.rs`) at `response.completed`.
 
 use std::sync::Arc;
 

@@ -267,7 +267,7 @@ enum Step {
 /// A stream still reading its upstream.
 struct Live {
     framing: Framing,
-    rest: hyper::body::Incoming,
+    rest: plano_common::http_client::PooledBody,
     /// The first event, until it has been translated.
     first: Option<SseEvent>,
     flow: Flow,
