@@ -67,6 +67,13 @@ pub fn parse(api: Api, raw: &Bytes) -> Result<Ask<'_>, EgressError> {
             format!("request body is not valid JSON: {e}"),
         ),
         BodyError::NotAnObject => bad("invalid_request", "request body must be a JSON object"),
+        BodyError::TooDeep => bad(
+            "invalid_json",
+            format!(
+                "request body is not valid JSON: arrays and objects nested deeper than {} levels",
+                crate::providers::body::MAX_DEPTH
+            ),
+        ),
     })?;
     let field = |name| body.sent(name).map(RawValue::get).filter(|v| *v != "null");
     let model = match field("model") {

@@ -39,7 +39,15 @@ pub enum BodyError {
     Json(serde_json::Error),
     /// JSON, but not an object.
     NotAnObject,
+    /// Nested deeper than a full parse allows ([`MAX_DEPTH`]).
+    TooDeep,
 }
+
+/// The deepest nesting of arrays and objects a full `serde_json` parse accepts (its
+/// recursion limit of 128 allows 127 levels; the test pins it). A split body is not
+/// built into a tree, so the limit is checked by [`too_deep`] instead: a body nested past
+/// it is refused here as it was before the split, and never reaches a provider's parser.
+pub const MAX_DEPTH: usize = 127;
 
 impl<'r> ClientBody<'r> {
     /// Split `raw` at its top level.
@@ -52,6 +60,9 @@ impl<'r> ClientBody<'r> {
             });
         }
         let Fields(fields) = serde_json::from_slice(raw).map_err(BodyError::Json)?;
+        if too_deep(raw, MAX_DEPTH) {
+            return Err(BodyError::TooDeep);
+        }
         Ok(ClientBody {
             fields: keep_last(fields),
             tree: OnceLock::new(),
@@ -165,6 +176,35 @@ pub fn empty_tree() -> &'static Map<String, Value> {
 
 /// A name given twice keeps its last value, as serde_json's tree does (at the place of its
 /// first).
+/// Whether arrays and objects in `raw` (valid JSON) nest deeper than `limit` levels: brackets
+/// are counted outside strings, so one pass over the bytes, no allocation.
+fn too_deep(raw: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in raw {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn keep_last(fields: Vec<Field<'_>>) -> Vec<Field<'_>> {
     let duplicated = if fields.len() <= 16 {
         (1..fields.len()).any(|i| fields[..i].iter().any(|(k, _)| *k == fields[i].0))
@@ -343,6 +383,33 @@ mod tests {
         let body = ClientBody::split(raw.as_bytes()).unwrap();
         assert_eq!(body.sent("k3").map(RawValue::get), Some("\"last\""));
         assert_eq!(body.tree().unwrap().len(), 20);
+    }
+
+    #[test]
+    fn bodies_nested_past_a_full_parses_limit_are_refused() {
+        let nested = |n: usize| {
+            format!(
+                r#"{{"model":"m","messages":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        // The body object itself is one level.
+        assert!(ClientBody::split(nested(MAX_DEPTH - 1).as_bytes()).is_ok());
+        assert!(matches!(
+            ClientBody::split(nested(MAX_DEPTH).as_bytes()),
+            Err(BodyError::TooDeep)
+        ));
+        // A full parse draws the line at the same depth.
+        assert!(serde_json::from_str::<Value>(&nested(MAX_DEPTH - 1)).is_ok());
+        assert!(serde_json::from_str::<Value>(&nested(MAX_DEPTH)).is_err());
+        // Brackets inside strings (escaped quotes too) are not nesting.
+        let in_strings = format!(
+            r#"{{"model":"m","x":"{}\"{}","y":"\\"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(ClientBody::split(in_strings.as_bytes()).is_ok());
     }
 
     #[test]
