@@ -30,4 +30,3 @@ mod sdk;
 mod state_storage;
 mod support;
 mod traces;
-mod upstream_client;

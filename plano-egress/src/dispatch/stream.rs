@@ -37,7 +37,7 @@ use crate::ratelimit::{RateLimiter, Ticket};
 pub struct Opening {
     pub framing: Framing,
     pub first: SseEvent,
-    pub rest: plano_common::http_client::PooledBody,
+    pub rest: hyper::body::Incoming,
 }
 
 pub struct StreamPlan {
