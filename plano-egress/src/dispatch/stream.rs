@@ -267,7 +267,7 @@ enum Step {
 /// A stream still reading its upstream.
 struct Live {
     framing: Framing,
-    rest: plano_common::http_client::PooledBody,
+    rest: hyper::body::Incoming,
     /// The first event, until it has been translated.
     first: Option<SseEvent>,
     flow: Flow,
