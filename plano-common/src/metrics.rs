@@ -48,6 +48,30 @@ pub const CONNECTIONS_OPEN: &str = "plano_connections_open";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "plano_connections_rejected_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "plano_connections_closed_total";
 
+/// A metric handle cached per label set: the handle in `list` for `key`, registered with
+/// `make` the first time (so a request records without building label strings; a
+/// poisoned lock only costs the cache). Used by both binaries' request metrics.
+pub fn cached_handle<K: PartialEq + Copy, H: Clone>(
+    list: &std::sync::RwLock<Vec<(K, H)>>,
+    key: K,
+    make: impl FnOnce() -> H,
+) -> H {
+    if let Some(h) = list
+        .read()
+        .ok()
+        .and_then(|v| v.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()))
+    {
+        return h;
+    }
+    let h = make();
+    if let Ok(mut v) = list.write()
+        && !v.iter().any(|(k, _)| *k == key)
+    {
+        v.push((key, h.clone()));
+    }
+    h
+}
+
 /// How often the recorder drains recorded histogram samples into its buckets. Without it
 /// every observation is kept until `/metrics` is scraped (memory grew ~61 bytes a request
 /// with nobody scraping).

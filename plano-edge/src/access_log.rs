@@ -77,29 +77,6 @@ impl ListenerMetrics {
     }
 }
 
-/// The handle in `list` for `key`, registered with `make` the first time (a poisoned
-/// lock only costs the cache).
-fn handle<K: PartialEq + Copy, H: Clone>(
-    list: &RwLock<Vec<(K, H)>>,
-    key: K,
-    make: impl FnOnce() -> H,
-) -> H {
-    if let Some(h) = list
-        .read()
-        .ok()
-        .and_then(|v| v.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()))
-    {
-        return h;
-    }
-    let h = make();
-    if let Ok(mut v) = list.write()
-        && !v.iter().any(|(k, _)| *k == key)
-    {
-        v.push((key, h.clone()));
-    }
-    h
-}
-
 impl AccessRecord {
     pub(crate) fn emit(&self) {
         let elapsed = self.started.elapsed();
@@ -126,7 +103,7 @@ impl AccessRecord {
         let class = status_class(self.status);
         let (route, method) = (self.route, method_label(&self.method));
         let listener = &self.listener;
-        handle(&listener.requests, (route, method, class), || {
+        plano_common::metrics::cached_handle(&listener.requests, (route, method, class), || {
             counter!(
                 HTTP_REQUESTS_TOTAL,
                 "component" => "edge",
@@ -137,7 +114,7 @@ impl AccessRecord {
             )
         })
         .increment(1);
-        handle(&listener.durations, (route, class), || {
+        plano_common::metrics::cached_handle(&listener.durations, (route, class), || {
             histogram!(
                 HTTP_REQUEST_DURATION_SECONDS,
                 "component" => "edge",

@@ -151,26 +151,6 @@ fn route_metrics(listener: &str, route: &str) -> Arc<RouteMetrics> {
     }
 }
 
-/// The handle in `list` for `key`, registered with `make` the first time.
-fn handle<K: PartialEq + Copy, H: Clone>(
-    list: &RwLock<Vec<(K, H)>>,
-    key: K,
-    make: impl FnOnce() -> H,
-) -> H {
-    if let Some(h) = list
-        .read()
-        .ok()
-        .and_then(|v| v.iter().find(|(k, _)| *k == key).map(|(_, h)| h.clone()))
-    {
-        return h;
-    }
-    let h = make();
-    if let Ok(mut v) = list.write() {
-        v.push((key, h.clone()));
-    }
-    h
-}
-
 /// Count an answered request now and time it until its body ends: the duration
 /// (`plano_http_request_duration_seconds`) runs from the request received until the
 /// response body ended (streams: the last event) or the client went away. Labels as on
@@ -185,11 +165,11 @@ pub fn http_response(
     let handles = route_metrics(listener, route);
     let method = m::method_label(method);
     let class = m::status_class(res.status().as_u16());
-    handle(&handles.requests, (method, class), || {
+    plano_common::metrics::cached_handle(&handles.requests, (method, class), || {
         counter!(m::HTTP_REQUESTS_TOTAL, "component" => "egress", "listener" => listener.to_string(), "route" => route.to_string(), "method" => method, "status_class" => class)
     })
     .increment(1);
-    let duration = handle(
+    let duration = plano_common::metrics::cached_handle(
         &handles.durations,
         class,
         || histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "component" => "egress", "listener" => listener.to_string(), "route" => route.to_string(), "status_class" => class),
