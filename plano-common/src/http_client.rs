@@ -5,6 +5,13 @@
 //! Every call either binary makes goes through a client built here: the edge's calls to
 //! the egress, agents and prompt-target endpoints, the filter chains, and the egress's
 //! calls to providers — so a private CA configured once is trusted everywhere.
+//!
+//! Two clients share these settings: [`HttpClientBuilder::build_pooled`] ([`PooledClient`],
+//! module `pool`: HTTP/1 connections driven by the requests' own tasks, no task per
+//! connection or per request) for the hot paths — the egress's provider calls (and its
+//! router-model calls and routing sources, which share that client) and the edge's calls
+//! to the egress, agents and endpoints —, and [`HttpClientBuilder::build`] (hyper-util's
+//! legacy client) for the rest (filter chains, Google tokens).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +24,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use plano_config::Config;
 use rustls::pki_types::ServerName;
+
+mod pool;
+
+pub use pool::{Body as PooledBody, Client as PooledClient, Error as PooledError};
 
 /// A pooled HTTP(S) client sending bodies of type `B`.
 pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
@@ -127,6 +138,21 @@ impl HttpClientBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .build(connector))
+    }
+
+    /// The pooled client whose HTTP/1 connections have no task of their own (module
+    /// `pool`); HTTP/2 (by ALPN, HTTPS only) uses hyper's multiplexed connection.
+    pub fn build_pooled<B>(&self) -> Result<PooledClient<B>, ClientSetupError>
+    where
+        B: http_body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Ok(PooledClient::new(
+            self.connector()?,
+            self.pool_idle_timeout,
+            self.pool_max_idle_per_host,
+        ))
     }
 
     fn connector(&self) -> Result<HttpsConnector<HttpConnector>, ClientSetupError> {

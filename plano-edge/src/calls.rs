@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use plano_common::errors::{ApiShape, error_chain};
+use plano_common::http_client::PooledBody;
 use serde_json::Value;
 
 use crate::body::{BoxError, Inner, ResponseBody};
@@ -103,7 +103,7 @@ pub(crate) async fn send(
     limit: Duration,
     operation: &'static str,
     target: &str,
-) -> Result<Response<Incoming>, CallError> {
+) -> Result<Response<PooledBody>, CallError> {
     use plano_common::telemetry;
     let span = telemetry::client_span(operation, target);
     telemetry::inject(&span, req.headers_mut());
@@ -130,7 +130,7 @@ pub(crate) async fn send(
 
 /// Read a whole answer body, at most [`MAX_ANSWER_BYTES`] and `limit` long.
 pub(crate) async fn read_body(
-    res: Response<Incoming>,
+    res: Response<PooledBody>,
     limit: Duration,
 ) -> Result<Bytes, CallError> {
     let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER_BYTES);
@@ -156,7 +156,7 @@ pub(crate) fn parse_request_json(
 }
 
 /// A streamed upstream body as the edge's response body type.
-pub(crate) fn stream_body(res: Response<Incoming>) -> Response<Inner> {
+pub(crate) fn stream_body(res: Response<PooledBody>) -> Response<Inner> {
     let (mut parts, body) = res.into_parts();
     crate::forward::strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(

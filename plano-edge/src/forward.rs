@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri};
-use plano_common::http_client::{ClientSetupError, HttpClientBuilder, HttpsClient};
+use plano_common::http_client::{ClientSetupError, HttpClientBuilder, PooledClient};
 
 use crate::body::Inner;
 
-pub(crate) type Client = HttpsClient<Inner>;
+pub(crate) type Client = PooledClient<Inner>;
 
 /// Route templates the edge forwards to the egress (also the metric `route` labels).
 pub(crate) const ROUTES: &[&str] = &[
@@ -33,9 +33,10 @@ pub(crate) fn route_for(path: &str) -> Option<&'static str> {
 }
 
 /// The pooled client for the edge's calls (egress, agents, endpoints): the common
-/// builder's (`plano_common::http_client`), so `overrides.upstream_tls_ca_path` applies.
+/// builder's (`plano_common::http_client`), so `overrides.upstream_tls_ca_path` applies;
+/// its HTTP/1 connections are driven by the requests' own tasks (no task per connection).
 pub(crate) fn client(builder: &HttpClientBuilder) -> Result<Client, ClientSetupError> {
-    builder.build()
+    builder.build_pooled()
 }
 
 /// Who the client was, for the forwarding headers.

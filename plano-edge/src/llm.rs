@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
-use hyper::body::Incoming;
+use plano_common::http_client::PooledBody;
 use serde_json::Value;
 
 use crate::calls;
@@ -33,7 +33,7 @@ impl Llm<'_> {
         &self,
         body: &Value,
         limit: Duration,
-    ) -> Result<Response<Incoming>, LlmError> {
+    ) -> Result<Response<PooledBody>, LlmError> {
         let req = calls::post(
             &self.url(),
             self.headers.clone(),

@@ -1,6 +1,7 @@
 //! The egress's pooled upstream client: the shared builder of
 //! `plano_common::http_client` (web PKI roots plus `overrides.upstream_tls_ca_path`,
-//! `overrides.upstream_connect_timeout`, HTTP/1.1 and HTTP/2 by ALPN) with the egress's
+//! `overrides.upstream_connect_timeout`, HTTP/1.1 and HTTP/2 by ALPN), its pooled client
+//! whose HTTP/1 connections are driven by the requests' own tasks, with the egress's
 //! settings: TCP keep-alive 60 s, up to 256 idle connections per host, and TLS server
 //! names taken from a provider's `http_host` or, for a replica of a `prefix_affinity`
 //! endpoint reached by its address, from the name it was resolved from.
@@ -12,11 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
-use plano_common::http_client::{HttpClientBuilder, HttpsClient};
+use plano_common::http_client::{HttpClientBuilder, PooledClient};
 use plano_config::Config;
 use rustls::pki_types::{InvalidDnsNameError, ServerName};
 
-pub type HttpClient = HttpsClient<http_body_util::Full<Bytes>>;
+pub type HttpClient = PooledClient<http_body_util::Full<Bytes>>;
 
 /// The TLS server names of replica addresses (`prefix_affinity`, `replicas.rs`): a request
 /// sent to a replica's `ip:port` presents the name the address was resolved from. Written
@@ -52,7 +53,7 @@ pub fn client(config: &Config, replicas: &ReplicaNames) -> anyhow::Result<HttpCl
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .server_names(sni_resolver(config, replicas.clone()))
-        .build()?)
+        .build_pooled()?)
 }
 
 /// TLS server names: a provider's `http_host` (without its port) for connections to its

@@ -30,3 +30,4 @@ mod sdk;
 mod state_storage;
 mod support;
 mod traces;
+mod upstream_client;

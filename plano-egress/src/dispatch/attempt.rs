@@ -328,7 +328,7 @@ pub async fn exchange(
     }
 }
 
-fn classify_client_error(e: &hyper_util::client::legacy::Error) -> AttemptError {
+fn classify_client_error(e: &plano_common::http_client::PooledError) -> AttemptError {
     if e.is_connect() {
         let mut source: Option<&dyn std::error::Error> = Some(e);
         let mut detail = String::new();
@@ -342,7 +342,10 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> AttemptError 
     }
 }
 
-async fn read_limited(body: &mut hyper::body::Incoming, limit: usize) -> Result<Bytes, String> {
+async fn read_limited(
+    body: &mut plano_common::http_client::PooledBody,
+    limit: usize,
+) -> Result<Bytes, String> {
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;

@@ -37,7 +37,7 @@ use crate::ratelimit::{RateLimiter, Ticket};
 pub struct Opening {
     pub framing: Framing,
     pub first: SseEvent,
-    pub rest: hyper::body::Incoming,
+    pub rest: plano_common::http_client::PooledBody,
 }
 
 pub struct StreamPlan {
@@ -267,7 +267,7 @@ enum Step {
 /// A stream still reading its upstream.
 struct Live {
     framing: Framing,
-    rest: hyper::body::Incoming,
+    rest: plano_common::http_client::PooledBody,
     /// The first event, until it has been translated.
     first: Option<SseEvent>,
     flow: Flow,
