@@ -13,7 +13,7 @@
 //!   collector costs requests nothing and holds at most [`QUEUE_CAPACITY`] spans.
 //! - W3C trace context: [`extract_parent`] reads `traceparent`/`tracestate` from a request,
 //!   [`inject`] writes the span's context into an outgoing request.
-//! - [`server_span`] and [`ServerSpanLayer`]: the server span of a request, parented to the
+//! - [`server_span`] and [`SpanBody`]: the server span of a request, parented to the
 //!   client's trace, kept open until the response body ends (streams included).
 //! - [`attr`] and the `record_*` helpers: OpenTelemetry GenAI semantic-convention
 //!   attributes plus the `llm.*` names Plano's own dashboards use.
@@ -21,14 +21,12 @@
 //! Never a prompt, a completion or a credential in an attribute: the helpers take numbers,
 //! model and provider names; header-derived attributes skip credential-bearing headers.
 
-use std::borrow::Cow;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context as OtelContext, KeyValue, Value};
@@ -775,14 +773,9 @@ pub fn server_span<B>(
     attributes: &SpanAttributes,
 ) -> Span {
     let method = req.method().as_str();
-    let name: Cow<'_, str> = if route.is_empty() {
-        Cow::Borrowed(method)
-    } else {
-        Cow::Owned(format!("{method} {route}"))
-    };
     let span = tracing::info_span!(
         "server",
-        otel.name = %name,
+        otel.name = %SpanName { method, route },
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,
@@ -798,6 +791,23 @@ pub fn server_span<B>(
     }
     attributes.apply(&span, req.headers());
     span
+}
+
+/// `{method} {route}`, or `{method}` without a route: formatted only when a subscriber
+/// records the span (a `format!` on every request cost an allocation even with traces off).
+struct SpanName<'a> {
+    method: &'a str,
+    route: &'a str,
+}
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.route.is_empty() {
+            f.write_str(self.method)
+        } else {
+            write!(f, "{} {}", self.method, self.route)
+        }
+    }
 }
 
 /// A client span for one outgoing call, named `{operation} {target}`: `operation` is the
@@ -833,87 +843,22 @@ pub fn record_status(span: &Span, status: http::StatusCode) {
     }
 }
 
-/// Tower layer: every request runs inside its [`server_span`], which stays open until the
-/// response body has ended (so a stream's span covers the whole stream).
-#[derive(Clone)]
-pub struct ServerSpanLayer {
-    component: &'static str,
-    route: fn(&str) -> Cow<'static, str>,
-    attributes: Arc<SpanAttributes>,
-}
-
-impl ServerSpanLayer {
-    /// `route` turns a request path into the bounded route name the span is named after.
-    pub fn new(
-        component: &'static str,
-        route: fn(&str) -> Cow<'static, str>,
-        attributes: Arc<SpanAttributes>,
-    ) -> Self {
-        Self {
-            component,
-            route,
-            attributes,
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for ServerSpanLayer {
-    type Service = ServerSpanService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ServerSpanService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ServerSpanService<S> {
-    inner: S,
-    layer: ServerSpanLayer,
-}
-
-impl<S, B, RB> tower::Service<Request<B>> for ServerSpanService<S>
-where
-    S: tower::Service<Request<B>, Response = Response<RB>>,
-    S::Future: Send + 'static,
-    S::Error: 'static,
-    RB: 'static,
-{
-    type Response = Response<SpanBody<RB>>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        use tracing::Instrument;
-        let route = (self.layer.route)(req.uri().path());
-        let span = server_span(self.layer.component, &route, &req, &self.layer.attributes);
-        let future = {
-            let _entered = span.enter();
-            self.inner.call(req)
-        };
-        Box::pin(async move {
-            let response = future.instrument(span.clone()).await?;
-            record_status(&span, response.status());
-            Ok(response.map(|body| SpanBody {
-                inner: body,
-                span: Some(span),
-            }))
-        })
-    }
-}
-
 pin_project_lite::pin_project! {
     /// A response body that keeps its request's span open until the last frame.
     pub struct SpanBody<B> {
         #[pin]
         inner: B,
         span: Option<Span>,
+    }
+}
+
+impl<B> SpanBody<B> {
+    /// `inner`, keeping `span` open (and entered while a frame is polled) until it ends.
+    pub fn new(inner: B, span: Span) -> Self {
+        Self {
+            inner,
+            span: Some(span),
+        }
     }
 }
 

@@ -12,18 +12,16 @@ pub mod routing;
 pub mod state;
 pub mod upstream;
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use plano_common::Context;
 use plano_common::listen::{self, ListenOptions, Plain};
-use plano_common::telemetry::{ServerSpanLayer, SpanAttributes};
+use plano_common::telemetry::SpanAttributes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 use crate::state::AppState;
 
@@ -86,9 +84,8 @@ impl EgressServer {
             ctx,
         } = self;
         let servers = TaskTracker::new();
-        let app = routes::router(state.clone()).layer(ServerSpanLayer::new(
-            "egress",
-            span_route,
+        let app = Arc::new(routes::Routes::new(
+            state.clone(),
             Arc::new(SpanAttributes::of(ctx.current_config().tracing.as_ref())),
         ));
         let first = spawn_listener(&servers, listener, app.clone(), &ctx)?;
@@ -117,26 +114,12 @@ impl EgressServer {
     }
 }
 
-/// The route a request's server span is named after: the API paths the egress serves,
-/// nothing for the rest (client-chosen paths would make span names unbounded).
-fn span_route(path: &str) -> Cow<'static, str> {
-    const ROUTES: &[&str] = &[
-        "/v1/chat/completions",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/responses",
-        "/v1/models",
-        "/healthz",
-    ];
-    Cow::Borrowed(ROUTES.iter().find(|r| **r == path).copied().unwrap_or(""))
-}
-
 /// Serve `listener` until its own token (a child of the shutdown token) is cancelled, with
 /// the connection cap and timeouts of the current config's model listener.
 fn spawn_listener(
     servers: &TaskTracker,
     listener: TcpListener,
-    app: axum::Router,
+    app: Arc<routes::Routes>,
     ctx: &Context,
 ) -> anyhow::Result<(SocketAddr, CancellationToken)> {
     let addr = listener.local_addr()?;
@@ -152,12 +135,7 @@ fn spawn_listener(
         tracing::info!(%addr, max_connections = opts.max_connections, "model listener serving");
         let handler = move |req: http::Request<listen::RequestBody>, _peer| {
             let app = app.clone();
-            async move {
-                match app.oneshot(req).await {
-                    Ok(res) => res,
-                    Err(never) => match never {},
-                }
-            }
+            async move { app.serve(req).await }
         };
         listen::serve(listener, opts, Plain, until, handler).await;
         health.set(&listener_service, false);
@@ -187,7 +165,7 @@ async fn follow_reloads(
     mut ctx: Context,
     state: Arc<AppState>,
     servers: TaskTracker,
-    app: axum::Router,
+    app: Arc<routes::Routes>,
     mut current: (SocketAddr, CancellationToken),
 ) {
     let mut configured = ctx.current_config().model_listener.addr;

@@ -1,77 +1,177 @@
 //! Paths to handlers, and nothing else (the request path is `dispatch/`).
+//!
+//! The egress serves seven fixed paths, so they are matched by a `match` on the path, not
+//! by a router: axum's `Router`, its `from_fn` metrics middleware and a tower span layer
+//! cost ~7k instructions of every request (three boxed futures, a cloned header map, a
+//! route-table lookup, the matched path stored in the request), which was 7 % of a chat
+//! pass-through (BENCHMARKS.md, "Instructions per request").
+//!
+//! What every request gets, in this order: its server span (traces), the HTTP metrics
+//! (`plano_http_requests_total`, `plano_http_request_duration_seconds`, labelled by the
+//! route, `unmatched` for unknown paths), then its handler.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http::{HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
 use plano_common::errors::{ApiError, ApiShape};
+use plano_common::telemetry::{self, SpanAttributes, SpanBody};
+use tracing::Instrument;
 
+use crate::dispatch::record::TimedBody;
 use crate::dispatch::{self, count_tokens, models};
 use crate::providers::api::Api;
 use crate::state::AppState;
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/messages", post(messages))
-        .route("/v1/messages/count_tokens", post(count_tokens))
-        .route("/v1/responses", post(responses))
-        .route("/v1/models", get(list_models))
-        // `get` answers `HEAD` too.
-        .route("/", get(models::root))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), http_metrics))
-        .with_state(state)
+/// What a path is served by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Messages,
+    CountTokens,
+    Responses,
+    Models,
+    Root,
+    Healthz,
 }
 
-async fn chat_completions(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    dispatch::serve(state, Api::Chat, headers, body).await
+impl Endpoint {
+    /// The endpoint of a request path, and its route label (the path itself: fixed).
+    fn of(path: &str) -> Option<(Self, &'static str)> {
+        Some(match path {
+            "/v1/chat/completions" => (Self::Chat, "/v1/chat/completions"),
+            "/v1/messages" => (Self::Messages, "/v1/messages"),
+            "/v1/messages/count_tokens" => (Self::CountTokens, "/v1/messages/count_tokens"),
+            "/v1/responses" => (Self::Responses, "/v1/responses"),
+            "/v1/models" => (Self::Models, "/v1/models"),
+            "/" => (Self::Root, "/"),
+            "/healthz" => (Self::Healthz, "/healthz"),
+            _ => return None,
+        })
+    }
+
+    /// The APIs are `POST`; the rest answer `GET` and `HEAD`.
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            Self::Chat | Self::Messages | Self::CountTokens | Self::Responses => {
+                method == Method::POST
+            }
+            Self::Models | Self::Root | Self::Healthz => {
+                method == Method::GET || method == Method::HEAD
+            }
+        }
+    }
+
+    /// The route a server span is named after: the API paths, none for `/` (as before
+    /// this module matched by hand, span names did not change).
+    fn span_route(self, route: &'static str) -> &'static str {
+        match self {
+            Self::Root => "",
+            _ => route,
+        }
+    }
 }
 
-async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    dispatch::serve(state, Api::Messages, headers, body).await
+/// The model listener's request handler: span, metrics, then the endpoint.
+pub struct Routes {
+    state: Arc<AppState>,
+    span_attributes: Arc<SpanAttributes>,
 }
 
-async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    dispatch::serve(state, Api::Responses, headers, body).await
+impl Routes {
+    pub fn new(state: Arc<AppState>, span_attributes: Arc<SpanAttributes>) -> Self {
+        Self {
+            state,
+            span_attributes,
+        }
+    }
+
+    /// Serve one request. Never fails: every problem is an error answer.
+    pub async fn serve<B>(&self, req: Request<B>) -> Response<SpanBody<TimedBody>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let endpoint = Endpoint::of(req.uri().path());
+        let span = telemetry::server_span(
+            "egress",
+            endpoint.map_or("", |(e, route)| e.span_route(route)),
+            &req,
+            &self.span_attributes,
+        );
+        let started = tokio::time::Instant::now();
+        let method = req.method().clone();
+        let mut response = self.endpoint(endpoint, req).instrument(span.clone()).await;
+        telemetry::record_status(&span, response.status());
+        if method == Method::HEAD {
+            // HTTP/1 drops a HEAD answer's body by itself; HTTP/2 must not get one either.
+            *response.body_mut() = Body::empty();
+        }
+        let rt = self.state.runtime();
+        let route = endpoint.map_or("unmatched", |(_, route)| route);
+        dispatch::record::http_response(
+            response,
+            &rt.config.model_listener.name,
+            route,
+            &method,
+            started,
+        )
+        .map(|body| SpanBody::new(body, span))
+    }
+
+    async fn endpoint<B>(
+        &self,
+        endpoint: Option<(Endpoint, &'static str)>,
+        req: Request<B>,
+    ) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let Some((endpoint, _)) = endpoint else {
+            return not_found(req.method(), req.uri().path());
+        };
+        if !endpoint.allows(req.method()) {
+            return method_not_allowed(req.method(), req.uri().path());
+        }
+        let state = self.state.clone();
+        let (parts, body) = req.into_parts();
+        let body = Body::new(body);
+        // The request's future is boxed here, apart from this one: the listener boxes this
+        // future per request and a box copies every byte of its future's type, so this one
+        // must stay small (with `dispatch::serve`'s ~5 KB future inline it was copied whole,
+        // and the copy cost more than the router it replaced; BENCHMARKS.md).
+        let api = match endpoint {
+            Endpoint::Chat => Api::Chat,
+            Endpoint::Messages => Api::Messages,
+            Endpoint::Responses => Api::Responses,
+            Endpoint::CountTokens => {
+                return Box::pin(count_tokens::serve(state, parts.headers, body)).await;
+            }
+            Endpoint::Models => {
+                return axum::Json(models::list(&state.runtime().config)).into_response();
+            }
+            Endpoint::Root => return models::root(),
+            Endpoint::Healthz => return "ok".into_response(),
+        };
+        Box::pin(dispatch::serve(state, api, parts.headers, body)).await
+    }
 }
 
-async fn count_tokens(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    count_tokens::serve(state, headers, body).await
-}
-
-async fn list_models(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(models::list(&state.runtime().config)).into_response()
-}
-
-async fn not_found(method: Method, uri: http::Uri) -> Response {
-    let path = uri.path();
+fn not_found(method: &Method, path: &str) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        format!("no route for {method} {path}"),
+        format!("no route for {method} {}", bounded(path)),
     )
     .with_shape(ApiShape::for_path(path))
     .into_response()
 }
 
-async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
-    let path = uri.path();
+fn method_not_allowed(method: &Method, path: &str) -> Response {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -81,14 +181,76 @@ async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
     .into_response()
 }
 
-/// `plano_http_requests_total` and `plano_http_request_duration_seconds` by route template
-/// (never the raw path: bounded labels); the duration ends with the response body.
-async fn http_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let started = tokio::time::Instant::now();
-    let res = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let rt = state.runtime();
-    dispatch::record::http_response(res, &rt.config.model_listener.name, route, &method, started)
+/// A client-chosen path, cut short for an error message (a 40 KB path must not come back
+/// as a 40 KB error body).
+fn bounded(path: &str) -> Cow<'_, str> {
+    const MAX_CHARS: usize = 256;
+    match path.char_indices().nth(MAX_CHARS) {
+        None => Cow::Borrowed(path),
+        Some((at, _)) => Cow::Owned(format!("{}…({} bytes)", &path[..at], path.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_has_its_endpoint_and_methods() {
+        let post = [
+            ("/v1/chat/completions", Endpoint::Chat),
+            ("/v1/messages", Endpoint::Messages),
+            ("/v1/messages/count_tokens", Endpoint::CountTokens),
+            ("/v1/responses", Endpoint::Responses),
+        ];
+        for (path, want) in post {
+            let (e, route) = Endpoint::of(path).unwrap();
+            assert_eq!((e, route), (want, path));
+            assert!(e.allows(&Method::POST));
+            assert!(!e.allows(&Method::GET) && !e.allows(&Method::HEAD));
+            assert_eq!(e.span_route(route), path);
+        }
+        for (path, want) in [
+            ("/v1/models", Endpoint::Models),
+            ("/", Endpoint::Root),
+            ("/healthz", Endpoint::Healthz),
+        ] {
+            let (e, _) = Endpoint::of(path).unwrap();
+            assert_eq!(e, want);
+            assert!(e.allows(&Method::GET) && e.allows(&Method::HEAD));
+            assert!(!e.allows(&Method::POST) && !e.allows(&Method::DELETE));
+        }
+        assert_eq!(Endpoint::Root.span_route("/"), "");
+        for unknown in [
+            "",
+            "/v1/chat/completions/",
+            "/v1",
+            "/V1/models",
+            "/v2/nothing",
+        ] {
+            assert!(Endpoint::of(unknown).is_none(), "{unknown}");
+        }
+    }
+
+    /// The listener boxes this future per request, copying all of it: the request's own
+    /// future (`dispatch::serve`'s, ~5 KB) must stay boxed apart, not inline here.
+    #[tokio::test]
+    async fn the_future_the_listener_boxes_stays_small() {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n";
+        let config = Arc::new(plano_config::load_str(yaml, None, &|_| None).unwrap());
+        let health = plano_common::health::HealthRegistry::new("plano.egress");
+        let state = Arc::new(AppState::new(config, health).await.unwrap());
+        let routes = Routes::new(state, Arc::new(SpanAttributes::of(None)));
+        let future = routes.serve(Request::new(Body::empty()));
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1536, "Routes::serve's future is {size} bytes");
+    }
+
+    #[test]
+    fn long_paths_are_cut_in_error_messages() {
+        let long = format!("/{}", "a".repeat(40_000));
+        let cut = bounded(&long);
+        assert!(cut.len() < 300 && cut.ends_with("(40001 bytes)"), "{cut}");
+        assert_eq!(bounded("/v2/x"), "/v2/x");
+    }
 }

@@ -123,7 +123,7 @@ pub async fn serve(state: Arc<AppState>, api: Api, mut headers: HeaderMap, body:
         Err(e) => return with_id(respond::error(&rt.config, api, e, &request_id), &request_id),
     };
     // The rarely used phases are boxed where they are called: their futures are large
-    // (HTTP calls of their own) and would otherwise sit inside this one, which axum boxes
+    // (HTTP calls of their own) and would otherwise sit inside this one, which `routes.rs` boxes
     // (moving every byte of it) on every request.
     let raw = if input_ids.is_empty() {
         raw
@@ -325,11 +325,6 @@ fn overhead_ms(overhead: Duration) -> HeaderValue {
 mod tests {
     use super::*;
 
-    /// axum boxes each request's handler future, moving all of it: every phase's future
-    /// nested in [`serve`] is copied on every request (it was 15 KB in a debug build, about
-    /// 12 % of the egress's instructions per request, in `memcpy`). The rarely used phases
-    /// (filters, routing by preference, Responses history and storage, signed auth,
-    /// replicas) are boxed where they are called; this keeps them from creeping back.
     #[test]
     fn the_overhead_header_is_milliseconds_with_three_decimals() {
         let ms = |d| overhead_ms(d).to_str().unwrap().to_string();
@@ -344,6 +339,11 @@ mod tests {
         );
     }
 
+    /// `routes.rs` boxes each request's future, moving all of it: every phase's future
+    /// nested in [`serve`] is copied on every request (it was 15 KB in a debug build, about
+    /// 12 % of the egress's instructions per request, in `memcpy`). The rarely used phases
+    /// (filters, routing by preference, Responses history and storage, signed auth,
+    /// replicas) are boxed where they are called; this keeps them from creeping back.
     #[tokio::test]
     async fn the_request_future_stays_small() {
         let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n";

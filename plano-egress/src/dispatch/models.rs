@@ -23,6 +23,6 @@ pub fn list(config: &Config) -> Value {
 }
 
 /// `GET /` and `HEAD /`: 200, naming the service.
-pub async fn root() -> Response {
+pub fn root() -> Response {
     "plano-egress: an OpenAI, Anthropic and Responses API gateway (POST /v1/chat/completions, /v1/messages, /v1/responses; GET /v1/models)\n".into_response()
 }

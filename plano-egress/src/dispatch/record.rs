@@ -161,7 +161,7 @@ pub fn http_response(
     route: &str,
     method: &http::Method,
     started: tokio::time::Instant,
-) -> axum::response::Response {
+) -> http::Response<TimedBody> {
     let handles = route_metrics(listener, route);
     let method = m::method_label(method);
     let class = m::status_class(res.status().as_u16());
@@ -174,18 +174,16 @@ pub fn http_response(
         class,
         || histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "component" => "egress", "listener" => listener.to_string(), "route" => route.to_string(), "status_class" => class),
     );
-    let (parts, body) = res.into_parts();
-    let timed = TimedBody {
-        inner: body,
+    res.map(|inner| TimedBody {
+        inner,
         started,
         duration,
-    };
-    axum::response::Response::from_parts(parts, axum::body::Body::new(timed))
+    })
 }
 
 /// A response body that records the request's duration when it is dropped: after its
 /// end was sent, or when the connection went away.
-struct TimedBody {
+pub struct TimedBody {
     inner: axum::body::Body,
     started: tokio::time::Instant,
     duration: Histogram,
