@@ -19,6 +19,8 @@ use crate::providers::api::Api;
 use crate::providers::plan::{ClientRequest, Route};
 use crate::ratelimit::Ticket;
 
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-plano-provider");
 const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-plano-attempts");
 
@@ -37,7 +39,7 @@ pub async fn answer(
     client_wants_usage: bool,
     response_id: &str,
     ticket: Option<Ticket>,
-    limit_headers: HeaderMap,
+    mut limit_headers: HeaderMap,
 ) -> Response {
     let Won {
         provider,
@@ -51,8 +53,10 @@ pub async fn answer(
         span,
     } = won;
     let server_span = tracing::Span::current();
-    let remember = match client_body.tree() {
-        Ok(request) if cx.api == Api::Responses => Some(Remember {
+    // Only a Responses request is remembered; for the others the body's tree is never
+    // built (building it was ~3k instructions of every chat request).
+    let remember = match cx.api {
+        Api::Responses => client_body.tree().ok().map(|request| Remember {
             conversations: cx.state.conversations.clone(),
             request: request.clone(),
         }),
@@ -83,7 +87,14 @@ pub async fn answer(
                 // Boxed: the store's future (Postgres) is large, and Responses-only.
                 Box::pin(r.store(&answer)).await;
             }
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            // The answer's headers start as the rate-limit headers' map (sized for what is
+            // added below), instead of extending a second map with them.
+            let mut response = Response::new(axum::body::Body::from(body));
+            *response.status_mut() = status;
+            limit_headers.reserve(8);
+            limit_headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+            *response.headers_mut() = std::mem::take(&mut limit_headers);
+            response
         }
         Answer::Stream(opening) => {
             record::time_to_first_token(metrics, cx.clock.start.elapsed());
@@ -114,7 +125,9 @@ pub async fn answer(
         }
     };
     let h = response.headers_mut();
-    h.extend(limit_headers);
+    if !limit_headers.is_empty() {
+        h.extend(limit_headers);
+    }
     if let Ok(v) = HeaderValue::from_str(&provider.name) {
         h.insert(PROVIDER_HEADER, v);
     }
