@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use plano_common::health::{HealthRegistry, provider_service};
 use plano_common::metrics::CIRCUIT_OPEN;
+use rustc_hash::FxBuildHasher;
 use tokio::time::Instant;
 
 pub const THRESHOLD: u32 = 5;
@@ -26,14 +27,16 @@ struct State {
 }
 
 pub struct Circuits {
-    states: Mutex<HashMap<String, State>>,
+    /// Keyed by provider name with FxHash: the keys come from the config, not from clients,
+    /// and SipHash was ~340 instructions per lookup, two lookups per request.
+    states: Mutex<HashMap<String, State, FxBuildHasher>>,
     health: HealthRegistry,
 }
 
 impl Circuits {
     pub fn new(health: HealthRegistry) -> Self {
         Self {
-            states: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::default()),
             health,
         }
     }
@@ -51,11 +54,19 @@ impl Circuits {
     }
 
     /// May a request go to this provider now? A half-open circuit lets one probe through.
+    /// A closed circuit (the common case) is answered without allocating a key or reading
+    /// the clock.
     pub fn allow(&self, provider: &str) -> bool {
         let Ok(mut map) = self.states.lock() else {
             return true;
         };
-        let s = map.entry(provider.to_string()).or_default();
+        // A provider never seen has a closed circuit (`failure` records it).
+        let Some(s) = map.get_mut(provider) else {
+            return true;
+        };
+        if s.open_until.is_none() {
+            return true;
+        }
         let now = Instant::now();
         match (s.open_until, s.probe_started) {
             (None, _) => true,
@@ -72,7 +83,10 @@ impl Circuits {
         let Ok(mut map) = self.states.lock() else {
             return;
         };
-        let s = map.entry(provider.to_string()).or_default();
+        // A provider never seen has a closed circuit (`failure` records it).
+        let Some(s) = map.get_mut(provider) else {
+            return;
+        };
         let was_open = s.open_until.is_some();
         *s = State::default();
         if was_open {

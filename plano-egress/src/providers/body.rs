@@ -174,11 +174,14 @@ pub fn empty_tree() -> &'static Map<String, Value> {
     &EMPTY
 }
 
-/// A name given twice keeps its last value, as serde_json's tree does (at the place of its
-/// first).
 /// Whether arrays and objects in `raw` (valid JSON) nest deeper than `limit` levels: brackets
-/// are counted outside strings, so one pass over the bytes, no allocation.
+/// are counted outside strings, so one pass over the bytes, no allocation. Most bodies
+/// have fewer opening brackets in all than `limit`, which a plain count (vectorised by the
+/// compiler, far cheaper per byte than the pass) shows first.
 fn too_deep(raw: &[u8], limit: usize) -> bool {
+    if raw.iter().filter(|&&b| b == b'[' || b == b'{').count() <= limit {
+        return false;
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in raw {
         if in_string {
@@ -205,6 +208,8 @@ fn too_deep(raw: &[u8], limit: usize) -> bool {
     false
 }
 
+/// A name given twice keeps its last value, as serde_json's tree does (at the place of its
+/// first).
 fn keep_last(fields: Vec<Field<'_>>) -> Vec<Field<'_>> {
     let duplicated = if fields.len() <= 16 {
         (1..fields.len()).any(|i| fields[..i].iter().any(|(k, _)| *k == fields[i].0))

@@ -9,6 +9,8 @@
 //! - `upstream_request.rs`: the HTTP request for any provider (URL, auth, headers);
 //! - `framing.rs`: SSE / AWS event-stream decoding and what a valid stream opening is;
 //! - `usage.rs`: token usage read from every API, for metering and limits;
+//! - `top_level.rs`: the top level of a JSON object scanned, not parsed (a pass-through
+//!   answer checked to be one object and its `usage` found);
 //! - `openai.rs`, `anthropic/`, `responses/`, `bedrock/` (+ `eventstream.rs`): each family.
 //!
 //! Translation pivots on OpenAI chat completions: a client API other than chat is turned
@@ -36,6 +38,7 @@ pub mod hosted;
 pub mod openai;
 pub mod plan;
 pub mod responses;
+pub mod top_level;
 pub mod upstream_request;
 pub mod usage;
 

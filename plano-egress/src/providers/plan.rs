@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::api::Api;
 use super::body::{self, ClientBody};
+use super::top_level;
 use super::upstream_request::{self, Prepared};
 use super::usage::Usage;
 use super::{
@@ -250,26 +251,17 @@ impl Route {
         upstream: &Bytes,
     ) -> Result<(Bytes, Usage), TranslateError> {
         if self.native() {
-            // Only `usage` is read: the rest of the answer is skipped, not built as a tree.
-            #[derive(serde::Deserialize)]
-            struct UsageOnly {
-                #[serde(default)]
-                usage: Option<Value>,
-            }
-            // Parsing still checks the whole answer is one JSON object: a 2xx HTML page
-            // (a misconfigured base URL) is a broken answer, not one to relay.
-            if upstream.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                return Err(TranslateError::new(
-                    "the provider's answer is not a JSON object",
-                ));
-            }
-            let usage = serde_json::from_slice::<UsageOnly>(upstream)
-                .map_err(|e| {
-                    TranslateError::new(format!("the provider's answer is not a JSON object: {e}"))
-                })?
-                .usage
-                .map(|u| Usage::of_usage(self.upstream, &u))
-                .unwrap_or_default();
+            // Relayed as it is: only `usage` is read. The answer's top level is scanned for
+            // it, not parsed (`top_level.rs`); the scan still checks the answer is one JSON
+            // object (a 2xx HTML page from a misconfigured base URL, or a truncated answer,
+            // is a broken answer, not one to relay), and `usage` itself is parsed whole.
+            let not_an_object = |e: top_level::ScanError| {
+                TranslateError::new(format!("the provider's answer is not a JSON object: {e}"))
+            };
+            let usage = match top_level::member(upstream, "usage").map_err(not_an_object)? {
+                Some(raw) => Usage::of_usage_json(self.upstream, raw).map_err(not_an_object)?,
+                None => Usage::default(),
+            };
             return Ok((upstream.clone(), usage));
         }
         let value: Value = serde_json::from_slice(upstream).map_err(|e| {
@@ -481,6 +473,27 @@ mod tests {
         );
         let ok = Bytes::from_static(br#"{"usage": {"prompt_tokens": 2, "completion_tokens": 3}}"#);
         assert_eq!(route.response_body(&req, &ok).unwrap().1.total(), 5);
+        // Truncated, two objects, trailing bytes, a malformed `usage`: broken answers too.
+        for bad in [
+            &br#"{"id":"x","choices":[{"message":{"content":"cut off"#[..],
+            br#"{"id":"x","usage":{"prompt_tokens":2"#,
+            br#"{"id":"x"}{"id":"y"}"#,
+            br#"{"id":"x"} <!-- -->"#,
+            br#"{"id":"x","usage":{"prompt_tokens" 2}}"#,
+            b"",
+        ] {
+            let e = route
+                .response_body(&req, &Bytes::from_static(bad))
+                .unwrap_err();
+            assert!(e.message.contains("not a JSON object"), "{}", e.message);
+        }
+        // Relayed byte for byte; usage read from the top level only (the last one given).
+        let answer = Bytes::from_static(
+            br#" {"choices":[{"message":{"content":""usage":{"prompt_tokens":99}"},"usage":{"prompt_tokens":50}}],"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}} "#,
+        );
+        let (body, usage) = route.response_body(&req, &answer).unwrap();
+        assert_eq!(body, answer);
+        assert_eq!((usage.input, usage.output, usage.cached_input), (2, 3, 1));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::api::Api;
+use super::top_level::{self, ScanError};
 
 /// Token usage as providers report it, normalised: `input` is every prompt token (cache
 /// reads and writes included), `cached_input` the cache reads among them.
@@ -41,33 +42,34 @@ impl Usage {
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
         };
+        let paths = counted(api);
+        Self::of_counts(api, paths.map(n))
+    }
+
+    /// From the JSON text of a `usage` value of `api` (found by [`top_level::member`]), read
+    /// without building a tree (a tree and its lookups were ~4,500 instructions per
+    /// pass-through answer): the same numbers as [`Usage::of_usage`] on its tree. An object
+    /// is checked as [`top_level::members`] checks one (`Err` otherwise); a value that is
+    /// not an object counts nothing.
+    pub fn of_usage_json(api: Api, raw: &[u8]) -> Result<Self, ScanError> {
+        let mut counts = [0u64; 4];
+        read_counts(raw, &counted(api), 0b1111, 0, &mut counts)?;
+        Ok(Self::of_counts(api, counts))
+    }
+
+    /// The numbers at the four [`counted`] paths of `api`, as a `Usage`.
+    fn of_counts(api: Api, [a, b, c, d]: [u64; 4]) -> Self {
         match api {
-            Api::Chat => Usage {
-                input: n(&["prompt_tokens"]),
-                output: n(&["completion_tokens"]),
-                cached_input: n(&["prompt_tokens_details", "cached_tokens"]),
-                reasoning: n(&["completion_tokens_details", "reasoning_tokens"]),
+            Api::Chat | Api::Responses => Usage {
+                input: a,
+                output: b,
+                cached_input: c,
+                reasoning: d,
             },
-            Api::Messages => Usage {
-                input: n(&["input_tokens"])
-                    .saturating_add(n(&["cache_read_input_tokens"]))
-                    .saturating_add(n(&["cache_creation_input_tokens"])),
-                output: n(&["output_tokens"]),
-                cached_input: n(&["cache_read_input_tokens"]),
-                reasoning: 0,
-            },
-            Api::Responses => Usage {
-                input: n(&["input_tokens"]),
-                output: n(&["output_tokens"]),
-                cached_input: n(&["input_tokens_details", "cached_tokens"]),
-                reasoning: n(&["output_tokens_details", "reasoning_tokens"]),
-            },
-            Api::Converse => Usage {
-                input: n(&["inputTokens"])
-                    .saturating_add(n(&["cacheReadInputTokens"]))
-                    .saturating_add(n(&["cacheWriteInputTokens"])),
-                output: n(&["outputTokens"]),
-                cached_input: n(&["cacheReadInputTokens"]),
+            Api::Messages | Api::Converse => Usage {
+                input: a.saturating_add(b).saturating_add(c),
+                output: d,
+                cached_input: b,
                 reasoning: 0,
             },
         }
@@ -110,6 +112,88 @@ impl Usage {
     pub fn total(&self) -> u64 {
         self.input.saturating_add(self.output)
     }
+}
+
+/// Where each API's `usage` keeps the four numbers [`Usage::of_counts`] reads: for chat and
+/// Responses input, output, cached input, reasoning; for Messages and Converse input, cache
+/// reads, cache writes, output.
+fn counted(api: Api) -> [&'static [&'static str]; 4] {
+    match api {
+        Api::Chat => [
+            &["prompt_tokens"],
+            &["completion_tokens"],
+            &["prompt_tokens_details", "cached_tokens"],
+            &["completion_tokens_details", "reasoning_tokens"],
+        ],
+        Api::Messages => [
+            &["input_tokens"],
+            &["cache_read_input_tokens"],
+            &["cache_creation_input_tokens"],
+            &["output_tokens"],
+        ],
+        Api::Responses => [
+            &["input_tokens"],
+            &["output_tokens"],
+            &["input_tokens_details", "cached_tokens"],
+            &["output_tokens_details", "reasoning_tokens"],
+        ],
+        Api::Converse => [
+            &["inputTokens"],
+            &["cacheReadInputTokens"],
+            &["cacheWriteInputTokens"],
+            &["outputTokens"],
+        ],
+    }
+}
+
+/// Reads one level of a `usage` value: the [`counted`] paths still `live` (a bit each)
+/// whose first `depth` names led here. What is on no path is skipped; a path that meets
+/// something other than an object (inside) or a non-negative integer (at its end) counts
+/// 0, and a name given twice counts its last value, as on the tree.
+fn read_counts(
+    raw: &[u8],
+    paths: &[&[&str]; 4],
+    live: u8,
+    depth: usize,
+    counts: &mut [u64; 4],
+) -> Result<(), ScanError> {
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Ok(());
+    }
+    let mut inner_values: [&[u8]; 4] = [b""; 4];
+    top_level::members(raw, |key, value| {
+        for (i, path) in paths.iter().enumerate() {
+            if live & (1 << i) != 0 && top_level::names_equal(key, path[depth]) {
+                if path.len() == depth + 1 {
+                    counts[i] = count(value);
+                } else {
+                    inner_values[i] = value;
+                }
+            }
+        }
+    })?;
+    for (i, path) in paths.iter().enumerate() {
+        if live & (1 << i) != 0 && path.len() > depth + 1 {
+            // The last value of the path's next name (if any): its own level.
+            counts[i] = 0;
+            read_counts(inner_values[i], paths, 1 << i, depth + 1, counts)?;
+        }
+    }
+    Ok(())
+}
+
+/// A count as `Value::as_u64` reads one: a JSON integer that fits a `u64`, else 0 (serde_json
+/// reads a larger one as a float, a negative one as a negative integer).
+fn count(value: &[u8]) -> u64 {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .unwrap_or(0)
 }
 
 /// The chat chunk we ask for with `include_usage`: usage and no choices (hidden from a
@@ -173,6 +257,52 @@ mod tests {
             Usage::of(Api::Chat, &json!({"usage": null})),
             Usage::default()
         );
+    }
+
+    #[test]
+    fn the_json_reader_counts_what_the_tree_reader_counts() {
+        let texts = [
+            r#"{"prompt_tokens": 3, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 8}"#,
+            r#"{"input_tokens":10,"output_tokens":4,"cache_read_input_tokens":100,"cache_creation_input_tokens":5}"#,
+            r#"{"inputTokens": 10, "outputTokens": 4, "cacheReadInputTokens": 1, "cacheWriteInputTokens": 2}"#,
+            r#"{"input_tokens": 7, "output_tokens": 8, "input_tokens_details": {"cached_tokens": 6}, "output_tokens_details": {"reasoning_tokens": 1}}"#,
+            // Not counts: floats, negatives, strings, null, objects, past u64 → 0.
+            r#"{"prompt_tokens": 1.5, "completion_tokens": -2, "input_tokens": "3", "output_tokens": null, "inputTokens": {"a": 1}, "outputTokens": 18446744073709551616}"#,
+            r#"{"prompt_tokens": 18446744073709551615, "completion_tokens": 0, "input_tokens": [1]}"#,
+            // Details that are not objects, or absent names inside them.
+            r#"{"prompt_tokens_details": 4, "completion_tokens_details": {"x": 1}, "input_tokens_details": null}"#,
+            // A name given twice: the last value, for counts and for details.
+            r#"{"prompt_tokens": 1, "prompt_tokens": 2, "prompt_tokens_details": {"cached_tokens": 5}, "prompt_tokens_details": 3}"#,
+            r#"{"input_tokens_details": {"cached_tokens": 5, "cached_tokens": 6}, "output_tokens_details": 1, "output_tokens_details": {"reasoning_tokens": 9}}"#,
+            // Escaped names read as their unescaped selves.
+            r#"{"prompt_\u0074okens": 4, "\u0069nput_tokens": 5}"#,
+            r#"{}"#,
+            r#"null"#,
+            r#"[1, 2]"#,
+            r#"7"#,
+            r#""usage""#,
+        ];
+        for text in texts {
+            let tree: Value = serde_json::from_str(text).unwrap();
+            for api in [Api::Chat, Api::Messages, Api::Responses, Api::Converse] {
+                assert_eq!(
+                    Usage::of_usage_json(api, text.as_bytes()),
+                    Ok(Usage::of_usage(api, &tree)),
+                    "{api:?} {text}"
+                );
+            }
+        }
+        // A usage object that is not one is refused, like the answer around it.
+        for bad in [
+            r#"{"prompt_tokens": 1"#,
+            r#"{"prompt_tokens" 1}"#,
+            r#"{"a":1}}"#,
+        ] {
+            assert!(
+                Usage::of_usage_json(Api::Chat, bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
