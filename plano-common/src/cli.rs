@@ -7,7 +7,8 @@
 //! `tracing:` or an OTLP endpoint variable asks for it) → log config warnings once → start
 //! the Tokio runtime and the trace exporter → bind the admin port → spawn `run(ctx)` and
 //! the reloader → wait for SIGTERM/SIGINT → report NOT_SERVING, trigger shutdown, give
-//! `run` the grace period to drain → close the admin port → flush traces → exit 0.
+//! `run` the grace period to drain → close the admin port → flush traces → drop the runtime
+//! → write the buffered access-log lines (`logging::flush`) → exit 0.
 //!
 //! Readiness: `run` marks itself ready with [`Context::mark_serving`] once its listeners
 //! are bound; only `run` knows when it can take traffic.
@@ -179,7 +180,7 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         },
         "async runtime"
     );
-    ExitCode::from(runtime.block_on(async {
+    let code = runtime.block_on(async {
         if let Some(t) = &telemetry
             && let Err(e) = t.start()
         {
@@ -193,7 +194,12 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
             t.shutdown(TRACE_FLUSH_TIMEOUT).await;
         }
         code
-    }))
+    });
+    // Connections still open log their access lines as the runtime drops them; then write
+    // every buffered line (logging.rs) before the process exits.
+    drop(runtime);
+    logging::flush();
+    ExitCode::from(code)
 }
 
 /// The `PLANO_WORKERS` setting: how many threads run requests.

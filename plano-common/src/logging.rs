@@ -2,7 +2,9 @@
 //! for log collectors. Level and per-crate filters come from `RUST_LOG` (default [`DEFAULT_FILTER`]: `info`, AWS SDK crates at `warn`).
 //!
 //! Logs go to stderr so stdout stays free for command output (`--check` prints its summary
-//! there).
+//! there). Access-log lines (target [`ACCESS_TARGET`]) are formatted by hand
+//! ([`access_format`]) and written in batches ([`sink`]); every other line is formatted by
+//! tracing-subscriber and written at once.
 //!
 //! With a [`Telemetry`], spans from Plano's crates also become OpenTelemetry spans. That
 //! layer has its own filter, independent of `RUST_LOG`: INFO-and-above spans from `plano*`
@@ -19,6 +21,15 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::telemetry::Telemetry;
+
+pub mod access_format;
+pub mod sink;
+
+pub use sink::flush;
+
+/// `tracing` target of access-log events (the edge's `plano::access`): their lines are
+/// formatted by hand and written in batches; `RUST_LOG=plano::access=off` turns them off.
+pub const ACCESS_TARGET: &str = "plano::access";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -51,26 +62,72 @@ pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) -> bool {
     // request (about a tenth of the egress's CPU in the profile in BENCHMARKS.md) and, with
     // no trace export configured, keep spans alive that nothing reads.
     let filter = filter.and(filter_fn(|meta| meta.is_event()));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match format {
-        LogFormat::Pretty => fmt
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_filter(filter)
-            .boxed(),
+    let writer = sink::MakeSinkWriter(sink::global());
+    let fmt = fmt_layer(format, std::io::stderr().is_terminal(), writer).with_filter(filter);
+    let registry = tracing_subscriber::registry().with(fmt);
+    // Not `.with(Option<layer>)`: an absent layer still makes the registry create every
+    // span (a `None` layer answers "always interested"), which costs per request.
+    let installed = match telemetry {
+        Some(t) => registry.with(otel_layer(t)).try_init().is_ok(),
+        None => registry.try_init().is_ok(),
+    };
+    if installed {
+        sink::flush_on_panic();
+    }
+    installed
+}
+
+/// The log lines' `fmt` layer (unfiltered) in `format`, with ANSI colours or not, writing
+/// to `writer`: the binaries' layer, and the tests' (which compare it with
+/// [`reference_fmt_layer`]).
+pub fn fmt_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Pretty => {
+            let fmt = fmt.with_ansi(ansi);
+            let inner = tracing_subscriber::fmt::format::Format::default().with_ansi(ansi);
+            fmt.event_format(access_format::AccessFormat { inner, json: false })
+                .boxed()
+        }
+        LogFormat::Json => {
+            let fmt = fmt
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false);
+            let inner = tracing_subscriber::fmt::format::Format::default()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false);
+            fmt.event_format(access_format::AccessFormat { inner, json: true })
+                .boxed()
+        }
+    }
+}
+
+/// tracing-subscriber's own formatter for `format`, without ANSI (what [`fmt_layer`] must
+/// write the same as, for tests).
+pub fn reference_fmt_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false);
+    match format {
+        LogFormat::Pretty => fmt.boxed(),
         LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_filter(filter)
             .boxed(),
-    };
-    let registry = tracing_subscriber::registry().with(fmt);
-    // Not `.with(Option<layer>)`: an absent layer still makes the registry create every
-    // span (a `None` layer answers "always interested"), which costs per request.
-    match telemetry {
-        Some(t) => registry.with(otel_layer(t)).try_init().is_ok(),
-        None => registry.try_init().is_ok(),
     }
 }
 

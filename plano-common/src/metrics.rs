@@ -34,6 +34,7 @@ pub const CIRCUIT_OPEN: &str = "plano_llm_circuit_open";
 pub const ACTIVE_REQUESTS: &str = "plano_active_requests";
 pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "plano_trace_spans_exported_total";
 pub const TRACE_SPANS_DROPPED_TOTAL: &str = "plano_trace_spans_dropped_total";
+pub const ACCESS_LOG_LINES_DROPPED_TOTAL: &str = "plano_access_log_lines_dropped_total";
 // Routing by preference (egress `routing/`).
 pub const ROUTING_DECISIONS_TOTAL: &str = "plano_routing_decisions_total";
 pub const ROUTING_FALLBACKS_TOTAL: &str = "plano_routing_fallbacks_total";
@@ -290,6 +291,10 @@ fn describe() {
     describe_counter!(
         TRACE_SPANS_DROPPED_TOTAL,
         "Trace spans lost, by reason (queue_full, export_failed, export_timeout, shutdown)."
+    );
+    describe_counter!(
+        ACCESS_LOG_LINES_DROPPED_TOTAL,
+        "Access-log lines dropped because stderr did not keep up (the line buffer was full)."
     );
     describe_counter!(
         ROUTING_DECISIONS_TOTAL,

@@ -15,7 +15,7 @@ use plano_common::metrics::{
 };
 
 /// `tracing` target of access-log events, so operators can route or filter them.
-pub const TARGET: &str = "plano::access";
+pub const TARGET: &str = plano_common::logging::ACCESS_TARGET;
 
 pub(crate) struct AccessRecord {
     pub request_id: String,
@@ -130,6 +130,85 @@ impl AccessRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plano_common::logging::{LogFormat, fmt_layer, reference_fmt_layer};
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Captured {
+        /// The lines, each without its timestamp (the two layers read the clock apart).
+        fn lines(&self, format: LogFormat) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|l| match format {
+                    LogFormat::Pretty => l.split_once(' ').unwrap().1.to_string(),
+                    LogFormat::Json => {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        let ts = v["timestamp"].as_str().unwrap();
+                        assert_eq!(ts.len(), "2026-12-01T16:46:56.123456Z".len(), "{ts}");
+                        l.replacen(ts, "", 1)
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn record(
+        path: &str,
+        request_id: &str,
+        upstream: &'static str,
+        completed: bool,
+    ) -> AccessRecord {
+        AccessRecord {
+            request_id: request_id.to_string(),
+            listener: Arc::new(ListenerMetrics::new("main")),
+            method: Method::POST,
+            path: path.to_string(),
+            route: "other",
+            status: 502,
+            bytes_out: 1234,
+            started: Instant::now(),
+            upstream,
+            completed,
+            error: "egress_unreachable",
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// The hand-written access line (plano_common::logging::access_format) is byte for byte
+    /// what tracing-subscriber writes for the same event, in both formats.
+    #[test]
+    fn the_access_line_is_written_as_tracing_subscriber_writes_it() {
+        for format in [LogFormat::Pretty, LogFormat::Json] {
+            let (ours, reference) = (Captured::default(), Captured::default());
+            let (o, r) = (ours.clone(), reference.clone());
+            let subscriber = tracing_subscriber::registry()
+                .with(fmt_layer(format, false, move || o.clone()))
+                .with(reference_fmt_layer(format, move || r.clone()));
+            tracing::subscriber::with_default(subscriber, || {
+                record("/v1/chat/completions", "3f1c-req", "egress", true).emit();
+                record("/a\"quoted\\path/é/🦀\t", "id \"x\"", "-", false).emit();
+                // Another event is not ours to format: it goes to tracing-subscriber.
+                tracing::info!(target: TARGET, "other fields {}", 1);
+                tracing::info!(n = 1, "not an access line");
+            });
+            let (ours, reference) = (ours.lines(format), reference.lines(format));
+            assert_eq!(ours.len(), 4, "{ours:?}");
+            assert_eq!(ours, reference);
+            assert!(ours[0].contains("plano::access"), "{}", ours[0]);
+            assert!(ours[0].contains("request_id"), "{}", ours[0]);
+        }
+    }
 
     #[test]
     fn long_paths_are_cut_short_ones_kept() {

@@ -6,6 +6,7 @@
 )]
 
 mod abuse;
+mod access_log;
 mod acme;
 mod admin;
 mod agents;
