@@ -1,32 +1,33 @@
 //! Transparent huge pages: off for the process unless `MIMALLOC_ALLOW_THP` turns them on.
 //!
-//! The binaries' allocator (mimalloc v3) asks for huge pages on its arenas
-//! (`madvise(MADV_HUGEPAGE)`, its `allow_thp` option, on by default), and a kernel whose THP
-//! mode is `always` gives them without asking. Either way RSS grows and stays in 2 MiB steps:
-//! measured on the egress (BENCHMARKS.md "Memory"), 10,000 idle keep-alive connections took
-//! ~132 MiB with huge pages and ~80 MiB without; after 1,000 streams the kernel's
-//! `khugepaged` kept collapsing the freed, sparse ranges back into huge pages, so RSS *rose*
-//! while the process was idle. What huge pages bought in CPU per request was within the
-//! machine's noise (`bench/thp.sh`). So the default is off, for the whole process, with
-//! `prctl(PR_SET_THP_DISABLE)` — which covers mimalloc's `madvise` and a THP mode of
-//! `always` alike, and is what mimalloc itself does when `MIMALLOC_ALLOW_THP=0`.
+//! With huge pages the binaries' RSS grows and stays in 2 MiB steps: measured on the egress
+//! (BENCHMARKS.md "Memory"), 10,000 idle keep-alive connections took ~132 MiB with them and
+//! ~80 MiB without; after 1,000 streams the kernel's `khugepaged` kept collapsing the freed,
+//! sparse ranges back into huge pages, so RSS *rose* while the process was idle. What they
+//! bought in CPU per request was within the machine's noise (`bench/thp.sh`). So they are off,
+//! in two parts: the binaries build mimalloc with its `no_thp` feature (it never
+//! `madvise(MADV_HUGEPAGE)`s its arenas, so a kernel whose THP mode is `madvise` gives it none,
+//! from the first allocation on), and at start this sets `prctl(PR_SET_THP_DISABLE)` for the
+//! process, which also covers a THP mode of `always` (mimalloc does the same itself with
+//! `MIMALLOC_ALLOW_THP=0`). A flag set at start, not before the first allocation: under
+//! `always`, what was touched before it may already be in huge pages (a few MiB at most).
 //!
-//! `MIMALLOC_ALLOW_THP=1` (or `true`, `on`, `yes`) leaves the process as the kernel and
-//! mimalloc would have it (mimalloc then `madvise`s its arenas again): the previous default,
-//! for a deployment that measured a gain from huge pages.
+//! `MIMALLOC_ALLOW_THP=1` (or `true`, `on`, `yes`) skips the `prctl`: the process then gets
+//! huge pages where the kernel's mode is `always` (not under `madvise`, as mimalloc no longer
+//! asks for them). For a deployment that measured a gain from them on its own hardware.
 
 /// What to do about transparent huge pages, from `MIMALLOC_ALLOW_THP`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Thp {
     /// Disable them for the process (the default).
     Off,
-    /// Leave them to the kernel's mode and mimalloc's `allow_thp` option.
+    /// Leave them to the kernel's THP mode.
     Allowed,
 }
 
 impl Thp {
-    /// Reads `MIMALLOC_ALLOW_THP` as mimalloc does: `1`, `true`, `on`, `yes` (any case) or
-    /// another positive number allow huge pages; unset, `0` or anything else does not.
+    /// Reads `MIMALLOC_ALLOW_THP`: `1`, `true`, `on`, `yes` (any case) or another positive
+    /// number allow huge pages; unset, `0` or anything else (a typo included) does not.
     pub fn from_env(value: Option<&str>) -> Thp {
         let Some(v) = value.map(str::trim) else {
             return Thp::Off;
