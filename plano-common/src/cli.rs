@@ -155,6 +155,16 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         Ok((before, after)) => tracing::info!(before, after, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
+    // Transparent huge pages off unless MIMALLOC_ALLOW_THP turns them on (memory.rs).
+    match crate::memory::apply_thp_setting() {
+        Ok(crate::memory::Thp::Off) => tracing::info!(
+            "transparent huge pages off for this process (MIMALLOC_ALLOW_THP=1 allows them)"
+        ),
+        Ok(crate::memory::Thp::Allowed) => {
+            tracing::info!("transparent huge pages allowed (MIMALLOC_ALLOW_THP)");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot turn transparent huge pages off"),
+    }
 
     let workers = match Workers::from_env(std::env::var("PLANO_WORKERS").ok().as_deref()) {
         Ok(w) => w,

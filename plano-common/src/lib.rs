@@ -13,6 +13,7 @@ pub mod health;
 pub mod http_client;
 pub mod listen;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod peer;
 pub mod reload;
