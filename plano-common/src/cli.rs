@@ -166,6 +166,10 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot turn transparent huge pages off"),
     }
 
+    if let Err(e) = crate::logging::sink::check_env() {
+        eprintln!("{}: {e}", crate::logging::sink::FLUSH_ENV);
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let workers = match Workers::from_env(std::env::var("PLANO_WORKERS").ok().as_deref()) {
         Ok(w) => w,
         Err(e) => {

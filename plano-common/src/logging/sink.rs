@@ -61,16 +61,12 @@ impl Sink {
         }
     }
 
-    /// The flush interval from [`FLUSH_ENV`] (`0` = none); unset or unreadable: the default.
+    /// The flush interval from [`FLUSH_ENV`] (`0` = none); unset: the default. A value that
+    /// is not a number also gives the default here: the binaries refuse to start with one
+    /// ([`check_env`], exit 78), after logging is set up.
     pub fn interval_from_env() -> Option<Duration> {
-        match std::env::var(FLUSH_ENV)
-            .ok()
-            .map(|v| v.trim().parse::<u64>())
-        {
-            Some(Ok(0)) => None,
-            Some(Ok(ms)) => Some(Duration::from_millis(ms)),
-            _ => Some(DEFAULT_FLUSH_INTERVAL),
-        }
+        parse_interval(std::env::var(FLUSH_ENV).ok().as_deref())
+            .unwrap_or(Some(DEFAULT_FLUSH_INTERVAL))
     }
 
     pub fn interval(&self) -> Option<Duration> {
@@ -176,6 +172,26 @@ impl Sink {
     }
 }
 
+/// The interval a [`FLUSH_ENV`] value asks for: unset is the default, `0` none (every line
+/// at once), otherwise whole milliseconds.
+fn parse_interval(value: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(v) = value else {
+        return Ok(Some(DEFAULT_FLUSH_INTERVAL));
+    };
+    match v.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+        Err(_) => Err(format!(
+            "{v:?} is not a whole number of milliseconds (0 writes every access line at once)"
+        )),
+    }
+}
+
+/// Checks [`FLUSH_ENV`] as the binaries start: a typo must not silently give the default.
+pub fn check_env() -> Result<(), String> {
+    parse_interval(std::env::var(FLUSH_ENV).ok().as_deref()).map(|_| ())
+}
+
 /// The binaries' sink (stderr), created by the first [`global`] call, with its flusher
 /// thread when buffering is on.
 static GLOBAL: OnceLock<Sink> = OnceLock::new();
@@ -274,6 +290,19 @@ impl Write for SinkWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flush_interval_is_whole_milliseconds_or_refused() {
+        assert_eq!(parse_interval(None), Ok(Some(DEFAULT_FLUSH_INTERVAL)));
+        assert_eq!(parse_interval(Some("0")), Ok(None));
+        assert_eq!(
+            parse_interval(Some(" 250 ")),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        for bad in ["", "100ms", "-1", "1.5", "fast"] {
+            assert!(parse_interval(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
     use std::sync::Arc;
 
     #[derive(Clone, Default)]
