@@ -35,9 +35,18 @@ pub(crate) fn route_for(path: &str) -> Option<&'static str> {
 /// The pooled client for the edge's calls (egress, agents, endpoints): the common
 /// builder's (`plano_common::http_client`), so `overrides.upstream_tls_ca_path` applies;
 /// its HTTP/1 connections are driven by the requests' own tasks (no task per connection).
+/// At most [`MAX_IDLE_PER_HOST`] idle connections are kept per host, as the egress keeps
+/// towards each provider: after a burst of 1,000 streams the edge held 1,000 idle
+/// connections to the egress until their idle timeout (BENCHMARKS.md, "Memory").
 pub(crate) fn client(builder: &HttpClientBuilder) -> Result<Client, ClientSetupError> {
-    builder.build_pooled()
+    builder
+        .clone()
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .build_pooled()
 }
+
+/// Idle pooled connections kept per host (the egress, each agent, each endpoint).
+pub(crate) const MAX_IDLE_PER_HOST: usize = 256;
 
 /// Who the client was, for the forwarding headers.
 pub(crate) struct ClientInfo {
