@@ -122,6 +122,18 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// `e` and its sources joined with `: `, so "connection refused" is not lost behind
+/// Longest path written to the access log and error messages: a client can send a 40 KB
+/// path, and one request must not write 40 KB of log.
+pub const MAX_LOGGED_PATH_CHARS: usize = 256;
+
+/// `path` cut at [`MAX_LOGGED_PATH_CHARS`], with `…` and its full length when cut.
+pub fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.char_indices().nth(MAX_LOGGED_PATH_CHARS) {
+        None => std::borrow::Cow::Borrowed(path),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…({} bytes)", &path[..at], path.len())),
+    }
+}
+
 /// "client error (Connect)". The one error-chain walker both binaries use.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -152,6 +164,17 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_paths_are_cut_short_ones_kept() {
+        assert_eq!(bounded_path("/v1/models"), "/v1/models");
+        let long = format!("/{}", "a".repeat(40_000));
+        let cut = bounded_path(&long);
+        assert!(cut.len() < 300, "{}", cut.len());
+        assert!(cut.ends_with("…(40001 bytes)"), "{cut}");
+        let multibyte = "é".repeat(1000);
+        assert!(bounded_path(&multibyte).starts_with(&"é".repeat(MAX_LOGGED_PATH_CHARS)));
+    }
 
     #[test]
     fn openai_shape() {

@@ -37,18 +37,6 @@ pub(crate) struct AccessRecord {
     pub span: tracing::Span,
 }
 
-/// Longest path written to the access log and error messages: a client can send a 40 KB
-/// path, and one request must not write 40 KB of log.
-pub const MAX_LOGGED_PATH_CHARS: usize = 256;
-
-/// `path` cut at [`MAX_LOGGED_PATH_CHARS`], with `…` and its full length when cut.
-pub fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
-    match path.char_indices().nth(MAX_LOGGED_PATH_CHARS) {
-        None => std::borrow::Cow::Borrowed(path),
-        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…({} bytes)", &path[..at], path.len())),
-    }
-}
-
 /// One listener's handles for the metrics every request records (the request counter by
 /// route, method and status class; the duration histogram by route and status class),
 /// each registered the first time its labels occur. Registering by name and labels on
@@ -208,16 +196,5 @@ mod tests {
             assert!(ours[0].contains("plano::access"), "{}", ours[0]);
             assert!(ours[0].contains("request_id"), "{}", ours[0]);
         }
-    }
-
-    #[test]
-    fn long_paths_are_cut_short_ones_kept() {
-        assert_eq!(bounded_path("/v1/models"), "/v1/models");
-        let long = format!("/{}", "a".repeat(40_000));
-        let cut = bounded_path(&long);
-        assert!(cut.len() < 300, "{}", cut.len());
-        assert!(cut.ends_with("…(40001 bytes)"), "{cut}");
-        let multibyte = "é".repeat(1000);
-        assert!(bounded_path(&multibyte).starts_with(&"é".repeat(MAX_LOGGED_PATH_CHARS)));
     }
 }

@@ -95,7 +95,7 @@ async fn handle_in_span(
         request_id: request_id.to_str().unwrap_or("-").to_string(),
         listener: info.metrics.clone(),
         method: req.method().clone(),
-        path: crate::access_log::bounded_path(&path).into_owned(),
+        path: plano_common::errors::bounded_path(&path).into_owned(),
         route: route.unwrap_or("other"),
         error: "-",
         status: 0,
@@ -122,7 +122,7 @@ async fn handle_in_span(
     let Some(route_template) = route else {
         let e = EdgeError::NoRoute {
             method: req.method().clone(),
-            path: crate::access_log::bounded_path(&path).into_owned(),
+            path: plano_common::errors::bounded_path(&path).into_owned(),
         };
         return local(e, shape, record, &request_id, in_flight);
     };

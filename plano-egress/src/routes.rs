@@ -10,14 +10,13 @@
 //! (`plano_http_requests_total`, `plano_http_request_duration_seconds`, labelled by the
 //! route, `unmatched` for unknown paths), then its handler.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use plano_common::errors::{ApiError, ApiShape};
+use plano_common::errors::{ApiError, ApiShape, bounded_path};
 use plano_common::telemetry::{self, SpanAttributes, SpanBody};
 use tracing::Instrument;
 
@@ -39,18 +38,31 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint of a request path, and its route label (the path itself: fixed).
-    fn of(path: &str) -> Option<(Self, &'static str)> {
+    /// The endpoint of a request path.
+    fn of(path: &str) -> Option<Self> {
         Some(match path {
-            "/v1/chat/completions" => (Self::Chat, "/v1/chat/completions"),
-            "/v1/messages" => (Self::Messages, "/v1/messages"),
-            "/v1/messages/count_tokens" => (Self::CountTokens, "/v1/messages/count_tokens"),
-            "/v1/responses" => (Self::Responses, "/v1/responses"),
-            "/v1/models" => (Self::Models, "/v1/models"),
-            "/" => (Self::Root, "/"),
-            "/healthz" => (Self::Healthz, "/healthz"),
+            "/v1/chat/completions" => Self::Chat,
+            "/v1/messages" => Self::Messages,
+            "/v1/messages/count_tokens" => Self::CountTokens,
+            "/v1/responses" => Self::Responses,
+            "/v1/models" => Self::Models,
+            "/" => Self::Root,
+            "/healthz" => Self::Healthz,
             _ => return None,
         })
+    }
+
+    /// Its route label: the path itself (fixed, so labels stay bounded).
+    fn route(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
+            Self::Responses => "/v1/responses",
+            Self::Models => "/v1/models",
+            Self::Root => "/",
+            Self::Healthz => "/healthz",
+        }
     }
 
     /// The APIs are `POST`; the rest answer `GET` and `HEAD`.
@@ -67,10 +79,10 @@ impl Endpoint {
 
     /// The route a server span is named after: the API paths, none for `/` (as before
     /// this module matched by hand, span names did not change).
-    fn span_route(self, route: &'static str) -> &'static str {
+    fn span_route(self) -> &'static str {
         match self {
             Self::Root => "",
-            _ => route,
+            _ => self.route(),
         }
     }
 }
@@ -98,7 +110,7 @@ impl Routes {
         let endpoint = Endpoint::of(req.uri().path());
         let span = telemetry::server_span(
             "egress",
-            endpoint.map_or("", |(e, route)| e.span_route(route)),
+            endpoint.map_or("", Endpoint::span_route),
             &req,
             &self.span_attributes,
         );
@@ -111,7 +123,7 @@ impl Routes {
             *response.body_mut() = Body::empty();
         }
         let rt = self.state.runtime();
-        let route = endpoint.map_or("unmatched", |(_, route)| route);
+        let route = endpoint.map_or("unmatched", Endpoint::route);
         dispatch::record::http_response(
             response,
             &rt.config.model_listener.name,
@@ -122,16 +134,12 @@ impl Routes {
         .map(|body| SpanBody::new(body, span))
     }
 
-    async fn endpoint<B>(
-        &self,
-        endpoint: Option<(Endpoint, &'static str)>,
-        req: Request<B>,
-    ) -> Response
+    async fn endpoint<B>(&self, endpoint: Option<Endpoint>, req: Request<B>) -> Response
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let Some((endpoint, _)) = endpoint else {
+        let Some(endpoint) = endpoint else {
             return not_found(req.method(), req.uri().path());
         };
         if !endpoint.allows(req.method()) {
@@ -165,7 +173,7 @@ fn not_found(method: &Method, path: &str) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        format!("no route for {method} {}", bounded(path)),
+        format!("no route for {method} {}", bounded_path(path)),
     )
     .with_shape(ApiShape::for_path(path))
     .into_response()
@@ -181,16 +189,6 @@ fn method_not_allowed(method: &Method, path: &str) -> Response {
     .into_response()
 }
 
-/// A client-chosen path, cut short for an error message (a 40 KB path must not come back
-/// as a 40 KB error body).
-fn bounded(path: &str) -> Cow<'_, str> {
-    const MAX_CHARS: usize = 256;
-    match path.char_indices().nth(MAX_CHARS) {
-        None => Cow::Borrowed(path),
-        Some((at, _)) => Cow::Owned(format!("{}…({} bytes)", &path[..at], path.len())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,23 +202,23 @@ mod tests {
             ("/v1/responses", Endpoint::Responses),
         ];
         for (path, want) in post {
-            let (e, route) = Endpoint::of(path).unwrap();
-            assert_eq!((e, route), (want, path));
+            let e = Endpoint::of(path).unwrap();
+            assert_eq!((e, e.route()), (want, path));
             assert!(e.allows(&Method::POST));
             assert!(!e.allows(&Method::GET) && !e.allows(&Method::HEAD));
-            assert_eq!(e.span_route(route), path);
+            assert_eq!(e.span_route(), path);
         }
         for (path, want) in [
             ("/v1/models", Endpoint::Models),
             ("/", Endpoint::Root),
             ("/healthz", Endpoint::Healthz),
         ] {
-            let (e, _) = Endpoint::of(path).unwrap();
-            assert_eq!(e, want);
+            let e = Endpoint::of(path).unwrap();
+            assert_eq!((e, e.route()), (want, path));
             assert!(e.allows(&Method::GET) && e.allows(&Method::HEAD));
             assert!(!e.allows(&Method::POST) && !e.allows(&Method::DELETE));
         }
-        assert_eq!(Endpoint::Root.span_route("/"), "");
+        assert_eq!(Endpoint::Root.span_route(), "");
         for unknown in [
             "",
             "/v1/chat/completions/",
@@ -236,21 +234,12 @@ mod tests {
     /// future (`dispatch::serve`'s, ~5 KB) must stay boxed apart, not inline here.
     #[tokio::test]
     async fn the_future_the_listener_boxes_stays_small() {
-        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n";
-        let config = Arc::new(plano_config::load_str(yaml, None, &|_| None).unwrap());
-        let health = plano_common::health::HealthRegistry::new("plano.egress");
-        let state = Arc::new(AppState::new(config, health).await.unwrap());
-        let routes = Routes::new(state, Arc::new(SpanAttributes::of(None)));
+        let routes = Routes::new(
+            AppState::for_tests().await,
+            Arc::new(SpanAttributes::of(None)),
+        );
         let future = routes.serve(Request::new(Body::empty()));
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1536, "Routes::serve's future is {size} bytes");
-    }
-
-    #[test]
-    fn long_paths_are_cut_in_error_messages() {
-        let long = format!("/{}", "a".repeat(40_000));
-        let cut = bounded(&long);
-        assert!(cut.len() < 300 && cut.ends_with("(40001 bytes)"), "{cut}");
-        assert_eq!(bounded("/v2/x"), "/v2/x");
     }
 }

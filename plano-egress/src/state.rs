@@ -85,6 +85,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of a one-provider config (`openai/gpt-5`, the default), for unit tests
+    /// that need a real `AppState` without serving.
+    #[cfg(test)]
+    pub(crate) async fn for_tests() -> Arc<Self> {
+        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n";
+        let config = Arc::new(plano_config::load_str(yaml, None, &|_| None).unwrap());
+        let health = HealthRegistry::new("plano.egress");
+        Arc::new(Self::new(config, health).await.unwrap())
+    }
+
     pub async fn new(config: Arc<Config>, health: HealthRegistry) -> anyhow::Result<Self> {
         let circuits = Circuits::new(health);
         let filters = Arc::new(FilterRunner::new(

@@ -346,11 +346,12 @@ mod tests {
     /// replicas) are boxed where they are called; this keeps them from creeping back.
     #[tokio::test]
     async fn the_request_future_stays_small() {
-        let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-5\n    access_key: k\n    default: true\n";
-        let config = Arc::new(plano_config::load_str(yaml, None, &|_| None).unwrap());
-        let health = plano_common::health::HealthRegistry::new("plano.egress");
-        let state = Arc::new(AppState::new(config, health).await.unwrap());
-        let future = serve(state, Api::Chat, HeaderMap::new(), Body::empty());
+        let future = serve(
+            AppState::for_tests().await,
+            Api::Chat,
+            HeaderMap::new(),
+            Body::empty(),
+        );
         let size = std::mem::size_of_val(&future);
         assert!(size <= 6 * 1024, "dispatch::serve's future is {size} bytes");
     }
