@@ -9,6 +9,8 @@
 #   bench/instructions.sh                 # rows: chat messages stream edge
 #   bench/instructions.sh nginx chat      # nginx `proxy_pass` (the reference) and the egress
 #   bench/instructions.sh chat stream     # some rows
+#   bench/instructions.sh floor chat      # the floor: listener + upstream pool and nothing else
+#                                         # (integration-tests' bare-proxy), against the egress
 #   EGRESS_BIN=/path/plano-egress EDGE_BIN=/path/plano-edge bench/instructions.sh
 #   SECONDS_PER_ROW=8 TOP=25 bench/instructions.sh
 #   KEEP=/tmp/cg bench/instructions.sh    # keep the callgrind files (callgrind_annotate them)
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 ROWS=("$@")
 [ ${#ROWS[@]} -gt 0 ] || ROWS=(chat messages stream edge)
 for r in "${ROWS[@]}"; do
-  case $r in chat|messages|stream|edge|nginx) ;; -h|--help) sed -n '2,/^# TOP/p' "$0"; exit 0 ;; *) die "unknown row $r (chat, messages, stream, edge, nginx)" ;; esac
+  case $r in chat|messages|stream|edge|nginx|floor) ;; -h|--help) sed -n '2,/^# TOP/p' "$0"; exit 0 ;; *) die "unknown row $r (chat, messages, stream, edge, nginx, floor)" ;; esac
 done
 SECONDS_PER_ROW=${SECONDS_PER_ROW:-5}
 TOP=${TOP:-15}
@@ -39,11 +41,13 @@ load_n=1
 proxy_n=1
 EGRESS_BIN=${EGRESS_BIN:-target/release/plano-egress}
 EDGE_BIN=${EDGE_BIN:-target/release/plano-edge}
+FLOOR_BIN=${FLOOR_BIN:-target/release/bare-proxy}
 if [ "${BENCH_NO_BUILD:-0}" != 1 ] && [ "$EGRESS_BIN" = target/release/plano-egress ]; then
   echo "building release binaries" >&2
-  cargo build --release --quiet -p plano-egress -p plano-edge --bin plano-egress --bin plano-edge
+  cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
+    --bin plano-egress --bin plano-edge --bin bare-proxy
 fi
-for b in "$EGRESS_BIN" "$EDGE_BIN"; do [ -x "$b" ] || die "$b is missing"; done
+for b in "$EGRESS_BIN" "$EDGE_BIN" "$FLOOR_BIN"; do [ -x "$b" ] || die "$b is missing"; done
 
 bench_work=$(mktemp -d)
 trap cleanup EXIT
@@ -63,10 +67,16 @@ start 0-127 "$work/nginx.log" valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/nginx.cg.%p" "$NGINX" -p "$work/proxy" -c "$work/proxy/nginx.conf" \
   -g 'daemon off; master_process off;'
 nginx_pid=$started
+read -r FLOOR <<<"$(free_ports 1)"
+start 0-127 "$work/floor.log" valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$work/floor.cg.%p" "$FLOOR_BIN" --listen "127.0.0.1:$FLOOR" \
+  --upstream "http://127.0.0.1:$P_JSON"
+floor_pid=$started
 owns "$provider_pid" "$P_JSON"
 owns "$egress_pid" "$EGRESS"
 owns "$edge_pid" "$EDGE"
 owns "$nginx_pid" "$N_JSON"
+owns "$floor_pid" "$FLOOR"
 for _ in $(seq 1 600); do
   curl -fsS "http://127.0.0.1:$ADMIN_EG/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_ED/readyz" >/dev/null 2>&1 && break
   sleep 0.1
@@ -76,6 +86,7 @@ smoke "http://127.0.0.1:$EGRESS/v1/messages" messages '"type":"message"'
 smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" stream 'data: \[DONE\]'
 smoke "http://127.0.0.1:$EDGE/v1/chat/completions" chat '"chat.completion"'
 smoke "http://127.0.0.1:$N_JSON/v1/chat/completions" chat '"chat.completion"'
+smoke "http://127.0.0.1:$FLOOR/v1/chat/completions" chat '"chat.completion"'
 
 # total_ir FILE: the summary line's instruction count.
 total_ir() { awk '/^totals:/ {print $2; exit}' "$1"; }
@@ -97,7 +108,7 @@ row() { # row NAME URL LUA PIDS...
     local f who
     f=$(ls -t "$work"/*.cg."$p".* 2>/dev/null | head -1)
     [ -n "$f" ] || die "no callgrind dump for pid $p"
-    case $p in "$edge_pid") who=plano-edge ;; "$nginx_pid") who=nginx ;; *) who=plano-egress ;; esac
+    case $p in "$edge_pid") who=plano-edge ;; "$nginx_pid") who=nginx ;; "$floor_pid") who=bare-proxy ;; *) who=plano-egress ;; esac
     local ir
     ir=$(total_ir "$f")
     [ -n "$ir" ] || { cp "$f" /tmp/instructions-debug.cg; die "no total in $f (copied to /tmp/instructions-debug.cg)"; }
@@ -132,6 +143,7 @@ for r in "${ROWS[@]}"; do
     messages) row messages "http://127.0.0.1:$EGRESS/v1/messages" messages "$egress_pid" ;;
     stream) row stream "http://127.0.0.1:$EGRESS$chat" stream "$egress_pid" ;;
     nginx) row nginx "http://127.0.0.1:$N_JSON$chat" chat "$nginx_pid" ;;
+    floor) row floor "http://127.0.0.1:$FLOOR$chat" chat "$floor_pid" ;;
     edge) row edge "http://127.0.0.1:$EDGE$chat" chat "$edge_pid" "$egress_pid" ;;
   esac
 done

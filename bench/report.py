@@ -77,6 +77,7 @@ def cmd_tables(path, meta_path):
         ("plano-egress, chat pass-through", "egress.closed", "egress/nginx", ng),
         ("plano-egress, `/v1/messages` translated", "messages.closed", "messages/nginx", ng),
         ("plano-edge → plano-egress (both on the proxy CPU)", "edge.closed", "edge chain/egress", eg),
+        ("floor: Plano's listener + upstream pool, no features (`bare-proxy`)", "floor.closed", "floor/nginx", ng),
     ]
     for label, key, rname, ref in lines:
         x = r(key)

@@ -51,10 +51,10 @@ load_n=$(cpu_count "$LOAD_CPUS")
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   echo "building release binaries" >&2
   cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
-    --bin plano-egress --bin plano-edge --bin loadgen
+    --bin plano-egress --bin plano-edge --bin loadgen --bin bare-proxy
 fi
 bin=target/release
-for b in plano-egress plano-edge loadgen; do [ -x "$bin/$b" ] || die "$bin/$b is missing (run without BENCH_NO_BUILD)"; done
+for b in plano-egress plano-edge loadgen bare-proxy; do [ -x "$bin/$b" ] || die "$bin/$b is missing (run without BENCH_NO_BUILD)"; done
 
 bench_work=$(mktemp -d)
 trap cleanup EXIT
@@ -68,11 +68,17 @@ RUST_LOG=info start "$PROXY_CPUS" "$work/egress.log" "${EGRESS_BIN:-$bin/plano-e
 egress_pid=$started
 RUST_LOG=info start "$PROXY_CPUS" "$work/edge.log" "$bin/plano-edge" --config "$work/plano.yaml"
 edge_pid=$started
+# The floor: Plano's listener and upstream pool with no feature between them.
+read -r FLOOR <<<"$(free_ports 1)"
+start "$PROXY_CPUS" "$work/floor.log" "$bin/bare-proxy" --listen "127.0.0.1:$FLOOR" \
+  --upstream "http://127.0.0.1:$P_JSON" --threads "$proxy_n"
+floor_pid=$started
 
 owns "$provider_pid" "$P_JSON"; owns "$provider_pid" "$P_SSE"
 owns "$nginx_proxy_pid" "$N_JSON"; owns "$nginx_proxy_pid" "$N_SSE"
 owns "$egress_pid" "$EGRESS"; owns "$egress_pid" "$ADMIN_EG"
 owns "$edge_pid" "$EDGE"; owns "$edge_pid" "$ADMIN_ED"
+owns "$floor_pid" "$FLOOR"
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$ADMIN_EG/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$ADMIN_ED/readyz" >/dev/null 2>&1 && break
   sleep 0.1
@@ -82,6 +88,7 @@ smoke "http://127.0.0.1:$N_JSON/v1/chat/completions" chat '"chat.completion"'
 smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" chat '"chat.completion"'
 smoke "http://127.0.0.1:$EGRESS/v1/messages" messages '"type":"message"'
 smoke "http://127.0.0.1:$EDGE/v1/chat/completions" chat '"chat.completion"'
+smoke "http://127.0.0.1:$FLOOR/v1/chat/completions" chat '"chat.completion"'
 smoke "http://127.0.0.1:$EGRESS/v1/chat/completions" stream 'data: \[DONE\]'
 smoke "http://127.0.0.1:$N_SSE/v1/chat/completions" stream 'data: \[DONE\]'
 
@@ -128,6 +135,7 @@ closed egress.closed "http://127.0.0.1:$EGRESS$chat" chat
 [ -z "${PERF_OUT:-}" ] || wait "$perf_job"
 closed messages.closed "http://127.0.0.1:$EGRESS/v1/messages" messages
 closed edge.closed "http://127.0.0.1:$EDGE$chat" chat
+closed floor.closed "http://127.0.0.1:$FLOOR$chat" chat
 loadgen nginx.rate "http://127.0.0.1:$N_JSON$chat" --mode rate --rate "$RATE" --model bench-json
 loadgen egress.rate "http://127.0.0.1:$EGRESS$chat" --mode rate --rate "$RATE" --model bench-json
 loadgen messages.rate "http://127.0.0.1:$EGRESS/v1/messages" --mode rate --rate "$RATE" --model bench-json --api messages
