@@ -484,6 +484,9 @@ pub fn record_llm_request(span: &Span, r: &LlmRequest<'_>) {
 
 /// The model the provider says answered.
 pub fn record_response_model(span: &Span, model: &str) {
+    if span.is_disabled() {
+        return;
+    }
     span.set_attribute(attr::GEN_AI_RESPONSE_MODEL, model.to_string());
 }
 
@@ -502,6 +505,10 @@ fn int(n: u64) -> Value {
 
 /// Record usage (both naming schemes).
 pub fn record_usage(span: &Span, u: &Usage) {
+    // Traces off: no attributes to build.
+    if span.is_disabled() {
+        return;
+    }
     span.set_attribute(attr::GEN_AI_USAGE_INPUT_TOKENS, int(u.input));
     span.set_attribute(attr::GEN_AI_USAGE_OUTPUT_TOKENS, int(u.output));
     span.set_attribute(attr::LLM_USAGE_PROMPT_TOKENS, int(u.input));
@@ -520,6 +527,9 @@ pub fn record_usage(span: &Span, u: &Usage) {
 
 /// Time from the request to the first streamed event.
 pub fn record_time_to_first_token(span: &Span, ttft: Duration) {
+    if span.is_disabled() {
+        return;
+    }
     span.set_attribute(attr::GEN_AI_TIME_TO_FIRST_TOKEN, ttft.as_secs_f64());
     span.set_attribute(
         attr::LLM_TIME_TO_FIRST_TOKEN,
@@ -529,6 +539,9 @@ pub fn record_time_to_first_token(span: &Span, ttft: Duration) {
 
 /// Why generation stopped (`stop`, `length`, `tool_calls`…), one per choice.
 pub fn record_finish_reasons(span: &Span, reasons: &[&str]) {
+    if span.is_disabled() {
+        return;
+    }
     if reasons.is_empty() {
         return;
     }
@@ -675,6 +688,9 @@ fn has_non_null(data: &str, key: &str) -> bool {
 /// fallback reason (`router_timeout`, `router_nonsense`…, as in
 /// `plano_routing_fallbacks_total`).
 pub fn record_routing(span: &Span, outcome: &str, route: Option<&str>, duration: Duration) {
+    if span.is_disabled() {
+        return;
+    }
     span.set_attribute(attr::PLANO_ROUTING_OUTCOME, outcome.to_string());
     if let Some(r) = route {
         span.set_attribute(attr::PLANO_ROUTING_ROUTE, r.to_string());

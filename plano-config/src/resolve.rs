@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use crate::model::{Alias, Provider};
 
 /// A concrete model on a configured provider.
@@ -113,17 +115,19 @@ pub fn canonical(target: &Target, providers: &[Provider]) -> String {
     }
 }
 
-/// Every name a request may use, resolved once when the config is validated.
+/// Every name a request may use, resolved once when the config is validated. Looked up on
+/// every request with FxHash, not SipHash: the tables are fixed by the config (a client's
+/// name is only looked up, never inserted), so there is nothing to flood.
 #[derive(Debug, Clone, Default)]
 pub struct ModelTable {
     /// Provider names, `model` strings and unambiguous bare ids of non-wildcard providers.
-    exact: HashMap<String, Target>,
+    exact: FxHashMap<String, Target>,
     /// Names of wildcard providers (`name` and `model`) → index.
-    wildcard_names: HashMap<String, usize>,
+    wildcard_names: FxHashMap<String, usize>,
     /// Wildcard provider prefix → index (the first listed).
-    wildcard_prefixes: HashMap<String, usize>,
+    wildcard_prefixes: FxHashMap<String, usize>,
     /// Alias → its target, then its fallbacks in order.
-    aliases: HashMap<String, Vec<Target>>,
+    aliases: FxHashMap<String, Vec<Target>>,
     default: Option<usize>,
 }
 

@@ -342,19 +342,91 @@ fn classify_client_error(e: &plano_common::http_client::PooledError) -> AttemptE
     }
 }
 
-async fn read_limited(
-    body: &mut plano_common::http_client::PooledBody,
-    limit: usize,
-) -> Result<Bytes, String> {
-    let mut out = bytes::BytesMut::new();
+async fn read_limited<B>(body: &mut B, limit: usize) -> Result<Bytes, String>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    // Most answers arrive as one frame: it is returned as it is, without a copy; a second
+    // frame starts a buffer.
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(format!("upstream body larger than {limit} bytes"));
-            }
-            out.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > limit {
+            return Err(format!("upstream body larger than {limit} bytes"));
+        }
+        if let Some(buf) = more.as_mut() {
+            buf.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let mut buf = bytes::BytesMut::with_capacity(len.saturating_mul(2).min(limit));
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            more = Some(buf);
+        } else {
+            first = Some(data);
         }
     }
-    Ok(out.freeze())
+    Ok(match (more, first) {
+        (Some(buf), _) => buf.freeze(),
+        (None, Some(head)) => head,
+        (None, None) => Bytes::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body that yields `parts` as separate data frames.
+    struct Parts(VecDeque<&'static str>);
+
+    impl http_body::Body for Parts {
+        type Data = Bytes;
+        type Error = String;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+            Poll::Ready(
+                self.get_mut()
+                    .0
+                    .pop_front()
+                    .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))),
+            )
+        }
+    }
+
+    fn body(parts: &[&'static str]) -> Parts {
+        Parts(parts.iter().copied().collect())
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_whole_in_one_frame_or_many_and_refused_past_the_limit() {
+        assert_eq!(read_limited(&mut body(&[]), 10).await.unwrap(), "");
+        assert_eq!(read_limited(&mut body(&["{}"]), 10).await.unwrap(), "{}");
+        assert_eq!(
+            read_limited(&mut body(&["{\"a\"", ":", "1}"]), 10)
+                .await
+                .unwrap(),
+            "{\"a\":1}"
+        );
+        assert_eq!(
+            read_limited(&mut body(&["0123456789"]), 10).await.unwrap(),
+            "0123456789"
+        );
+        for parts in [&["0123456789a"][..], &["01234", "56789", "a"][..]] {
+            let e = read_limited(&mut body(parts), 10).await.unwrap_err();
+            assert_eq!(e, "upstream body larger than 10 bytes");
+        }
+    }
 }

@@ -6,13 +6,13 @@
 //! time it is served ([`http_response`]), once per process for the overhead. Registering by name and labels on each call
 //! allocated the label strings and hashed and looked up the key every time.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, counter, histogram};
 use plano_common::metrics as m;
 use plano_config::Provider;
+use rustc_hash::FxHashMap;
 
 use crate::error::AttemptError;
 use crate::providers::usage::Usage;
@@ -125,12 +125,14 @@ struct RouteMetrics {
     durations: RwLock<Vec<(&'static str, Histogram)>>,
 }
 
-type Routes = HashMap<Box<str>, HashMap<Box<str>, Arc<RouteMetrics>>>;
+/// FxHash: looked up twice per request, with keys from our own config (SipHash's
+/// flooding resistance buys nothing there).
+type Routes = FxHashMap<Box<str>, FxHashMap<Box<str>, Arc<RouteMetrics>>>;
 
 /// Listener name → route template (a fixed set: the router's paths and `unmatched`) →
 /// handles. Process-wide like the recorder they belong to, which `plano_common::runtime::
 /// Context::new` installs before any listener serves.
-static ROUTES: LazyLock<RwLock<Routes>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+static ROUTES: LazyLock<RwLock<Routes>> = LazyLock::new(|| RwLock::new(FxHashMap::default()));
 
 fn route_metrics(listener: &str, route: &str) -> Arc<RouteMetrics> {
     let found = ROUTES

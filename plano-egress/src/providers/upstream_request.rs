@@ -171,9 +171,17 @@ pub fn build_request(
     body: bytes::Bytes,
 ) -> Request<http_body_util::Full<bytes::Bytes>> {
     let mut headers = HeaderMap::with_capacity(16);
-    for name in &PROPAGATED {
-        if let Some(v) = client_headers.get(name) {
-            headers.insert(name.clone(), v.clone());
+    // One pass over the client's headers (a handful) instead of a hashed lookup per
+    // propagated name. A name given twice passes its first value, as `get` would: the
+    // map yields a name's values one after another.
+    let mut previous: Option<&HeaderName> = None;
+    for (name, value) in client_headers {
+        if previous == Some(name) {
+            continue;
+        }
+        previous = Some(name);
+        if PROPAGATED.contains(name) {
+            headers.insert(name.clone(), value.clone());
         }
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
@@ -274,6 +282,9 @@ mod tests {
             HeaderValue::from_static("Bearer client-key"),
         );
         client.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        client.insert("x-private", HeaderValue::from_static("mine"));
+        client.append("traceparent", HeaderValue::from_static("00-second-01"));
+        client.insert("user-agent", HeaderValue::from_static("sdk/1"));
         client.insert("connection", HeaderValue::from_static("close"));
         let uri = uri(&p, &p.chat_path()).unwrap();
         assert_eq!(
@@ -292,6 +303,9 @@ mod tests {
         assert_eq!(h["authorization"], "Bearer sk-provider");
         assert!(h["authorization"].is_sensitive());
         assert_eq!(h["traceparent"], "00-abc-def-01");
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert_eq!(h["user-agent"], "sdk/1");
+        assert!(!h.contains_key("x-private"));
         assert_eq!(h["host"], "llm.example.com");
         assert_eq!(h["x-team"], "a");
         assert_eq!(h["x-request-id"], "rid");
