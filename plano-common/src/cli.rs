@@ -201,6 +201,7 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         } else {
             "multi_thread"
         },
+        collect_on_park = collect == crate::memory::Collect::OnPark,
         "async runtime"
     );
     let code = runtime.block_on(async {
