@@ -18,7 +18,9 @@
 #
 # Environment: STREAMS=1000, SOAK_SECONDS (600, or 60 with --short), SOAK_RATE=100
 # (requests/s: 1/4 streams, 1/10 to a provider answering 500), NEAR_IDLE_MIB=20,
-# AFTER_SECONDS=120, BENCH_NO_BUILD=1, MIMALLOC_* (passed through to both binaries, e.g.
+# AFTER_SECONDS=120, BENCH_NO_BUILD=1, BIN_DIR (binaries to measure, default target/release;
+# with BENCH_NO_BUILD=1 for an A/B of two builds), PLANO_ALLOC_COLLECT and MIMALLOC_*
+# (passed through to both binaries, e.g.
 # MIMALLOC_ALLOW_THP=1 for transparent huge pages, off by default; docs/deployment.md).
 # Needs: nginx (the failing provider), taskset, ss, python3.
 set -euo pipefail
@@ -53,7 +55,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   cargo build --release --quiet -p plano-egress -p plano-edge -p integration-tests \
     --bin plano-egress --bin plano-edge --bin loadgen --bin mock-llm
 fi
-bin=target/release
+bin=${BIN_DIR:-target/release}
 for b in plano-egress plano-edge loadgen mock-llm; do [ -x "$bin/$b" ] || die "$bin/$b is missing (run without BENCH_NO_BUILD)"; done
 
 bench_work=$(mktemp -d)

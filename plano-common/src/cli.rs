@@ -177,8 +177,17 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let collect = match crate::memory::Collect::from_env(
+        std::env::var(crate::memory::COLLECT_ENV).ok().as_deref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", crate::memory::COLLECT_ENV);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let threads = workers.threads(available_cpus());
-    let runtime = match build_runtime(component, threads) {
+    let runtime = match build_runtime(component, threads, collect) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -192,6 +201,7 @@ pub fn main_with(component: Component, args: Args, binary: Binary) -> ExitCode {
         } else {
             "multi_thread"
         },
+        collect_on_park = collect == crate::memory::Collect::OnPark,
         "async runtime"
     );
     let code = runtime.block_on(async {
@@ -258,9 +268,15 @@ pub fn available_cpus() -> usize {
 /// (everything on the main thread, no work-stealing queues or cross-thread wake-ups;
 /// measured in BENCHMARKS.md, "Lane R"). More: Tokio's multi-thread runtime with that many
 /// workers. Blocking work (`spawn_blocking`) has its own pool either way.
+///
+/// With [`Collect::OnPark`](crate::memory::Collect) a thread that runs requests hands its
+/// freed memory back to the OS when it parks (at most once a second, `memory.rs`). Only the
+/// threads that run tasks park: the blocking pool's threads need no hook, they exit after
+/// 10 s without work and mimalloc collects a thread's heap when it exits.
 pub fn build_runtime(
     component: Component,
     threads: usize,
+    collect: crate::memory::Collect,
 ) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -269,6 +285,9 @@ pub fn build_runtime(
         b.worker_threads(threads);
         b
     };
+    if collect == crate::memory::Collect::OnPark {
+        builder.on_thread_park(crate::memory::on_park);
+    }
     builder.enable_all().thread_name(component.name()).build()
 }
 
@@ -509,6 +528,7 @@ impl Default for Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::Collect;
     use crate::test_support::bare_config;
     use clap::CommandFactory;
     use std::sync::Arc;
@@ -641,7 +661,7 @@ mod tests {
     #[test]
     fn one_worker_is_a_current_thread_runtime_more_is_multi_thread() {
         use tokio::runtime::RuntimeFlavor;
-        let one = build_runtime(Component::Egress, 1).unwrap();
+        let one = build_runtime(Component::Egress, 1, Collect::OnPark).unwrap();
         assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
         // Spawned tasks and timers run on it while `block_on` drives it.
         let got = one.block_on(async {
@@ -652,9 +672,56 @@ mod tests {
             t.await.unwrap()
         });
         assert_eq!(got, 7);
-        let two = build_runtime(Component::Edge, 2).unwrap();
+        let two = build_runtime(Component::Edge, 2, Collect::Off).unwrap();
         assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
         assert_eq!(two.metrics().num_workers(), 2);
+    }
+
+    /// The runtime's threads collect when they park (the hook is installed), and do not
+    /// with `PLANO_ALLOC_COLLECT=0`. Counts are per thread, so tests running alongside
+    /// cannot make this pass.
+    #[test]
+    fn the_runtime_threads_collect_when_they_park_unless_turned_off() {
+        use crate::memory::thread_collections;
+        // One worker: a current-thread runtime parks the thread that calls `block_on`.
+        let one = std::thread::spawn(|| {
+            let rt = build_runtime(Component::Egress, 1, Collect::OnPark).unwrap();
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            thread_collections()
+        });
+        assert!(
+            one.join().unwrap() >= 1,
+            "the current-thread runtime did not collect"
+        );
+
+        // Several: a worker that has parked once has collected. Each check runs on some
+        // worker after a sleep (which parks them all); bounded, not timed: at most 200 tries.
+        let two = build_runtime(Component::Edge, 2, Collect::OnPark).unwrap();
+        let collected = two.block_on(async {
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let n = tokio::spawn(async { thread_collections() }).await.unwrap();
+                if n >= 1 {
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(collected, "no worker of the multi-thread runtime collected");
+
+        let off = build_runtime(Component::Edge, 2, Collect::Off).unwrap();
+        let counts = off.block_on(async {
+            let mut counts = Vec::new();
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                counts.push(tokio::spawn(async { thread_collections() }).await.unwrap());
+            }
+            counts
+        });
+        assert!(
+            counts.iter().all(|n| *n == 0),
+            "collected while off: {counts:?}"
+        );
     }
 
     #[test]
