@@ -36,6 +36,10 @@ pin_project_lite::pin_project! {
     impl PinnedDrop for ResponseBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            // A body hyper never polled because it was empty from the start.
+            if !*this.done && this.inner.is_end_stream() {
+                this.record.completed = true;
+            }
             this.record.emit();
         }
     }
@@ -143,13 +147,13 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.done {
             return Poll::Ready(None);
         }
         // What the upstream has ready goes out first; the deadline cuts a body only while
         // it waits (so an answer already complete is never lost to a deadline just passed).
-        let polled = this.inner.poll_frame(cx);
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref()
@@ -157,6 +161,12 @@ impl Body for ResponseBody {
                 {
                     this.record.bytes_out += data.len() as u64;
                     *this.at_boundary = data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n");
+                }
+                // hyper stops polling a body that says it has ended (or that has sent its
+                // declared length) after its last frame: `Ready(None)` below never comes.
+                if this.inner.is_end_stream() {
+                    this.record.completed = true;
+                    this.in_flight.take();
                 }
             }
             Poll::Ready(None) => {
@@ -199,5 +209,81 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            request_id: "rid".into(),
+            listener: Arc::new(crate::access_log::ListenerMetrics::new("l")),
+            method: http::Method::POST,
+            path: "/v1/chat/completions".into(),
+            route: "/v1/chat/completions",
+            status: 200,
+            bytes_out: 0,
+            started: std::time::Instant::now(),
+            upstream: "egress",
+            completed: false,
+            error: "-",
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// hyper polls a body only until it says it has ended (`is_end_stream` after the last
+    /// data frame, as a body of known length does): that is a complete answer, and the
+    /// request is no longer in flight. (It used to count as incomplete: `completed=false`
+    /// in the access log of every non-streamed answer.)
+    #[tokio::test]
+    async fn a_body_that_ends_with_its_last_frame_is_complete() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let inner = ResponseBody::full(Bytes::from_static(b"{\"ok\":true}"));
+        let mut body = Box::pin(ResponseBody::new(
+            inner,
+            None,
+            record(),
+            InFlight::new(&counter),
+        ));
+        assert_eq!(counter.load(Ordering::SeqCst), 1);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap().len(), 11);
+        assert!(body.is_end_stream());
+        assert!(body.record.completed);
+        assert_eq!(body.record.bytes_out, 11);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+
+        // A streamed body (no declared end) is complete at its `None`, not before.
+        let events = Events(vec![Bytes::from_static(b"data: 1\n\n")]).boxed_unsync();
+        let mut body = Box::pin(ResponseBody::new(
+            events,
+            None,
+            record(),
+            InFlight::new(&counter),
+        ));
+        body.frame().await.unwrap().unwrap();
+        assert!(!body.record.completed);
+        assert_eq!(counter.load(Ordering::SeqCst), 1);
+        assert!(body.frame().await.is_none());
+        assert!(body.record.completed);
+    }
+
+    /// Data frames, then the end, without saying so in advance (as a stream does).
+    struct Events(Vec<Bytes>);
+
+    impl Body for Events {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop().map(|b| Ok(Frame::data(b))))
+        }
     }
 }

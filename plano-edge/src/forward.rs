@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Uri};
 use plano_common::http_client::{ClientSetupError, HttpClientBuilder, PooledClient};
 
@@ -61,13 +62,7 @@ pub(crate) fn upstream_request(
     request_id: &HeaderValue,
     client: &ClientInfo,
 ) -> Result<Request<Inner>, http::Error> {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let base = egress.as_str().trim_end_matches('/');
-    let uri: Uri = format!("{base}{path_and_query}").parse()?;
+    let uri = egress_uri(egress, req.uri())?;
     *req.uri_mut() = uri;
     // The egress speaks HTTP/1.1 or h2 as its connection decides, not as the client did.
     *req.version_mut() = http::Version::HTTP_11;
@@ -75,6 +70,61 @@ pub(crate) fn upstream_request(
     forwarding_headers(req.headers_mut(), request_id, client);
     Ok(req)
 }
+
+/// The egress URL's scheme and authority, parsed once per thread and URL (the config can
+/// change it on reload): formatting and parsing the whole URI again cost ~1.9k
+/// instructions per request (BENCHMARKS.md, "Lane X").
+struct EgressBase {
+    url: String,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+thread_local! {
+    static EGRESS_BASE: std::cell::RefCell<Option<EgressBase>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `egress` + the client's path and query. An egress URL with a path of its own (a prefix)
+/// is joined as text; without one the client's path is reused as it is.
+fn egress_uri(egress: &url::Url, client: &Uri) -> Result<Uri, http::Error> {
+    let path_and_query = client.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let base = egress.as_str().trim_end_matches('/');
+    let prefixed = egress.path() != "/" || egress.query().is_some() || egress.fragment().is_some();
+    if prefixed || !path_and_query.starts_with('/') {
+        return Ok(format!("{base}{path_and_query}").parse()?);
+    }
+    let cached = EGRESS_BASE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if let Some(b) = cached.as_ref()
+            && b.url == egress.as_str()
+        {
+            return Some((b.scheme.clone(), b.authority.clone()));
+        }
+        let parts = base.parse::<Uri>().ok()?.into_parts();
+        let (scheme, authority) = (parts.scheme?, parts.authority?);
+        *cached = Some(EgressBase {
+            url: egress.as_str().to_string(),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+        });
+        Some((scheme, authority))
+    });
+    // Not an absolute URL (the config checks it is): the full parse says why.
+    let Some((scheme, authority)) = cached else {
+        return Ok(format!("{base}{path_and_query}").parse()?);
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(match client.path_and_query() {
+        Some(p) => p.clone(),
+        None => PathAndQuery::from_static("/"),
+    });
+    Ok(Uri::from_parts(parts)?)
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The client's headers made ready for the next hop (egress or agent): hop-by-hop and
 /// `Host` removed, request id and forwarding headers set.
@@ -88,7 +138,7 @@ pub(crate) fn forwarding_headers(
     headers.insert(plano_common::request_id::X_REQUEST_ID, request_id.clone());
     append_forwarded_for(headers, client.peer);
     headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.https { "https" } else { "http" }),
     );
 }
@@ -96,14 +146,72 @@ pub(crate) fn forwarding_headers(
 pub(crate) use plano_common::headers::strip_hop_by_hop;
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = peer.ip().to_string();
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+    let mut ip = IpText::default();
+    let ip = ip.of(peer.ip());
+    let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prior) if !prior.trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_bytes(&v)
+        }
+        _ => HeaderValue::from_bytes(ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+    if let Ok(v) = value {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// An IP address as text without `fmt` (an IPv4 address's `Display` cost ~1.4k
+/// instructions per request); IPv6 goes through `Display`.
+struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        Self {
+            buf: [0; 45],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    fn of(&mut self, ip: std::net::IpAddr) -> &[u8] {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b'.');
+                    }
+                    if octet >= 100 {
+                        self.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        self.push(b'0' + octet / 10 % 10);
+                    }
+                    self.push(b'0' + octet % 10);
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut w = &mut self.buf[..];
+                let _ = write!(w, "{v6}");
+                let left = w.len();
+                self.len = self.buf.len() - left;
+            }
+        }
+        &self.buf[..self.len]
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
     }
 }
 
@@ -163,5 +271,72 @@ mod tests {
         assert_eq!(out.headers()["x-request-id"], "rid-1");
         assert_eq!(out.headers()["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(out.headers()["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn forwarded_for_addresses_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.1",
+            "99.100.109.255",
+            "192.0.2.7",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.128",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut text = IpText::default();
+            assert_eq!(text.of(ip), ip.to_string().as_bytes(), "{ip}");
+            let mut h = HeaderMap::new();
+            append_forwarded_for(&mut h, SocketAddr::new(ip, 1));
+            assert_eq!(h["x-forwarded-for"], ip.to_string());
+            h.insert("x-forwarded-for", HeaderValue::from_static(" "));
+            append_forwarded_for(&mut h, SocketAddr::new(ip, 1));
+            assert_eq!(h["x-forwarded-for"], ip.to_string());
+        }
+    }
+
+    #[test]
+    fn egress_uri_with_and_without_a_path_prefix() {
+        let client = Uri::from_static("/v1/chat/completions?a=b");
+        let cases = [
+            (
+                "http://127.0.0.1:12000",
+                "http://127.0.0.1:12000/v1/chat/completions?a=b",
+            ),
+            (
+                "http://127.0.0.1:12000/",
+                "http://127.0.0.1:12000/v1/chat/completions?a=b",
+            ),
+            // Another URL on the same thread: the cached base is not reused.
+            (
+                "https://egress.internal",
+                "https://egress.internal/v1/chat/completions?a=b",
+            ),
+            ("http://[::1]:9/", "http://[::1]:9/v1/chat/completions?a=b"),
+            (
+                "http://h:1/base/",
+                "http://h:1/base/v1/chat/completions?a=b",
+            ),
+            ("http://h:1/base", "http://h:1/base/v1/chat/completions?a=b"),
+            (
+                "http://127.0.0.1:12000",
+                "http://127.0.0.1:12000/v1/chat/completions?a=b",
+            ),
+        ];
+        for (egress, want) in cases {
+            let egress: url::Url = egress.parse().unwrap();
+            let uri = egress_uri(&egress, &client).unwrap();
+            assert_eq!(uri, want, "{egress}");
+            assert_eq!(uri.scheme_str(), Some(egress.scheme()));
+        }
+        let egress: url::Url = "http://127.0.0.1:12000".parse().unwrap();
+        assert_eq!(
+            egress_uri(&egress, &Uri::from_static("/v1/models")).unwrap(),
+            "http://127.0.0.1:12000/v1/models"
+        );
     }
 }

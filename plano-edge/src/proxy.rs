@@ -205,9 +205,13 @@ async fn handle_in_span(
         return Box::pin(routed.run(parts, body, finish)).await;
     }
     // 6. egress health
-    let status = edge.egress.borrow().clone();
-    if !status.up {
-        return finish.fail(EdgeError::EgressUnavailable(status.detail));
+    // (The status is cloned only when it is down: its detail is a `String`.)
+    let down = {
+        let status = edge.egress.borrow();
+        (!status.up).then(|| status.detail.clone())
+    };
+    if let Some(detail) = down {
+        return finish.fail(EdgeError::EgressUnavailable(detail));
     }
     // 7. forward
     let upstream = match forward::upstream_request(
@@ -504,20 +508,23 @@ fn check_content_type(
         return Ok(());
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let (kind, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
-    let refused = matches!(
-        kind,
-        "multipart" | "image" | "audio" | "video" | "font" | "model"
-    ) || matches!(
-        essence.as_str(),
-        "application/xml" | "text/xml" | "text/html"
-    ) || (kind == "application" && sub.ends_with("+xml"));
+    // Compared without case and without a lowercased copy: most requests say
+    // `application/json`, which this decides at once.
+    let essence = text.split(';').next().unwrap_or("").trim();
+    let (kind, sub) = essence.split_once('/').unwrap_or((essence, ""));
+    let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let refused = !is(essence, "application/json")
+        && (["multipart", "image", "audio", "video", "font", "model"]
+            .iter()
+            .any(|k| is(kind, k))
+            || ["application/xml", "text/xml", "text/html"]
+                .iter()
+                .any(|e| is(essence, e))
+            || (is(kind, "application")
+                && sub.len() >= 4
+                && sub
+                    .get(sub.len() - 4..)
+                    .is_some_and(|tail| is(tail, "+xml"))));
     if refused {
         let shown: String = text.chars().take(64).collect();
         return Err(EdgeError::UnsupportedMediaType(shown));
@@ -549,4 +556,48 @@ fn local(
     );
     res.headers_mut().insert("x-request-id", request_id.clone());
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_that_cannot_carry_json_are_refused_in_any_case() {
+        let post = http::Method::POST;
+        let check = |ct: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            check_content_type(&post, "/v1/chat/completions", &h).is_ok()
+        };
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "",
+            "application/xm",
+        ] {
+            assert!(check(ok), "{ok}");
+        }
+        for refused in [
+            "multipart/form-data; boundary=x",
+            "Image/PNG",
+            "audio/ogg",
+            "video/mp4",
+            "font/woff",
+            "model/gltf+json",
+            "application/xml",
+            "TEXT/XML",
+            " text/html ; charset=utf-8",
+            "application/atom+XML",
+        ] {
+            assert!(!check(refused), "{refused}");
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        assert!(check_content_type(&http::Method::GET, "/v1/chat/completions", &h).is_ok());
+        assert!(check_content_type(&post, "/v1/models", &h).is_ok());
+    }
 }
