@@ -39,8 +39,12 @@ type Answer = Either<PooledBody, Full<Bytes>>;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime =
-        plano_common::cli::build_runtime(plano_common::runtime::Component::Egress, args.threads)?;
+    // The runtime the binaries build, with their default (idle workers collect).
+    let runtime = plano_common::cli::build_runtime(
+        plano_common::runtime::Component::Egress,
+        args.threads,
+        plano_common::memory::Collect::OnPark,
+    )?;
     runtime.block_on(run(args))
 }
 
