@@ -647,14 +647,17 @@ mod tests {
     use super::*;
     use crate::providers::api::Api;
 
+    /// A translated answer (or the error's param and message) and the usage read.
+    type Outcome = (Result<Value, (Option<String>, String)>, Usage);
+
     /// The tree translation's answer (or error) and usage for the answer's text.
-    fn by_tree(raw: &str, ctx: &ResponseCtx) -> (Result<Value, (Option<String>, String)>, Usage) {
+    fn by_tree(raw: &str, ctx: &ResponseCtx) -> Outcome {
         let chat: Value = serde_json::from_str(raw).unwrap();
         let out = response_from_chat_tree(&chat, ctx.clone()).map_err(|e| (e.param, e.message));
         (out, Usage::of(Api::Chat, &chat))
     }
 
-    fn by_bytes(raw: &str, ctx: &ResponseCtx) -> (Result<Value, (Option<String>, String)>, Usage) {
+    fn by_bytes(raw: &str, ctx: &ResponseCtx) -> Outcome {
         match message_from_chat_json(raw.as_bytes(), ctx) {
             Ok((bytes, usage)) => (Ok(serde_json::from_slice(&bytes).unwrap()), usage),
             Err(e) => (Err((e.param, e.message)), Usage::of(Api::Chat, &json!({}))),

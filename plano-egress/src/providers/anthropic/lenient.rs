@@ -228,6 +228,8 @@ pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
 /// then held no quote, backslash or control character (`serde_json` refuses those raw):
 /// what `serde_json` would write for it is its bytes between quotes, copied as they are
 /// (escaping ~1 KB of answer text byte by byte was ~9k instructions). Others are escaped.
+// The `Cow` itself is the argument: whether it is borrowed is what is read.
+#[allow(clippy::ptr_arg)]
 pub(super) fn write_read_str(out: &mut Vec<u8>, s: &Cow<'_, str>) {
     match s {
         Cow::Borrowed(b) => {
