@@ -3,6 +3,8 @@
 //! Every call into a family module (`anthropic`, `responses`, `bedrock`) is made here,
 //! so the request path in `dispatch/` never sees a wire format.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use plano_config::{Provider, ProviderApi};
 use serde_json::{Map, Value};
@@ -157,6 +159,28 @@ impl Route {
             // rewritten, not parsed into a tree and serialised again.
             return Ok(Bytes::from(bytes));
         }
+        if self.client == Api::Messages
+            && self.upstream == Api::Chat
+            && !self.chatgpt
+            && let Some(raw) = req.body.pass_through("", false)
+        {
+            // A plain Messages request (text turns, no tools) is translated from its bytes
+            // into the chat request's bytes, no trees (`anthropic/to_chat.rs`); any other
+            // takes the tree translation below.
+            let model = if self.vertex && !model_id.contains('/') {
+                Cow::Owned(format!("google/{model_id}"))
+            } else {
+                Cow::Borrowed(model_id)
+            };
+            let target = anthropic::ChatTarget {
+                model: &model,
+                max_completion_tokens: self.completion_tokens_name,
+                include_usage: usage_on_stream,
+            };
+            if let Some(bytes) = anthropic::plain_request_to_chat_json(&raw, &target) {
+                return Ok(Bytes::from(bytes));
+            }
+        }
         let client_body = req.body.tree()?;
         let mut body = if self.native() {
             client_body.clone()
@@ -232,7 +256,8 @@ impl Route {
     /// without (their client `type`s, each once); empty when the body passes through.
     /// What `x-plano-dropped-tools` lists.
     pub fn dropped_tools(&self, req: &ClientRequest<'_>) -> Vec<String> {
-        if self.native() {
+        // Only `tools` can hold hosted tools: without it the body's tree is not built.
+        if self.native() || !req.body.has("tools") {
             return Vec::new();
         }
         let Ok(body) = req.body.tree() else {
@@ -263,6 +288,20 @@ impl Route {
                 None => Usage::default(),
             };
             return Ok((upstream.clone(), usage));
+        }
+        if self.client == Api::Messages && self.upstream == Api::Chat {
+            // Read into the fields the Message needs and written as bytes, no trees
+            // (`anthropic/from_chat.rs`).
+            // Only `stop_sequences` is read from the client's body: without it the body's
+            // tree is not built.
+            let client = if req.body.has("stop_sequences") {
+                tree_of(req)
+            } else {
+                body::empty_tree()
+            };
+            let ctx = anthropic::ResponseCtx::for_answer(client, req.model);
+            let (bytes, usage) = anthropic::message_from_chat_json(upstream, &ctx)?;
+            return Ok((Bytes::from(bytes), usage));
         }
         let value: Value = serde_json::from_slice(upstream).map_err(|e| {
             TranslateError::new(format!("the provider's answer is not valid JSON: {e}"))

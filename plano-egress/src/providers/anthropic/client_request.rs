@@ -80,7 +80,7 @@ pub fn request_to_chat(req: &Obj) -> Result<Obj, TranslateError> {
 
 /// OpenAI refuses a `user` longer than 64 characters, and Claude Code sends about 150:
 /// a longer id is replaced by a stable digest of it, so it still identifies the user.
-fn chat_user(id: &str) -> String {
+pub(super) fn chat_user(id: &str) -> String {
     const MAX: usize = 64;
     if id.len() <= MAX {
         return id.to_owned();

@@ -70,13 +70,23 @@
 //!   `strict` on function tools (Anthropic's strict tools need recent models, and the
 //!   OpenAI Agents SDK sets it on every tool); the deprecated `functions` and
 //!   `function_call` are refused with a 400 rather than silently ignored.
+//! - **Without trees.** A whole chat answer becomes a Message by [`message_from_chat_json`]
+//!   (the answer read into the fields used, strings borrowed, the Message written as bytes),
+//!   and a plain Messages request (text turns, no tools, images, documents or
+//!   `output_config`) becomes a chat request by [`plain_request_to_chat_json`]; any other
+//!   request takes [`request_to_chat`] on the body's tree. Both read what the tree
+//!   translation reads (same fields, last of a repeated key, wrong types as there) and
+//!   their tests compare them with it.
 //! - **Streams.** See [`StreamFromChat`] (tool calls after the first are buffered, so that
 //!   interleaved argument fragments still produce whole blocks) and [`StreamToChat`].
 
 mod client_request;
+mod from_chat;
+mod lenient;
 mod response;
 mod stream_from_chat;
 mod stream_to_chat;
+mod to_chat;
 mod upstream_request;
 
 use serde_json::{Map, Value, json};
@@ -84,9 +94,11 @@ use serde_json::{Map, Value, json};
 use super::TranslateError;
 
 pub use self::client_request::request_to_chat;
+pub use self::from_chat::message_from_chat_json;
 pub use self::response::{ResponseCtx, response_from_chat, response_to_chat};
 pub use self::stream_from_chat::StreamFromChat;
 pub use self::stream_to_chat::StreamToChat;
+pub use self::to_chat::{ChatTarget, plain_request_to_chat_json};
 pub use self::upstream_request::{DEFAULT_MAX_TOKENS, request_from_chat};
 
 type Obj = Map<String, Value>;

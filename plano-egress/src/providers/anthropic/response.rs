@@ -3,10 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::{
-    Obj, Tokens, finish_reason_from_anthropic, matched_stop_sequence, message_id, present,
-    stop_reason_from_chat, tool_input, unix_now,
-};
+use super::{Obj, Tokens, finish_reason_from_anthropic, present, unix_now};
+#[cfg(test)]
+use super::{matched_stop_sequence, message_id, stop_reason_from_chat, tool_input};
 use crate::providers::TranslateError;
 
 /// What a translated response needs from the client's Messages request.
@@ -48,22 +47,38 @@ impl ResponseCtx {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
-            stop_sequences: req
-                .get("stop_sequences")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            stop_sequences: stop_sequences(req),
             input_tokens_estimate: ["system", "messages", "tools"]
                 .iter()
                 .filter_map(|k| req.get(*k))
                 .map(text_bytes)
                 .sum::<usize>()
                 .div_ceil(4) as u64,
+        }
+    }
+}
+
+/// The client's `stop_sequences` (its strings).
+fn stop_sequences(req: &Obj) -> Vec<String> {
+    req.get("stop_sequences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl ResponseCtx {
+    /// For a whole answer to the client's Messages request `req`, echoing `model`: without
+    /// the input tokens estimate, which only a stream's `message_start` carries.
+    pub fn for_answer(req: &Obj, model: &str) -> Self {
+        ResponseCtx {
+            model: model.to_owned(),
+            stop_sequences: stop_sequences(req),
+            input_tokens_estimate: 0,
         }
     }
 }
@@ -82,7 +97,23 @@ fn text_bytes(v: &Value) -> usize {
 
 /// Chat completion → Message. An upstream answer without a first choice is an error.
 /// `ctx`: [`ResponseCtx::from_request`] of the client's request, or just its model.
+/// The request path translates the answer's bytes ([`super::message_from_chat_json`]);
+/// this is the same translation on trees.
 pub fn response_from_chat(
+    chat: &Value,
+    ctx: impl Into<ResponseCtx>,
+) -> Result<Value, TranslateError> {
+    let bytes = serde_json::to_vec(chat)
+        .map_err(|e| TranslateError::new(format!("cannot encode the answer: {e}")))?;
+    let (message, _) = super::message_from_chat_json(&bytes, &ctx.into())?;
+    serde_json::from_slice(&message)
+        .map_err(|e| TranslateError::new(format!("cannot decode the answer: {e}")))
+}
+
+/// The translation as it was written on trees, before [`super::message_from_chat_json`]:
+/// the reference the tests compare it with.
+#[cfg(test)]
+pub(super) fn response_from_chat_tree(
     chat: &Value,
     ctx: impl Into<ResponseCtx>,
 ) -> Result<Value, TranslateError> {
@@ -156,6 +187,7 @@ pub fn response_from_chat(
 }
 
 /// Text of chat message content: a string, or the text of its parts.
+#[cfg(test)]
 fn chat_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
