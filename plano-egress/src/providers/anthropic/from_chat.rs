@@ -39,6 +39,21 @@ pub fn message_from_chat_json(
     Ok((write_message(&answer, ctx)?, usage))
 }
 
+/// Chat completion → Message. An upstream answer without a first choice is an error.
+/// `ctx`: [`ResponseCtx::from_request`] of the client's request, or just its model.
+/// The request path translates the answer's bytes ([`message_from_chat_json`]);
+/// this is the same translation on trees.
+pub fn response_from_chat(
+    chat: &serde_json::Value,
+    ctx: impl Into<ResponseCtx>,
+) -> Result<serde_json::Value, TranslateError> {
+    let bytes = serde_json::to_vec(chat)
+        .map_err(|e| TranslateError::new(format!("cannot encode the answer: {e}")))?;
+    let (message, _) = message_from_chat_json(&bytes, &ctx.into())?;
+    serde_json::from_slice(&message)
+        .map_err(|e| TranslateError::new(format!("cannot decode the answer: {e}")))
+}
+
 fn write_message(answer: &Answer<'_>, ctx: &ResponseCtx) -> Result<Vec<u8>, TranslateError> {
     let choice = answer
         .choice

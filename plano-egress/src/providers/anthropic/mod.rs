@@ -94,8 +94,8 @@ use serde_json::{Map, Value, json};
 use super::TranslateError;
 
 pub use self::client_request::request_to_chat;
-pub use self::from_chat::message_from_chat_json;
-pub use self::response::{ResponseCtx, response_from_chat, response_to_chat};
+pub use self::from_chat::{message_from_chat_json, response_from_chat};
+pub use self::response::{ResponseCtx, response_to_chat};
 pub use self::stream_from_chat::StreamFromChat;
 pub use self::stream_to_chat::StreamToChat;
 pub use self::to_chat::{ChatTarget, plain_request_to_chat_json};

@@ -95,22 +95,7 @@ fn text_bytes(v: &Value) -> usize {
     }
 }
 
-/// Chat completion → Message. An upstream answer without a first choice is an error.
-/// `ctx`: [`ResponseCtx::from_request`] of the client's request, or just its model.
-/// The request path translates the answer's bytes ([`super::message_from_chat_json`]);
-/// this is the same translation on trees.
-pub fn response_from_chat(
-    chat: &Value,
-    ctx: impl Into<ResponseCtx>,
-) -> Result<Value, TranslateError> {
-    let bytes = serde_json::to_vec(chat)
-        .map_err(|e| TranslateError::new(format!("cannot encode the answer: {e}")))?;
-    let (message, _) = super::message_from_chat_json(&bytes, &ctx.into())?;
-    serde_json::from_slice(&message)
-        .map_err(|e| TranslateError::new(format!("cannot decode the answer: {e}")))
-}
-
-/// The translation as it was written on trees, before [`super::message_from_chat_json`]:
+/// The translation as it was written on trees, before `from_chat::message_from_chat_json`:
 /// the reference the tests compare it with.
 #[cfg(test)]
 pub(super) fn response_from_chat_tree(
