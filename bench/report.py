@@ -48,6 +48,12 @@ def fmt(x, nd=2):
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+# A quiet 2-core run's references: closed-loop p99 under 1 ms, nginx's fixed-rate p99 2-6 ms
+# (BENCHMARKS.md); beyond these the machine, not a proxy, set the figures.
+DISTURBED_CLOSED_P99_MS = 5.0
+DISTURBED_RATE_P99_MS = 10.0
+
+
 def ratio(a, b):
     return None if not a or not b else a / b
 
@@ -146,6 +152,25 @@ def cmd_tables(path, meta_path):
     dt, et = r("direct.ttft").get("first_p50_ms"), r("egress.ttft").get("first_p50_ms")
     check("streaming TTFT added (p50, egress − direct)", "≤ 0.3 ms", None if dt is None or et is None else et - dt, lambda v: v <= 0.3, " ms")
     print(f"| egress RSS idle / after the runs | ≤ 30 MiB idle | {meta['rss_idle']} / {meta['rss_after']} MiB | {'yes' if float(meta['rss_idle']) <= 30 else 'no'} |")
+    # The references are static servers: when they stall, the machine did, and every ratio of
+    # the run is suspect (seen on shared VMs: nginx's own p99 at 50-170 ms, its req/s halved).
+    stalls = []
+    for label, key, limit in [
+        ("provider direct, closed loop", "direct.closed", DISTURBED_CLOSED_P99_MS),
+        ("nginx `proxy_pass`, closed loop", "nginx.closed", DISTURBED_CLOSED_P99_MS),
+        ("nginx `proxy_pass`, fixed rate", "nginx.rate", DISTURBED_RATE_P99_MS),
+    ]:
+        p99 = r(key).get("p99_ms")
+        if p99 is not None and p99 > limit:
+            stalls.append(f"{label} p99 {p99:.2f} ms (> {limit} ms)")
+    if stalls:
+        print()
+        print(
+            "**Disturbed run:** the references stalled ("
+            + "; ".join(stalls)
+            + "). Do not compare its ratios; run again on a quiet machine, or A/B with "
+            "bench/instructions.sh."
+        )
 
 
 if __name__ == "__main__":
