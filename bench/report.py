@@ -8,7 +8,8 @@
       when --perf names a file perf wrote, and /proc utime+stime ticks per role), with the
       CPU microseconds per request; plus what else ran on the proxy CPUs (steal, busy time
       not spent by the measured processes).
-  report.py loadgen OUT     a loadgen run (already JSON) as a row
+      With --into RUN.json --round N --key KEY: stored in the run's file; prints its errors.
+  report.py loadgen OUT [--into RUN.json --key KEY]   a loadgen run (already JSON) as a row
   report.py tables RUN.json the result tables (the format BENCHMARKS.md uses) of a run:
       the medians over rounds, each round's figures, the budget of issue #15
 """
@@ -95,6 +96,9 @@ def cmd_wrk(argv):
     ap.add_argument("--stat-after")
     ap.add_argument("--proxy-cpus")
     ap.add_argument("--seq", type=int)
+    ap.add_argument("--into", help="the run's JSON file: the row is stored there, and its error count printed")
+    ap.add_argument("--round", default="-", help="round number (1…), or - for a row run once")
+    ap.add_argument("--key")
     ap.add_argument("--window", nargs=2, type=float, help="wall-clock start and end of the measured window")
     a = ap.parse_args(argv)
     row = parse_wrk(open(a.wrk_out).read())
@@ -130,6 +134,8 @@ def cmd_wrk(argv):
         b1, s1 = parse_stat(a.stat_after, cpus)
         window_s = a.window[1] - a.window[0] if a.window else row["seconds"]
         row["window_s"] = window_s
+        if a.window:
+            row["start"] = a.window[0]
         wall_ms = window_s * 1000 * len(cpus)
         row["proxy_cpus_steal_pct"] = 100 * (s1 - s0) * 1000 / a.hz / wall_ms
         # busy time of the proxy CPUs that the measured processes did not spend (their
@@ -137,11 +143,32 @@ def cmd_wrk(argv):
         if "proc_cpu_ms" in row:
             other = (b1 - b0) * 1000 / a.hz - sum(row["proc_cpu_ms"].values())
             row["proxy_cpus_other_pct"] = 100 * max(other, 0) / wall_ms
-    print(json.dumps(row))
+    emit(row, a.into, a.round, a.key)
+
+
+def emit(row, into, rnd, key):
+    """Print the row, or store it in the run's JSON file and print its error count."""
+    if not into:
+        print(json.dumps(row))
+        return
+    res = json.load(open(into))
+    if rnd == "-":
+        res["rows"][key] = row
+    else:
+        while len(res["rounds"]) < int(rnd):
+            res["rounds"].append({})
+        res["rounds"][int(rnd) - 1][key] = row
+    json.dump(res, open(into, "w"))
+    print(int(row.get("errors", 0)))
 
 
 def cmd_loadgen(argv):
-    print(json.dumps(json.loads(open(argv[0]).read())))
+    ap = argparse.ArgumentParser(prog="report.py loadgen")
+    ap.add_argument("out")
+    ap.add_argument("--into")
+    ap.add_argument("--key")
+    a = ap.parse_args(argv)
+    emit(json.loads(open(a.out).read()), a.into, "-", a.key)
 
 
 def fmt(x, nd=2):

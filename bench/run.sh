@@ -141,23 +141,9 @@ echo '{"rounds": [], "rows": {}}' >"$results"
 errors=0
 seq_no=0
 record() {
-  # record ROUND KEY JSON: ROUND is a round number (1…) or "-" for a row run once
-  python3 - "$results" "$@" <<'PY'
-import json, sys
-path, rnd, key, row = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-res = json.load(open(path))
-if rnd == "-":
-    res["rows"][key] = row
-else:
-    while len(res["rounds"]) < int(rnd):
-        res["rounds"].append({})
-    res["rounds"][int(rnd) - 1][key] = row
-json.dump(res, open(path, "w"))
-PY
-  local e
-  e=$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1]).get('errors', 0)))" "$3")
-  errors=$((errors + e))
-  [ "$e" = 0 ] || echo "  $2: $e errors" >&2
+  # record KEY ERRORS: count a row's failed requests
+  errors=$((errors + $2))
+  [ "$2" = 0 ] || echo "  $1: $2 errors" >&2
 }
 closed() {
   # closed ROUND KEY URL LUA [ROLE:PID...]: warm-up, then a measured closed-loop run with
@@ -180,17 +166,21 @@ closed() {
   fi
   after=$(cpu_ticks "$@")
   grep '^cpu' /proc/stat >"$work/stat.after"
-  local t1=$EPOCHREALTIME
-  record "$rnd" "$key" "$(python3 bench/report.py wrk "$work/wrk.out" --seq "$seq_no" --hz "$HZ" --window "$t0" "$t1" \
+  local t1=$EPOCHREALTIME e
+  e=$(python3 bench/report.py wrk "$work/wrk.out" --into "$results" --round "$rnd" --key "$key" \
+    --seq "$seq_no" --hz "$HZ" --window "$t0" "$t1" \
     --perf "$work/perf.csv" --ticks-before "$before" --ticks-after "$after" \
-    --stat-before "$work/stat.before" --stat-after "$work/stat.after" --proxy-cpus "$PROXY_CPUS")"
+    --stat-before "$work/stat.before" --stat-after "$work/stat.after" --proxy-cpus "$PROXY_CPUS")
+  record "$key" "$e"
 }
 loadgen() {
   # loadgen KEY URL ARGS...: fixed-rate or TTFT rows, run once
   echo "loadgen: $1" >&2
   local key=$1 url=$2; shift 2
   taskset -c "$LOAD_CPUS" "$bin/loadgen" --url "$url" --seconds "$ROW_DURATION" --header 'x-user-id: bench' "$@" >"$work/loadgen.out"
-  record - "$key" "$(cat "$work/loadgen.out")"
+  local e
+  e=$(python3 bench/report.py loadgen "$work/loadgen.out" --into "$results" --key "$key")
+  record "$key" "$e"
 }
 chat=/v1/chat/completions
 row() {
