@@ -1,15 +1,14 @@
 #!/usr/bin/env python3
 """Helpers for bench/run.sh.
 
-  report.py wrk WRK_OUT [--perf CSV --ticks-before S --ticks-after S --hz N
-                         --stat-before F --stat-after F --proxy-cpus LIST --seq N]
-      one closed-loop run as a JSON row: wrk's req/s, p50, p99, errors and completed
-      requests, and the CPU time the proxy's processes spent over the run (perf task-clock
-      when --perf names a file perf wrote, and /proc utime+stime ticks per role), with the
-      CPU microseconds per request; plus what else ran on the proxy CPUs (steal, busy time
-      not spent by the measured processes).
+  report.py wrk|loadgen OUT [--perf CSV --ticks-before S --ticks-after S --hz N
+                         --stat-before F --stat-after F --proxy-cpus LIST --seq N --window T0 T1]
+      one run as a JSON row: wrk's req/s, p50, p99, errors and completed requests (or
+      loadgen's JSON, its `ok` the completed requests), and the CPU time the proxy's
+      processes spent over the run (perf task-clock when --perf names a file perf wrote,
+      and /proc utime+stime ticks per role), with the CPU microseconds per request; plus
+      what else ran on the proxy CPUs (steal, busy time not spent by the measured processes).
       With --into RUN.json --round N --key KEY: stored in the run's file; prints its errors.
-  report.py loadgen OUT [--into RUN.json --key KEY]   a loadgen run (already JSON) as a row
   report.py tables RUN.json the result tables (the format BENCHMARKS.md uses) of a run:
       the medians over rounds, each round's figures, the budget of issue #15
 """
@@ -86,8 +85,16 @@ def parse_stat(path, cpus):
 
 
 def cmd_wrk(argv):
-    ap = argparse.ArgumentParser(prog="report.py wrk")
-    ap.add_argument("wrk_out")
+    cmd_run("wrk", argv)
+
+
+def cmd_loadgen(argv):
+    cmd_run("loadgen", argv)
+
+
+def cmd_run(kind, argv):
+    ap = argparse.ArgumentParser(prog=f"report.py {kind}")
+    ap.add_argument("out", help=f"what {kind} printed")
     ap.add_argument("--perf")
     ap.add_argument("--ticks-before", default="")
     ap.add_argument("--ticks-after", default="")
@@ -101,7 +108,12 @@ def cmd_wrk(argv):
     ap.add_argument("--key")
     ap.add_argument("--window", nargs=2, type=float, help="wall-clock start and end of the measured window")
     a = ap.parse_args(argv)
-    row = parse_wrk(open(a.wrk_out).read())
+    text = open(a.out).read()
+    if kind == "wrk":
+        row = parse_wrk(text)
+    else:
+        row = json.loads(text)
+        row["requests"] = row.get("ok", 0)
     if a.seq is not None:
         row["seq"] = a.seq
     n = row["requests"]
@@ -132,11 +144,11 @@ def cmd_wrk(argv):
         cpus = cpu_list(a.proxy_cpus)
         b0, s0 = parse_stat(a.stat_before, cpus)
         b1, s1 = parse_stat(a.stat_after, cpus)
-        window_s = a.window[1] - a.window[0] if a.window else row["seconds"]
+        window_s = a.window[1] - a.window[0] if a.window else row.get("seconds", 0)
         row["window_s"] = window_s
         if a.window:
             row["start"] = a.window[0]
-        wall_ms = window_s * 1000 * len(cpus)
+        wall_ms = max(window_s, 1e-3) * 1000 * len(cpus)
         row["proxy_cpus_steal_pct"] = 100 * (s1 - s0) * 1000 / a.hz / wall_ms
         # busy time of the proxy CPUs that the measured processes did not spend (their
         # softirqs, other processes); only meaningful for rows that measure a proxy
@@ -162,15 +174,6 @@ def emit(row, into, rnd, key):
     print(int(row.get("errors", 0)))
 
 
-def cmd_loadgen(argv):
-    ap = argparse.ArgumentParser(prog="report.py loadgen")
-    ap.add_argument("out")
-    ap.add_argument("--into")
-    ap.add_argument("--key")
-    a = ap.parse_args(argv)
-    emit(json.loads(open(a.out).read()), a.into, "-", a.key)
-
-
 def fmt(x, nd=2):
     return "—" if x is None else f"{x:,.{nd}f}"
 
@@ -193,6 +196,12 @@ CLOSED = [
     ("edge.closed", "plano-edge → plano-egress (both on the proxy CPU)", "egress.closed", "edge chain/egress"),
     ("floor.closed", "floor: Plano's listener + upstream pool, no features (`bare-proxy`)", "nginx.closed", "floor/nginx"),
 ]
+RATE = [
+    ("nginx.rate", "nginx `proxy_pass`", None),
+    ("egress.rate", "plano-egress, chat pass-through", "nginx.rate"),
+    ("messages.rate", "plano-egress, `/v1/messages` translated", "nginx.rate"),
+    ("edge.rate", "plano-edge → plano-egress", "egress.rate"),
+]
 STREAMS = [
     ("direct", "provider direct (no proxy)", None, None),
     ("nginx", "nginx `proxy_pass`", None, None),
@@ -202,7 +211,14 @@ SHORT = {
     "direct.closed": "direct", "nginx.closed": "nginx", "egress.closed": "egress chat",
     "messages.closed": "messages", "edge.closed": "edge chain", "floor.closed": "floor",
     "direct.stream": "direct stream", "nginx.stream": "nginx stream", "egress.stream": "egress stream",
+    "nginx.rate": "nginx fixed rate", "egress.rate": "egress fixed rate",
+    "messages.rate": "messages fixed rate", "edge.rate": "edge chain fixed rate",
+    "direct.ttft": "direct TTFT", "nginx.ttft": "nginx TTFT", "egress.ttft": "egress TTFT",
 }
+# The reference of each row's ratios (req/s, CPU).
+REFS = {k: ref for k, _, ref, _ in CLOSED}
+REFS.update({f"{n}.stream": ref for n, _, ref, _ in STREAMS})
+REFS.update({k: ref for k, _, ref in RATE})
 
 
 def ratio(a, b):
@@ -225,37 +241,53 @@ class Run:
     def __init__(self, res):
         self.meta = res["meta"]
         self.rounds = res.get("rounds", [])
+        # Rows run once (an older run, or a row left out of the rounds) count as one round.
         self.rows = res.get("rows", {})
 
+    def runs(self, key):
+        found = [rnd.get(key, {}) for rnd in self.rounds]
+        if not any(found) and key in self.rows:
+            return [self.rows[key]]
+        return found
+
     def per_round(self, key, field):
-        return [rnd.get(key, {}).get(field) for rnd in self.rounds]
+        return [x.get(field) for x in self.runs(key)]
 
     def med(self, key, field):
         return median(self.per_round(key, field))
 
+    def pairs(self, key, ref):
+        if ref is None:
+            return []
+        return list(zip(self.runs(key), self.runs(ref)))
+
     def ratios(self, key, ref):
         """Each round's row / reference req/s."""
-        return [ratio(rnd.get(key, {}).get("rps"), rnd.get(ref, {}).get("rps")) for rnd in self.rounds]
+        return [ratio(x.get("rps"), y.get("rps")) for x, y in self.pairs(key, ref)]
 
     def cpu_ratios(self, key, ref):
         """Each round's reference µs / row µs (higher is better, like the req/s ratio)."""
-        return [ratio(rnd.get(ref, {}).get("cpu_us"), rnd.get(key, {}).get("cpu_us")) for rnd in self.rounds]
+        return [ratio(y.get("cpu_us"), x.get("cpu_us")) for x, y in self.pairs(key, ref)]
 
-    def p99_deltas(self, key):
+    def p99_deltas(self, key, ref):
         out = []
-        for rnd in self.rounds:
-            a, b = rnd.get(key, {}).get("p99_ms"), rnd.get("nginx.closed", {}).get("p99_ms")
+        for x, y in self.pairs(key, ref):
+            a, b = x.get("p99_ms"), y.get("p99_ms")
             out.append(None if a is None or b is None else a - b)
         return out
 
     def disturbed_rounds(self):
-        """{round number: [reasons]} for the rounds whose references stalled."""
+        """{round number: [reasons]} for the rounds the machine disturbed."""
         out = {}
         for i, rnd in enumerate(self.rounds, 1):
-            for key, label in [("direct.closed", "provider direct"), ("nginx.closed", "nginx `proxy_pass`")]:
+            for key, label, limit in [
+                ("direct.closed", "provider direct closed-loop", DISTURBED_CLOSED_P99_MS),
+                ("nginx.closed", "nginx `proxy_pass` closed-loop", DISTURBED_CLOSED_P99_MS),
+                ("nginx.rate", "nginx `proxy_pass` fixed-rate", DISTURBED_RATE_P99_MS),
+            ]:
                 p99 = rnd.get(key, {}).get("p99_ms")
-                if p99 is not None and p99 > DISTURBED_CLOSED_P99_MS:
-                    out.setdefault(i, []).append(f"{label} p99 {p99:.2f} ms")
+                if p99 is not None and p99 > limit:
+                    out.setdefault(i, []).append(f"{label} p99 {p99:,.2f} ms")
             taken = [
                 (x.get("proxy_cpus_other_pct") or 0) + (x.get("proxy_cpus_steal_pct") or 0)
                 for x in rnd.values()
@@ -269,11 +301,14 @@ class Run:
         return out
 
 
+def rtxt(v, name=None):
+    return "" if v is None else f"{v:.2f}×" + (f" ({name})" if name else "")
+
+
 def cmd_tables(argv):
     run = Run(json.load(open(argv[0])))
-    meta, rows = run.meta, run.rows
-    n_rounds = len(run.rounds)
-    r = lambda k: rows.get(k, {})
+    meta = run.meta
+    n_rounds = max(len(run.rounds), 1)
     print(
         f"Produced by `{meta['command']}` on {meta['date']} {meta.get('time', '')} UTC "
         f"(commit {meta.get('commit', '?')}) — {meta['machine']}, release build; load average "
@@ -285,14 +320,15 @@ def cmd_tables(argv):
     print(
         f"Proxy under test on CPU(s) {meta['proxy_cpus']} (alone); provider (static nginx "
         f"`return 200`, ~1 KB chat completion or a {meta['events']}-event SSE body) and load "
-        f"generator on CPU(s) {meta['load_cpus']}. Closed loop: `wrk -t1 -c{meta['connections']}`, "
-        f"{n_rounds} rounds, each row {meta['warm']} s warm-up + {meta['duration']} s measured per "
-        f"round, nginx first in each round and the other rows rotated one place per round; "
-        f"figures are medians over the rounds, ratios the median of each round's ratio. CPU "
-        f"µs/request: {cpu_src} of the proxy's processes over its run / completed requests "
-        f"(CPU ratio = reference µs / row µs). Fixed rate: `loadgen --mode rate` at "
-        f"{meta['rate']} req/s for {meta['row_duration']} s (latency from each request's "
-        f"scheduled start). Errors across all runs: {meta['errors']}."
+        f"generator on CPU(s) {meta['load_cpus']}. {n_rounds} rounds; in each, every row runs once, "
+        f"the reference first in its group and the other rows rotated one place per round. Closed "
+        f"loop: `wrk -t1 -c{meta['connections']}`, {meta['warm']} s warm-up + {meta['duration']} s "
+        f"measured; fixed rate: `loadgen --mode rate` at {meta['rate']} req/s for "
+        f"{meta['row_duration']} s (latency from each request's scheduled start); TTFT: `loadgen "
+        f"--mode ttft`, 8 streams, {meta['row_duration']} s. Figures are medians over the rounds, "
+        f"ratios the median of each round's ratio. CPU µs/request: {cpu_src} of the proxy's "
+        f"processes over its run / completed requests; CPU ratio = reference µs / row µs. Errors "
+        f"across all runs: {meta['errors']}."
     )
     print()
     print(f"### Non-streaming, closed loop ({meta['connections']} connections; medians of {n_rounds} rounds)")
@@ -300,32 +336,34 @@ def cmd_tables(argv):
     print("| path | req/s | p50 ms | p99 ms | ratio | CPU µs/request | CPU ratio | p99 − nginx p99 |")
     print("|---|---|---|---|---|---|---|---|")
     for key, label, ref, rname in CLOSED:
-        rat = median(run.ratios(key, ref)) if ref else None
-        crat = median(run.cpu_ratios(key, ref)) if ref else None
-        d99 = median(run.p99_deltas(key)) if key not in ("direct.closed", "nginx.closed") else None
+        d99 = median(run.p99_deltas(key, "nginx.closed")) if ref else None
         print(
             f"| {label} | {fmt(run.med(key, 'rps'), 0)} | {fmt(run.med(key, 'p50_ms'))} | "
-            f"{fmt(run.med(key, 'p99_ms'))} | {'' if rat is None else f'{rat:.2f}× ({rname})'} | "
+            f"{fmt(run.med(key, 'p99_ms'))} | {rtxt(median(run.ratios(key, ref)), rname)} | "
             f"{'' if key == 'direct.closed' else fmt(run.med(key, 'cpu_us'), 1)} | "
-            f"{'' if crat is None else f'{crat:.2f}×'} | {'' if d99 is None else f'{d99:+.2f} ms'} |"
+            f"{rtxt(median(run.cpu_ratios(key, ref)))} | {'' if d99 is None else f'{d99:+.2f} ms'} |"
         )
     print()
-    print(f"### Non-streaming, fixed {meta['rate']} requests/s")
+    print(f"### Non-streaming, fixed {meta['rate']} requests/s (medians of {n_rounds} rounds)")
     print()
-    print("| path | p50 ms | p99 ms | p99 − nginx p99 |")
-    print("|---|---|---|---|")
-    ngr = r("nginx.rate")
-    for label, key in [
-        ("nginx `proxy_pass`", "nginx.rate"),
-        ("plano-egress, chat pass-through", "egress.rate"),
-        ("plano-egress, `/v1/messages` translated", "messages.rate"),
-        ("plano-edge → plano-egress", "edge.rate"),
-    ]:
-        x = r(key)
-        d99 = None if key == "nginx.rate" or x.get("p99_ms") is None or ngr.get("p99_ms") is None else x["p99_ms"] - ngr["p99_ms"]
-        print(f"| {label} | {fmt(x.get('p50_ms'))} | {fmt(x.get('p99_ms'))} | {'' if d99 is None else f'{d99:+.2f} ms'} |")
+    print(
+        "CPU per request at this rate compares the proxies at one light load: most of it is the "
+        "cost of waking up for each request (epoll, scheduler), which every proxy pays, so these "
+        "ratios sit nearer 1 than at saturation; for throughput, read the closed-loop CPU ratios. "
+        "The edge chain's CPU ratio is against the egress alone."
+    )
     print()
-    print(f"### Streaming ({meta['events']} SSE events per answer)")
+    print("| path | p50 ms | p99 ms | p99 − nginx p99 | CPU µs/request | CPU ratio |")
+    print("|---|---|---|---|---|---|")
+    for key, label, ref in RATE:
+        d99 = median(run.p99_deltas(key, "nginx.rate")) if ref else None
+        print(
+            f"| {label} | {fmt(run.med(key, 'p50_ms'))} | {fmt(run.med(key, 'p99_ms'))} | "
+            f"{'' if d99 is None else f'{d99:+.2f} ms'} | {fmt(run.med(key, 'cpu_us'), 1)} | "
+            f"{rtxt(median(run.cpu_ratios(key, ref)))} |"
+        )
+    print()
+    print(f"### Streaming ({meta['events']} SSE events per answer; medians of {n_rounds} rounds)")
     print()
     print(
         f"| path | TTFT p50 ms | TTFT p99 ms | streams/s ({meta['connections']} connections) | "
@@ -333,16 +371,15 @@ def cmd_tables(argv):
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, label, ref, rname in STREAMS:
-        t = r(f"{name}.ttft")
         key = f"{name}.stream"
         sps = run.med(key, "rps")
         ev = sps * meta["events"] if sps else None
-        rat = median(run.ratios(key, ref)) if ref else None
-        crat = median(run.cpu_ratios(key, ref)) if ref else None
         print(
-            f"| {label} | {fmt(t.get('first_p50_ms'))} | {fmt(t.get('first_p99_ms'))} | {fmt(sps, 0)} | "
-            f"{fmt(ev, 0)} | {'' if rat is None else f'{rat:.2f}× ({rname})'} | "
-            f"{'' if name == 'direct' else fmt(run.med(key, 'cpu_us'), 1)} | {'' if crat is None else f'{crat:.2f}×'} |"
+            f"| {label} | {fmt(run.med(f'{name}.ttft', 'first_p50_ms'))} | "
+            f"{fmt(run.med(f'{name}.ttft', 'first_p99_ms'))} | {fmt(sps, 0)} | {fmt(ev, 0)} | "
+            f"{rtxt(median(run.ratios(key, ref)), rname)} | "
+            f"{'' if name == 'direct' else fmt(run.med(key, 'cpu_us'), 1)} | "
+            f"{rtxt(median(run.cpu_ratios(key, ref)))} |"
         )
     print()
     print_rounds(run)
@@ -350,36 +387,41 @@ def cmd_tables(argv):
     print("### Against the budget (DESIGN.md §9, issue #15)")
     print()
     print(
-        "Medians over the rounds, with the lowest and highest round in brackets; the CPU column is the "
-        "same ratio in CPU time per request (reference µs / row µs), less sensitive to a busy neighbour."
+        "Medians over the rounds, the lowest and highest round in brackets; the CPU column is "
+        "the same ratio in CPU time per request in the closed loop (reference µs / row µs), less "
+        "moved by a busy neighbour than req/s."
     )
     print()
-    print("| target | budget | measured (req/s) | met | measured (CPU per request) | met |")
+    print("| target | budget | req/s | met | CPU per request | met |")
     print("|---|---|---|---|---|---|")
 
-    def check(name, budget, values, ok, cpu_values=None, unit="×"):
+    def cell(values, ok, unit="×"):
         v = median(values)
-        c = median(cpu_values) if cpu_values is not None else None
-        vt = "not measured" if v is None else f"{v:.2f}{unit}{spread(values, 2, unit)}"
-        ct = "" if c is None else f"{c:.2f}{unit}{spread(cpu_values, 2, unit)}"
-        print(
-            f"| {name} | {budget} | {vt} | {'—' if v is None else ('yes' if ok(v) else 'no')} | "
-            f"{ct} | {'' if c is None else ('yes' if ok(c) else 'no')} |"
-        )
+        if v is None:
+            return "not measured | —"
+        return f"{v:.2f}{unit}{spread(values, 2, unit)} | {'yes' if ok(v) else 'no'}"
 
-    for key, name, budget, limit in [
-        ("egress.closed", "egress throughput / nginx", "≥ 0.7×", 0.7),
-        ("messages.closed", "`/v1/messages` throughput / nginx", "≥ 0.6×", 0.6),
+    for key, name, budget, limit, ref in [
+        ("egress.closed", "egress throughput / nginx", "≥ 0.7×", 0.7, "nginx.closed"),
+        ("messages.closed", "`/v1/messages` throughput / nginx", "≥ 0.6×", 0.6, "nginx.closed"),
+        ("edge.closed", "edge → egress / egress alone", "≥ 0.5×", 0.5, "egress.closed"),
     ]:
-        check(name, budget, run.ratios(key, "nginx.closed"), lambda v, lim=limit: v >= lim,
-              run.cpu_ratios(key, "nginx.closed"))
-    check("edge → egress / egress alone", "≥ 0.5×", run.ratios("edge.closed", "egress.closed"),
-          lambda v: v >= 0.5, run.cpu_ratios("edge.closed", "egress.closed"))
-    check(f"egress p99 − nginx p99 ({meta['connections']} connections)", "≤ +0.3 ms",
-          run.p99_deltas("egress.closed"), lambda v: v <= 0.3, None, " ms")
-    dt, et = r("direct.ttft").get("first_p50_ms"), r("egress.ttft").get("first_p50_ms")
-    check("streaming TTFT added (p50, egress − direct)", "≤ 0.3 ms",
-          [None if dt is None or et is None else et - dt], lambda v: v <= 0.3, None, " ms")
+        ok = lambda v, lim=limit: v >= lim
+        print(f"| {name} | {budget} | {cell(run.ratios(key, ref), ok)} | {cell(run.cpu_ratios(key, ref), ok)} |")
+    ok = lambda v: v <= 0.3
+    print(
+        f"| egress p99 − nginx p99 ({meta['connections']} connections) | ≤ +0.3 ms | "
+        f"{cell(run.p99_deltas('egress.closed', 'nginx.closed'), ok, ' ms')} | | |"
+    )
+    print(
+        "| streaming TTFT added (p50, egress − direct) | ≤ 0.3 ms | "
+        + cell(
+            [None if a is None or b is None else a - b
+             for a, b in zip(run.per_round("egress.ttft", "first_p50_ms"), run.per_round("direct.ttft", "first_p50_ms"))],
+            ok, " ms",
+        )
+        + " | | |"
+    )
     print(
         f"| egress RSS idle / after the runs | ≤ 30 MiB idle | {meta['rss_idle']} / {meta['rss_after']} MiB | "
         f"{'yes' if float(meta['rss_idle']) <= 30 else 'no'} | | |"
@@ -394,8 +436,6 @@ def print_rounds(run):
     keys = [k for k in SHORT if any(k in rnd for rnd in rounds)]
     head = "| path | " + " | ".join(f"round {i}" for i in range(1, len(rounds) + 1)) + " |"
     sep = "|---|" + "---|" * len(rounds)
-    refs = {k: ref for k, _, ref, _ in CLOSED}
-    refs.update({f"{n}.stream": ref for n, _, ref, _ in STREAMS})
     print("#### Each round")
     print()
     print("Order of the runs: " + "; ".join(
@@ -403,18 +443,21 @@ def print_rounds(run):
         for i, rnd in enumerate(rounds, 1)
     ) + ".")
     print()
-    print("req/s (ratio to the reference of the same round) · p99 ms")
+    print("req/s (ratio to the reference of the same round) · p99 ms; TTFT rows: TTFT p50 · p99 ms")
     print()
     print(head)
     print(sep)
     for k in keys:
         cells = []
         for rnd in rounds:
-            x, ref = rnd.get(k, {}), rnd.get(refs.get(k) or "", {})
+            x, ref = rnd.get(k, {}), rnd.get(REFS.get(k) or "", {})
+            if k.endswith(".ttft"):
+                cells.append(f"{fmt(x.get('first_p50_ms'))} · {fmt(x.get('first_p99_ms'))}")
+                continue
             rat = ratio(x.get("rps"), ref.get("rps"))
             cells.append(
                 "—" if x.get("rps") is None else
-                f"{x['rps']:,.0f}{'' if rat is None else f' ({rat:.2f}×)'} · {fmt(x.get('p99_ms'))}"
+                f"{x['rps']:,.0f}{'' if rat is None or k.endswith('.rate') else f' ({rat:.2f}×)'} · {fmt(x.get('p99_ms'))}"
             )
         print(f"| {SHORT[k]} | " + " | ".join(cells) + " |")
     print()
@@ -427,7 +470,7 @@ def print_rounds(run):
             continue
         cells = []
         for rnd in rounds:
-            x, ref = rnd.get(k, {}), rnd.get(refs.get(k) or "", {})
+            x, ref = rnd.get(k, {}), rnd.get(REFS.get(k) or "", {})
             crat = ratio(ref.get("cpu_us"), x.get("cpu_us"))
             cells.append(
                 "—" if x.get("cpu_us") is None else
@@ -442,33 +485,27 @@ def print_disturbed(run):
     # that round are suspect (seen on shared VMs: nginx's own p99 at 50-170 ms, its req/s halved).
     bad = run.disturbed_rounds()
     n = len(run.rounds)
-    notes = []
-    ngr = run.rows.get("nginx.rate", {}).get("p99_ms")
-    if ngr is not None and ngr > DISTURBED_RATE_P99_MS:
-        notes.append(f"nginx `proxy_pass` fixed-rate p99 {ngr:.2f} ms (> {DISTURBED_RATE_P99_MS} ms): the fixed-rate table is suspect")
-    if not bad and not notes:
+    if not bad:
         return
     print()
     where = "; ".join(f"round {i}: " + ", ".join(v) for i, v in sorted(bad.items()))
     limit = (
-        f"a reference's closed-loop p99 > {DISTURBED_CLOSED_P99_MS} ms, or more than "
+        f"a reference's p99 over {DISTURBED_CLOSED_P99_MS:.0f} ms in closed loop or "
+        f"{DISTURBED_RATE_P99_MS:.0f} ms at the fixed rate, or more than "
         f"{DISTURBED_OTHER_PCT:.0f} % of the proxy CPUs busy with something other than the proxy or stolen"
     )
-    if bad and 2 * len(bad) >= n:
+    if 2 * len(bad) >= n:
         print(
             f"**Disturbed run:** {len(bad)} of {n} rounds were disturbed ({limit}; {where}), "
             "so the medians may come from a disturbed round. Do not compare its ratios; run again "
             "on a quieter machine, or A/B with bench/instructions.sh."
-            + ("" if not notes else " Also: " + "; ".join(notes) + ".")
         )
-    elif bad:
+    else:
         print(
             f"**Disturbed rounds:** {len(bad)} of {n} rounds were disturbed ({limit}; {where}); "
             "the medians leave a minority of outlying rounds out, but look at the rounds' spread."
-            + ("" if not notes else " Also: " + "; ".join(notes) + ".")
         )
-    else:
-        print("**Disturbed fixed-rate rows:** " + "; ".join(notes) + ".")
+
 
 if __name__ == "__main__":
     cmd = sys.argv[1]

@@ -6,35 +6,36 @@
 # measured in the same run as the reference. Prints markdown tables (the format of
 # BENCHMARKS.md) and keeps every figure in a JSON file (JSON_OUT).
 #
-# Rounds: the closed-loop rows (provider direct, nginx, the floor, egress chat, egress
-# /v1/messages, the edge chain, and the streaming rows) run ROUNDS times, alternated: each
-# round runs nginx first, then the other rows, their order rotated by one place per round.
-# A row's req/s, p99 and CPU µs/request are medians over the rounds; a ratio is the median
-# of each round's ratio (row / nginx of the same round; edge chain / egress of the same
-# round), so a neighbour's burst falls on both sides of a ratio or on neither. CPU per
-# request: `perf stat -e task-clock` of the proxy's processes during its run (utime+stime
-# from /proc when perf is missing or refused), divided by the requests it completed.
-# The fixed-rate and TTFT rows run once each, after the rounds.
+# Rounds: every row runs ROUNDS times, alternated. Each round runs, in groups, the
+# closed-loop rows (nginx first, then provider direct, the floor, egress chat, egress
+# /v1/messages, the edge chain), the closed-loop streaming rows (nginx first), the
+# fixed-rate rows (nginx first) and the time-to-first-token rows (provider direct first);
+# within a group the rows after the reference are rotated by one place per round. A row's
+# figures are medians over the rounds; a ratio is the median of each round's ratio (row /
+# nginx of the same round; edge chain / egress of the same round), so a neighbour's burst
+# falls on both sides of a ratio or on neither. CPU per request: `perf stat -e task-clock`
+# of the proxy's processes during its run (utime+stime from /proc when perf is missing or
+# refused), divided by the requests it completed.
 #
-#   bench/run.sh            # 3 rounds of 9 closed-loop rows × (1 + 8 s), then 7 rows × 15 s:
-#                           # ~6 minutes after the release build
-#   bench/run.sh --quick    # 3 rounds × (1 + 2 s), other rows 3 s: under 2 minutes
+#   bench/run.sh            # 3 rounds of 9 closed-loop runs × (1 + 8 s) and 7 loadgen
+#                           # runs × 5 s: ~7 minutes after the release build
+#   bench/run.sh --quick    # 3 rounds, closed loop 1 + 2 s, loadgen 2 s: ~3 minutes
 #   python3 bench/report.py tables /tmp/plano-bench-….json   # the tables again from a saved run
 #
 # Environment:
 #   PROXY_CPUS=1  LOAD_CPUS=0   taskset CPU lists (on larger machines e.g. PROXY_CPUS=2-3
 #                               LOAD_CPUS=0-1; the proxies use as many threads as CPUs)
-#   ROUNDS=3                    rounds of the closed-loop rows
+#   ROUNDS=3                    rounds (every row runs once per round)
 #   DURATION=8                  seconds per measured closed-loop run (2 with --quick)
 #   WARM=1                      seconds of warm-up before each closed-loop run
-#   ROW_DURATION=15             seconds per fixed-rate and TTFT row (3 with --quick)
+#   ROW_DURATION=5              seconds per fixed-rate and TTFT run (2 with --quick)
 #   CONNECTIONS=32              closed-loop connections (wrk -t1)
 #   RATE=2000                   requests/s of the fixed-rate rows
 #   CPU_SOURCE=perf|proc        force the CPU-time source (default: perf when it works)
 #   JSON_OUT=path               where the JSON of the run goes (default /tmp/plano-bench-DATE.json)
 #   BENCH_NO_BUILD=1            use the binaries already in target/release
 #   EGRESS_BIN=path             another plano-egress binary (A/B comparisons of a change)
-#   PERF_OUT=/tmp/egress.perf   also `perf record -g` the egress during its first-round chat row
+#   PERF_OUT=/tmp/egress.perf   also `perf record -g` the egress during its first-round chat run
 #                               (then: perf report -i /tmp/egress.perf --no-children)
 # Needs: nginx, wrk, taskset, ss, python3 (apt-get install -y nginx wrk util-linux iproute2);
 # perf (linux-perf) for task-clock CPU time, else /proc's tick counts are used.
@@ -57,14 +58,15 @@ CONNECTIONS=${CONNECTIONS:-32}
 RATE=${RATE:-2000}
 ROUNDS=${ROUNDS:-3}
 WARM=${WARM:-1}
-if [ "$QUICK" = 1 ]; then default_duration=2; default_row_duration=3
-else default_duration=8; default_row_duration=15; fi
+if [ "$QUICK" = 1 ]; then default_duration=2; default_row_duration=2
+else default_duration=8; default_row_duration=5; fi
 DURATION=${DURATION:-$default_duration}
 ROW_DURATION=${ROW_DURATION:-$default_row_duration}
 for v in ROUNDS WARM DURATION ROW_DURATION CONNECTIONS RATE; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v=${!v} is not a positive whole number"
 done
 JSON_OUT=${JSON_OUT:-/tmp/plano-bench-$(date -u +%Y%m%dT%H%M%SZ).json}
+started_at=$(date -u +%H:%M)
 
 need nginx "apt-get install -y nginx"
 need wrk "apt-get install -y wrk"
@@ -145,46 +147,56 @@ record() {
   errors=$((errors + $2))
   [ "$2" = 0 ] || echo "  $1: $2 errors" >&2
 }
-closed() {
-  # closed ROUND KEY URL LUA [ROLE:PID...]: warm-up, then a measured closed-loop run with
-  # the CPU time of the listed processes over that run
-  local rnd=$1 key=$2 url=$3 lua=$4; shift 4
+measure() {
+  # measure ROUND KEY PARSER [ROLE:PID...] -- CMD...: run CMD on LOAD_CPUS (its output
+  # parsed by `report.py PARSER`) and count the CPU time the listed processes spend over
+  # it; the row goes into the run's JSON
+  local rnd=$1 key=$2 parser=$3 specs=()
+  shift 3
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
+  shift
   seq_no=$((seq_no + 1))
   echo "round $rnd: $key" >&2
-  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${WARM}s" -s "$work/$lua.lua" "$url" >/dev/null
-  local before after pids=""
+  local before after pids="" t0 t1 e
   rm -f "$work/perf.csv"
-  local t0=$EPOCHREALTIME
+  t0=$EPOCHREALTIME
   grep '^cpu' /proc/stat >"$work/stat.before"
-  before=$(cpu_ticks "$@")
-  if [ "$CPU_SOURCE" = perf ] && [ $# -gt 0 ]; then
-    pids=$(printf '%s\n' "$@" | sed 's/.*://' | paste -sd,)
-    taskset -c "$LOAD_CPUS" perf stat -x, -e task-clock -o "$work/perf.csv" -p "$pids" -- \
-      wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/$lua.lua" "$url" >"$work/wrk.out"
+  before=$(cpu_ticks "${specs[@]}")
+  if [ "$CPU_SOURCE" = perf ] && [ ${#specs[@]} -gt 0 ]; then
+    pids=$(printf '%s\n' "${specs[@]}" | sed 's/.*://' | paste -sd,)
+    taskset -c "$LOAD_CPUS" perf stat -x, -e task-clock -o "$work/perf.csv" -p "$pids" -- "$@" >"$work/run.out"
   else
-    taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/$lua.lua" "$url" >"$work/wrk.out"
+    taskset -c "$LOAD_CPUS" "$@" >"$work/run.out"
   fi
-  after=$(cpu_ticks "$@")
+  after=$(cpu_ticks "${specs[@]}")
   grep '^cpu' /proc/stat >"$work/stat.after"
-  local t1=$EPOCHREALTIME e
-  e=$(python3 bench/report.py wrk "$work/wrk.out" --into "$results" --round "$rnd" --key "$key" \
+  t1=$EPOCHREALTIME
+  e=$(python3 bench/report.py "$parser" "$work/run.out" --into "$results" --round "$rnd" --key "$key" \
     --seq "$seq_no" --hz "$HZ" --window "$t0" "$t1" \
     --perf "$work/perf.csv" --ticks-before "$before" --ticks-after "$after" \
     --stat-before "$work/stat.before" --stat-after "$work/stat.after" --proxy-cpus "$PROXY_CPUS")
   record "$key" "$e"
 }
+closed() {
+  # closed ROUND KEY URL LUA [ROLE:PID...]: warm-up, then a measured closed-loop run
+  local rnd=$1 key=$2 url=$3 lua=$4
+  shift 4
+  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${WARM}s" -s "$work/$lua.lua" "$url" >/dev/null
+  measure "$rnd" "$key" wrk "$@" -- wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$work/$lua.lua" "$url"
+}
 loadgen() {
-  # loadgen KEY URL ARGS...: fixed-rate or TTFT rows, run once
-  echo "loadgen: $1" >&2
-  local key=$1 url=$2; shift 2
-  taskset -c "$LOAD_CPUS" "$bin/loadgen" --url "$url" --seconds "$ROW_DURATION" --header 'x-user-id: bench' "$@" >"$work/loadgen.out"
-  local e
-  e=$(python3 bench/report.py loadgen "$work/loadgen.out" --into "$results" --key "$key")
-  record "$key" "$e"
+  # loadgen ROUND KEY URL [ROLE:PID...] -- ARGS...: a fixed-rate or TTFT run
+  local rnd=$1 key=$2 url=$3
+  shift 3
+  local specs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
+  shift
+  measure "$rnd" "$key" loadgen "${specs[@]}" -- "$bin/loadgen" --url "$url" --seconds "$ROW_DURATION" \
+    --header 'x-user-id: bench' "$@"
 }
 chat=/v1/chat/completions
 row() {
-  # row ROUND NAME: one closed-loop run of a row
+  # row ROUND NAME: one run of a row
   local r=$1
   case $2 in
     nginx) closed "$r" nginx.closed "http://127.0.0.1:$N_JSON$chat" chat "${NGINX_CPU[@]}" ;;
@@ -204,26 +216,42 @@ row() {
     nginx.stream) closed "$r" nginx.stream "http://127.0.0.1:$N_SSE$chat" stream "${NGINX_CPU[@]}" ;;
     direct.stream) closed "$r" direct.stream "http://127.0.0.1:$P_SSE$chat" stream ;;
     egress.stream) closed "$r" egress.stream "http://127.0.0.1:$EGRESS$chat" stream "egress:$egress_pid" ;;
+    nginx.rate) loadgen "$r" nginx.rate "http://127.0.0.1:$N_JSON$chat" "${NGINX_CPU[@]}" -- \
+      --mode rate --rate "$RATE" --model bench-json ;;
+    egress.rate) loadgen "$r" egress.rate "http://127.0.0.1:$EGRESS$chat" "egress:$egress_pid" -- \
+      --mode rate --rate "$RATE" --model bench-json ;;
+    messages.rate) loadgen "$r" messages.rate "http://127.0.0.1:$EGRESS/v1/messages" "egress:$egress_pid" -- \
+      --mode rate --rate "$RATE" --model bench-json --api messages ;;
+    edge.rate) loadgen "$r" edge.rate "http://127.0.0.1:$EDGE$chat" "edge:$edge_pid" "egress:$egress_pid" -- \
+      --mode rate --rate "$RATE" --model bench-json ;;
+    direct.ttft) loadgen "$r" direct.ttft "http://127.0.0.1:$P_SSE$chat" -- --mode ttft --concurrency 8 --model bench-sse ;;
+    nginx.ttft) loadgen "$r" nginx.ttft "http://127.0.0.1:$N_SSE$chat" "${NGINX_CPU[@]}" -- \
+      --mode ttft --concurrency 8 --model bench-sse ;;
+    egress.ttft) loadgen "$r" egress.ttft "http://127.0.0.1:$EGRESS$chat" "egress:$egress_pid" -- \
+      --mode ttft --concurrency 8 --model bench-sse ;;
     *) die "row $2?" ;;
   esac
 }
 
-# The rounds: nginx first, then the other rows rotated by one place per round, so that no
-# row always runs right after nginx (or last); then the streaming rows the same way.
-plain=(direct floor egress messages edge)
-streams=(direct.stream egress.stream)
+# The rounds: each group's reference first (nginx; provider direct for time to first
+# token), then the group's other rows rotated by one place per round, so that no row
+# always runs right after the reference (or last).
+rotated() {
+  # rotated ROUND ROW...: the rows, rotated by ROUND - 1 places
+  local r=$1 i
+  shift
+  for i in $(seq 0 $(($# - 1))); do
+    local k=$(((i + r - 1) % $# + 1))
+    echo "${!k}"
+  done
+}
 for r in $(seq 1 "$ROUNDS"); do
-  row "$r" nginx
-  for i in $(seq 0 $((${#plain[@]} - 1))); do row "$r" "${plain[$(((i + r - 1) % ${#plain[@]}))]}"; done
-  row "$r" nginx.stream
-  for i in $(seq 0 $((${#streams[@]} - 1))); do row "$r" "${streams[$(((i + r - 1) % ${#streams[@]}))]}"; done
-done
-loadgen nginx.rate "http://127.0.0.1:$N_JSON$chat" --mode rate --rate "$RATE" --model bench-json
-loadgen egress.rate "http://127.0.0.1:$EGRESS$chat" --mode rate --rate "$RATE" --model bench-json
-loadgen messages.rate "http://127.0.0.1:$EGRESS/v1/messages" --mode rate --rate "$RATE" --model bench-json --api messages
-loadgen edge.rate "http://127.0.0.1:$EDGE$chat" --mode rate --rate "$RATE" --model bench-json
-for t in direct:$P_SSE nginx:$N_SSE egress:$EGRESS; do
-  loadgen "${t%%:*}.ttft" "http://127.0.0.1:${t#*:}$chat" --mode ttft --concurrency 8 --model bench-sse
+  for name in nginx $(rotated "$r" direct floor egress messages edge) \
+    nginx.stream $(rotated "$r" direct.stream egress.stream) \
+    nginx.rate $(rotated "$r" egress.rate messages.rate edge.rate) \
+    direct.ttft $(rotated "$r" nginx.ttft egress.ttft); do
+    row "$r" "$name"
+  done
 done
 rss_after=$(rss_mib "$egress_pid")
 
@@ -237,7 +265,7 @@ python3 - "$results" <<PY
 import json, sys
 res = json.load(open(sys.argv[1]))
 res["meta"] = {
-  "command": "$cmd", "date": "$(date -u +%Y-%m-%d)", "time": "$(date -u +%H:%M)",
+  "command": "$cmd", "date": "$(date -u +%Y-%m-%d)", "time": "$started_at–$(date -u +%H:%M)",
   "machine": "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))",
   "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
   "proxy_cpus": "$PROXY_CPUS", "load_cpus": "$LOAD_CPUS", "connections": $CONNECTIONS,
