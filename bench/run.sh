@@ -77,7 +77,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 proxy_n=$(cpu_count "$PROXY_CPUS")
 load_n=$(cpu_count "$LOAD_CPUS")
 [ "$proxy_n" -le "$(nproc)" ] || die "PROXY_CPUS=$PROXY_CPUS names more CPUs than this machine has"
-if [ -z "${CPU_SOURCE:-}" ]; then
+cpu_source_asked=${CPU_SOURCE:-}
+if [ -z "$cpu_source_asked" ]; then
   if command -v perf >/dev/null 2>&1 && perf stat -x, -e task-clock -o /dev/null -p $$ -- true 2>/dev/null; then
     CPU_SOURCE=perf
   else
@@ -261,6 +262,7 @@ for d in ROUNDS=3 WARM=1 "DURATION=$default_duration" "ROW_DURATION=$default_row
   v=${d%%=*}
   [ "${!v}" = "${d#*=}" ] || cmd="$v=${!v} $cmd"
 done
+[ -z "$cpu_source_asked" ] || cmd="CPU_SOURCE=$cpu_source_asked $cmd"
 python3 - "$results" <<PY
 import json, sys
 res = json.load(open(sys.argv[1]))
