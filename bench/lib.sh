@@ -73,7 +73,12 @@ owns() {
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 # children PID: the PIDs of PID's children (e.g. nginx's workers), space-separated.
-children() { cat /proc/"$1"/task/*/children 2>/dev/null | xargs; }
+children() {
+  local c
+  c=$(cat /proc/"$1"/task/*/children 2>/dev/null | xargs)
+  [ -n "$c" ] || c=$(pgrep -P "$1" 2>/dev/null | xargs)
+  echo "$c"
+}
 
 # cpu_ticks ROLE:PID...: prints "ROLE:PID:TICKS " for each, TICKS = utime + stime of the
 # whole process (all its threads, dead ones included) in clock ticks (getconf CLK_TCK).

@@ -311,8 +311,10 @@ def cmd_tables(argv):
     n_rounds = max(len(run.rounds), 1)
     print(
         f"Produced by `{meta['command']}` on {meta['date']} {meta.get('time', '')} UTC "
-        f"(commit {meta.get('commit', '?')}) — {meta['machine']}, release build; load average "
-        f"at the end {meta.get('loadavg_end', '?')}."
+        f"(tree at {meta.get('commit', '?')}"
+        + ("" if meta.get("rebuilt", True) else ", binaries not rebuilt")
+        + (f", egress `{meta['egress_bin']}`" if meta.get("egress_bin", "target/release/plano-egress") != "target/release/plano-egress" else "")
+        + f") — {meta['machine']}, release build; load average at the end {meta.get('loadavg_end', '?')}."
     )
     cpu_src = (
         "`perf stat -e task-clock`" if meta.get("cpu_source") == "perf" else "/proc utime+stime (ticks)"

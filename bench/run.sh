@@ -270,6 +270,7 @@ res["meta"] = {
   "command": "$cmd", "date": "$(date -u +%Y-%m-%d)", "time": "$started_at–$(date -u +%H:%M)",
   "machine": "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))",
   "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+  "rebuilt": "${BENCH_NO_BUILD:-0}" != "1", "egress_bin": "${EGRESS_BIN:-$bin/plano-egress}",
   "proxy_cpus": "$PROXY_CPUS", "load_cpus": "$LOAD_CPUS", "connections": $CONNECTIONS,
   "rounds": $ROUNDS, "duration": $DURATION, "warm": $WARM, "row_duration": $ROW_DURATION,
   "rate": $RATE, "events": $EVENTS, "errors": $errors, "cpu_source": "$CPU_SOURCE",
