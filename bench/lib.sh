@@ -67,7 +67,28 @@ owns() {
     [ "$h" = "$pid" ] && return 0
     [ "$(awk '{print $4}' "/proc/$h/stat" 2>/dev/null)" = "$pid" ] && return 0
   done
-  die "port $port is held by pid(s) $(echo $holders), not by the bench's process $pid"
+  die "port $port is held by pid(s) $(xargs <<<"$holders"), not by the bench's process $pid"
 }
 
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# children PID: the PIDs of PID's children (e.g. nginx's workers), space-separated.
+children() {
+  local c
+  c=$(cat /proc/"$1"/task/*/children 2>/dev/null | xargs)
+  [ -n "$c" ] || c=$(pgrep -P "$1" 2>/dev/null | xargs)
+  echo "$c"
+}
+
+# cpu_ticks ROLE:PID...: prints "ROLE:PID:TICKS " for each, TICKS = utime + stime of the
+# whole process (all its threads, dead ones included) in clock ticks (getconf CLK_TCK).
+cpu_ticks() {
+  local s p f a
+  for s in "$@"; do
+    p=${s##*:}
+    f=$(<"/proc/$p/stat") || die "process $p ($s) is gone"
+    f=${f##*) }   # the fields after the command name (which may hold spaces)
+    read -ra a <<<"$f"
+    printf '%s:%s ' "$s" $((a[11] + a[12]))
+  done
+}
