@@ -18,8 +18,11 @@
 #
 # Environment: STREAMS=1000, SOAK_SECONDS (600, or 60 with --short), SOAK_RATE=100
 # (requests/s: 1/4 streams, 1/10 to a provider answering 500), NEAR_IDLE_MIB=20,
-# AFTER_SECONDS=120, BENCH_NO_BUILD=1, BIN_DIR (binaries to measure, default target/release;
-# with BENCH_NO_BUILD=1 for an A/B of two builds), PLANO_ALLOC_COLLECT and MIMALLOC_*
+# AFTER_SECONDS=120, WARMUP_SECONDS (growth is measured from this point of the soak; by
+# default its first fifth; BENCHMARKS.md says why this mix warms up for ~8 minutes),
+# BENCH_NO_BUILD=1, BIN_DIR (binaries to measure, default target/release; with
+# BENCH_NO_BUILD=1 for an A/B of two builds), ONLY=egress or ONLY=edge (measure one binary),
+# PLANO_ALLOC_COLLECT and MIMALLOC_*
 # (passed through to both binaries, e.g.
 # MIMALLOC_ALLOW_THP=1 for transparent huge pages, off by default; docs/deployment.md).
 # Needs: nginx (the failing provider), taskset, ss, python3.
@@ -37,6 +40,7 @@ for a in "$@"; do
   esac
 done
 STREAMS=${STREAMS:-1000}
+case ${ONLY:-} in '' | egress | edge) ;; *) die "ONLY=$ONLY (egress or edge)" ;; esac
 SOAK_RATE=${SOAK_RATE:-100}
 NEAR_IDLE_MIB=${NEAR_IDLE_MIB:-20}
 AFTER_SECONDS=${AFTER_SECONDS:-120}
@@ -186,14 +190,17 @@ measure() {
     sleep 10; t=$((t + 10))
   done
   wait "$a" "$b" "$c" || true
-  # Warm-up: the first 20 % of the soak (at least one sample).
-  local warm=$(( ${#samples[@]} / 5 )); [ "$warm" -ge 1 ] || warm=1
+  # Warm-up: WARMUP_SECONDS, by default the first 20 % of the soak (at least one sample).
+  local warm=$(( ${#samples[@]} / 5 ))
+  [ -z "${WARMUP_SECONDS:-}" ] || warm=$((WARMUP_SECONDS / 10))
+  [ "$warm" -ge 1 ] || warm=1
+  [ "$warm" -lt "${#samples[@]}" ] || warm=$(( ${#samples[@]} - 1 ))
   local base=${samples[$warm]} end=${samples[-1]}
   local growth; growth=$(python3 -c "import sys; print(f'{(float(sys.argv[2])/float(sys.argv[1])-1)*100:+.1f} %')" "$base" "$end")
   echo "| $name | $(thp "$pid") | $idle MiB | $peak MiB | $after MiB | $later MiB | $met | $base → $end MiB (samples: ${samples[*]}) | $growth |"
 }
 
-measure plano-egress "$egress_pid" "$EGRESS" "$P_SLOW"
-measure "plano-edge (→ egress)" "$edge_pid" "$EDGE" "$EGRESS"
+[ "${ONLY:-}" = edge ] || measure plano-egress "$egress_pid" "$EGRESS" "$P_SLOW"
+[ "${ONLY:-}" = egress ] || measure "plano-edge (→ egress)" "$edge_pid" "$EDGE" "$EGRESS"
 echo
 echo "Measured by \`bench/memory.sh${1:+ $1}\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); ${STREAMS} streams of 100 chunks 100 ms apart; soak ${SOAK_SECONDS} s at ${SOAK_RATE} req/s (1/4 streams, 1/10 answered 500 by the provider); RSS from /proc/PID/status; THP as the process had it at the end (huge-page MiB from smaps_rollup)${MIMALLOC_ALLOW_THP:+, MIMALLOC_ALLOW_THP=$MIMALLOC_ALLOW_THP}."
