@@ -21,7 +21,7 @@ pub mod request_id;
 pub mod runtime;
 pub mod sse;
 pub mod telemetry;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use runtime::{Component, Context, Control, Shutdown};

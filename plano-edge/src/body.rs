@@ -215,6 +215,7 @@ impl Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plano_common::test_support::Frames;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -258,7 +259,7 @@ mod tests {
         assert_eq!(counter.load(Ordering::SeqCst), 0);
 
         // A streamed body (no declared end) is complete at its `None`, not before.
-        let events = Events(vec![Bytes::from_static(b"data: 1\n\n")]).boxed_unsync();
+        let events = Frames::<BoxError>::new([Bytes::from_static(b"data: 1\n\n")]).boxed_unsync();
         let mut body = Box::pin(ResponseBody::new(
             events,
             None,
@@ -270,20 +271,5 @@ mod tests {
         assert_eq!(counter.load(Ordering::SeqCst), 1);
         assert!(body.frame().await.is_none());
         assert!(body.record.completed);
-    }
-
-    /// Data frames, then the end, without saying so in advance (as a stream does).
-    struct Events(Vec<Bytes>);
-
-    impl Body for Events {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop().map(|b| Ok(Frame::data(b))))
-        }
     }
 }

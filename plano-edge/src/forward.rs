@@ -55,72 +55,72 @@ pub(crate) struct ClientInfo {
     pub https: bool,
 }
 
+/// Where the edge forwards: `egress.url`, with the scheme and authority every request's
+/// URI is built from, derived once per config load (`state::Loaded`) rather than per
+/// request (formatting and parsing the whole URI per request cost ~1.9k instructions,
+/// BENCHMARKS.md "Lane X").
+pub(crate) struct EgressTarget {
+    url: url::Url,
+    /// `None` when the URL has a path or query of its own (a prefix), or is not one `http`
+    /// reads: then the client's path and query are joined to it as text and parsed, so a
+    /// URL that cannot be one fails each request with the parser's reason.
+    origin: Option<(Scheme, Authority)>,
+}
+
+impl EgressTarget {
+    pub(crate) fn new(url: &url::Url) -> Self {
+        let prefixed = url.path() != "/" || url.query().is_some() || url.fragment().is_some();
+        let origin = if prefixed {
+            None
+        } else {
+            url.as_str()
+                .trim_end_matches('/')
+                .parse::<Uri>()
+                .ok()
+                .map(Uri::into_parts)
+                .and_then(|parts| Some((parts.scheme?, parts.authority?)))
+        };
+        Self {
+            url: url.clone(),
+            origin,
+        }
+    }
+
+    /// `egress.url` + the client's path and query. Without a prefix the client's path is
+    /// reused as it is; with one they are joined as text.
+    fn uri(&self, client: &Uri) -> Result<Uri, http::Error> {
+        let path_and_query = client.path_and_query();
+        if let Some((scheme, authority)) = &self.origin
+            && path_and_query.is_none_or(|p| p.as_str().starts_with('/'))
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(match path_and_query {
+                Some(p) => p.clone(),
+                None => PathAndQuery::from_static("/"),
+            });
+            return Ok(Uri::from_parts(parts)?);
+        }
+        let base = self.url.as_str().trim_end_matches('/');
+        let path_and_query = path_and_query.map_or("/", PathAndQuery::as_str);
+        Ok(format!("{base}{path_and_query}").parse()?)
+    }
+}
+
 /// Turn the client's request into the egress request, in place of its URI and headers.
 pub(crate) fn upstream_request(
     mut req: Request<Inner>,
-    egress: &url::Url,
+    egress: &EgressTarget,
     request_id: &HeaderValue,
     client: &ClientInfo,
 ) -> Result<Request<Inner>, http::Error> {
-    let uri = egress_uri(egress, req.uri())?;
-    *req.uri_mut() = uri;
+    *req.uri_mut() = egress.uri(req.uri())?;
     // The egress speaks HTTP/1.1 or h2 as its connection decides, not as the client did.
     *req.version_mut() = http::Version::HTTP_11;
 
     forwarding_headers(req.headers_mut(), request_id, client);
     Ok(req)
-}
-
-/// The egress URL's scheme and authority, parsed once per thread and URL (the config can
-/// change it on reload): formatting and parsing the whole URI again cost ~1.9k
-/// instructions per request (BENCHMARKS.md, "Lane X").
-struct EgressBase {
-    url: String,
-    scheme: Scheme,
-    authority: Authority,
-}
-
-thread_local! {
-    static EGRESS_BASE: std::cell::RefCell<Option<EgressBase>> = const { std::cell::RefCell::new(None) };
-}
-
-/// `egress` + the client's path and query. An egress URL with a path of its own (a prefix)
-/// is joined as text; without one the client's path is reused as it is.
-fn egress_uri(egress: &url::Url, client: &Uri) -> Result<Uri, http::Error> {
-    let path_and_query = client.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let base = egress.as_str().trim_end_matches('/');
-    let prefixed = egress.path() != "/" || egress.query().is_some() || egress.fragment().is_some();
-    if prefixed || !path_and_query.starts_with('/') {
-        return Ok(format!("{base}{path_and_query}").parse()?);
-    }
-    let cached = EGRESS_BASE.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if let Some(b) = cached.as_ref()
-            && b.url == egress.as_str()
-        {
-            return Some((b.scheme.clone(), b.authority.clone()));
-        }
-        let parts = base.parse::<Uri>().ok()?.into_parts();
-        let (scheme, authority) = (parts.scheme?, parts.authority?);
-        *cached = Some(EgressBase {
-            url: egress.as_str().to_string(),
-            scheme: scheme.clone(),
-            authority: authority.clone(),
-        });
-        Some((scheme, authority))
-    });
-    // Not an absolute URL (the config checks it is): the full parse says why.
-    let Some((scheme, authority)) = cached else {
-        return Ok(format!("{base}{path_and_query}").parse()?);
-    };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(match client.path_and_query() {
-        Some(p) => p.clone(),
-        None => PathAndQuery::from_static("/"),
-    });
-    Ok(Uri::from_parts(parts)?)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -259,7 +259,7 @@ mod tests {
             .insert("host", HeaderValue::from_static("gw.example.com"));
         req.headers_mut()
             .insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        let egress: url::Url = "http://127.0.0.1:12000/".parse().unwrap();
+        let egress = EgressTarget::new(&"http://127.0.0.1:12000/".parse().unwrap());
         let info = ClientInfo {
             peer: "192.0.2.7:5555".parse().unwrap(),
             https: true,
@@ -311,7 +311,6 @@ mod tests {
                 "http://127.0.0.1:12000/",
                 "http://127.0.0.1:12000/v1/chat/completions?a=b",
             ),
-            // Another URL on the same thread: the cached base is not reused.
             (
                 "https://egress.internal",
                 "https://egress.internal/v1/chat/completions?a=b",
@@ -322,21 +321,27 @@ mod tests {
                 "http://h:1/base/v1/chat/completions?a=b",
             ),
             ("http://h:1/base", "http://h:1/base/v1/chat/completions?a=b"),
-            (
-                "http://127.0.0.1:12000",
-                "http://127.0.0.1:12000/v1/chat/completions?a=b",
-            ),
         ];
-        for (egress, want) in cases {
-            let egress: url::Url = egress.parse().unwrap();
-            let uri = egress_uri(&egress, &client).unwrap();
-            assert_eq!(uri, want, "{egress}");
-            assert_eq!(uri.scheme_str(), Some(egress.scheme()));
+        for (url, want) in cases {
+            let url: url::Url = url.parse().unwrap();
+            let egress = EgressTarget::new(&url);
+            let prefixed = url.path() != "/" || url.query().is_some();
+            assert_eq!(egress.origin.is_none(), prefixed, "{url}");
+            let uri = egress.uri(&client).unwrap();
+            assert_eq!(uri, want, "{url}");
+            assert_eq!(uri.scheme_str(), Some(url.scheme()));
         }
-        let egress: url::Url = "http://127.0.0.1:12000".parse().unwrap();
+        let egress = EgressTarget::new(&"http://127.0.0.1:12000".parse().unwrap());
         assert_eq!(
-            egress_uri(&egress, &Uri::from_static("/v1/models")).unwrap(),
+            egress.uri(&Uri::from_static("/v1/models")).unwrap(),
             "http://127.0.0.1:12000/v1/models"
+        );
+        // A client URI without a path (authority form) goes to the egress's root.
+        let authority_form = Uri::from_static("example.com:443");
+        assert!(authority_form.path_and_query().is_none());
+        assert_eq!(
+            egress.uri(&authority_form).unwrap(),
+            "http://127.0.0.1:12000/"
         );
     }
 }

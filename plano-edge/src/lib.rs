@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::listener::Bound;
 use crate::proxy::ListenerInfo;
-use crate::state::Edge;
+use crate::state::{Edge, Loaded};
 use crate::tls::Terminator;
 
 pub use listener::HEADER_READ_TIMEOUT;
@@ -69,7 +69,7 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<EdgeServer> {
     let filters =
         Arc::new(plano_common::filters::FilterRunner::new(&builder).context("filter HTTP client")?);
     let edge = Arc::new(Edge {
-        config: ArcSwap::new(config),
+        loaded: ArcSwap::from_pointee(Loaded::new(config)),
         client,
         filters,
         egress: egress.clone(),
@@ -260,25 +260,26 @@ async fn follow_reloads(
                 } else if egress_serves(&config).await {
                     tracing::info!(url = %config.egress.url, "the egress serves its new address; following it");
                     pending = None;
-                    edge.config.store(config);
+                    edge.loaded.store(Arc::new(Loaded::new(config)));
                 }
                 continue;
             }
         }
         let config = ctx.current_config();
-        if edge.config.load().egress.health != config.egress.health {
+        let followed = edge.loaded.load().config.egress.clone();
+        if followed.health != config.egress.health {
             tracing::warn!("`egress.health` changed; it takes effect after a restart");
         }
-        let followed = edge.config.load().egress.url.clone();
+        let followed = followed.url;
         pending = None;
         if config.egress.url == followed || egress_serves(&config).await {
-            edge.config.store(config.clone());
+            edge.loaded.store(Arc::new(Loaded::new(config.clone())));
         } else {
             tracing::warn!(from = %followed, to = %config.egress.url, "the egress does not (yet) serve the new `egress.url`; requests keep going to the old one until it does");
             pending = Some(config.egress.url.clone());
             let mut kept = (*config).clone();
             kept.egress.url = followed;
-            edge.config.store(Arc::new(kept));
+            edge.loaded.store(Arc::new(Loaded::new(Arc::new(kept))));
         }
         // Removed listeners drain.
         running.retain(|name, r| {

@@ -68,7 +68,7 @@ pub(crate) fn handle(
         "edge",
         forward::route_for(req.uri().path()).unwrap_or(""),
         &req,
-        &plano_common::telemetry::SpanAttributes::of(edge.config.load().tracing.as_ref()),
+        &plano_common::telemetry::SpanAttributes::of(edge.loaded.load().config.tracing.as_ref()),
     );
     Box::pin(handle_in_span(edge, info, peer, https, req, span.clone()).instrument(span))
 }
@@ -87,7 +87,8 @@ async fn handle_in_span(
     let started = Instant::now();
     let in_flight = InFlight::new(&edge.in_flight);
     let request_id = plano_common::request_id::ensure(req.headers());
-    let config = edge.config.load_full();
+    let loaded = edge.loaded.load_full();
+    let config = &loaded.config;
     let path = req.uri().path().to_string();
     let shape = ApiShape::for_path(&path);
     let route = forward::route_for(&path);
@@ -110,11 +111,11 @@ async fn handle_in_span(
         max_body,
         input_filters,
         output_filters,
-    } = Settings::of(listener(&config, &info.name), req.method());
+    } = Settings::of(listener(config, &info.name), req.method());
 
     // 1. auth: first, so a client without a valid key learns nothing, not even which
     //    paths exist (401 before 404).
-    let client_auth = || listener(&config, &info.name).and_then(|l| l.auth.as_ref());
+    let client_auth = || listener(config, &info.name).and_then(|l| l.auth.as_ref());
     if let Err(e) = auth::check(client_auth(), req.headers()) {
         return local(e, shape, record, &request_id, in_flight);
     }
@@ -150,7 +151,7 @@ async fn handle_in_span(
     } else {
         let input = InputFilters {
             edge: &edge,
-            config: &config,
+            config,
             ids: &input_filters,
             path: &path,
             request_id: &request_id,
@@ -191,12 +192,11 @@ async fn handle_in_span(
         egress_wait: None,
     };
     // 5. agents / prompt targets
-    let owner =
-        listener(&config, &info.name).and_then(|l| route::owner(l, &config, route_template));
+    let owner = listener(config, &info.name).and_then(|l| route::owner(l, config, route_template));
     if let Some(owner) = owner {
         let routed = Routing {
             edge: &edge,
-            config: &config,
+            config,
             listener: &info.name,
             client: ClientInfo { peer, https },
             max_body,
@@ -216,7 +216,7 @@ async fn handle_in_span(
     // 7. forward
     let upstream = match forward::upstream_request(
         Request::from_parts(parts, body),
-        &config.egress.url,
+        &loaded.egress,
         &finish.request_id,
         &ClientInfo { peer, https },
     ) {

@@ -1,15 +1,15 @@
 //! Reloads that add, remove or move listeners: new sockets are bound, old ones drain, the
-//! others keep serving.
+//! others keep serving; the edge follows a new `egress.url`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::harness::Egress;
+use integration_tests::harness::{Edge, Egress};
 use integration_tests::mock::MockProvider;
 use serde_json::json;
 
-use crate::support::{Plano, eventually};
+use crate::support::{Plano, eventually, install_ring, wait_ready};
 
 fn chat() -> serde_json::Value {
     json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
@@ -140,4 +140,74 @@ async fn edge_listeners_are_added_removed_and_moved_by_a_reload() {
     edge.signal("HUP");
     eventually(Duration::from_secs(5), || refused(c)).await;
     assert!(answers(a).await && answers(b2).await);
+}
+
+async fn status(addr: SocketAddr) -> Option<u16> {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&chat())
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// The egress moves its model listener; the edge, pointed at the old address, answers 502
+/// until a reload gives it the new `egress.url`, then forwards there.
+#[tokio::test]
+async fn the_edge_forwards_to_a_reloaded_egress_url() {
+    install_ring();
+    let mock = MockProvider::start().await.unwrap();
+    let egress_yaml = |address: &str| {
+        format!(
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    base_url: {}\n    default: true\nlisteners:\n  - type: model\n    name: models\n    address: {address}\n    port: 0\n",
+            mock.url()
+        )
+    };
+    let egress = Egress::start(&egress_yaml("127.0.0.1"), &[]).await.unwrap();
+    let old = egress.addr;
+    let edge_yaml = |url: SocketAddr| {
+        format!(
+            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    default: true\negress:\n  url: http://{url}\n  health: http://{}\nlisteners:\n  - type: edge\n    name: public\n    address: 127.0.0.1\n    port: 0\n",
+            egress.admin
+        )
+    };
+    let edge = Edge::start(&edge_yaml(old), &[], (old, egress.admin))
+        .await
+        .unwrap();
+    wait_ready(&edge).await;
+    let public = edge.addr("public");
+    assert_eq!(status(public).await, Some(200));
+
+    // The egress moves to 127.0.0.2 (a port the OS picks); the old address closes.
+    let config = plano_config::load_str(&egress_yaml("127.0.0.2"), None, &|_| None).unwrap();
+    egress.control.config.send(Arc::new(config)).unwrap();
+    let mut new = None;
+    eventually(Duration::from_secs(5), || {
+        new = served_ports(&egress)
+            .into_iter()
+            .find(|p| *p != old.port())
+            .map(|p| SocketAddr::from(([127, 0, 0, 2], p)));
+        let found = new.is_some();
+        async move { found }
+    })
+    .await;
+    let new = new.unwrap();
+    eventually(Duration::from_secs(5), || refused(old)).await;
+    // The edge still forwards to the old address: nobody answers there.
+    eventually(Duration::from_secs(5), || async {
+        status(public).await == Some(502)
+    })
+    .await;
+
+    // A reload with the new `egress.url` (the egress's health says it serves that port):
+    // the edge's requests go there.
+    let config = plano_config::load_str(&edge_yaml(new), None, &|_| None).unwrap();
+    edge.control.config.send(Arc::new(config)).unwrap();
+    eventually(Duration::from_secs(5), || async {
+        status(public).await == Some(200)
+    })
+    .await;
+    edge.stop().await.unwrap();
+    egress.stop().await.unwrap();
 }

@@ -221,6 +221,7 @@ pub fn error_event(path: &str, err: &ApiError) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::Frames;
 
     fn chain(path: &str) -> OutputChain {
         let yaml = "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    access_key: k\n    default: true\n";
@@ -246,12 +247,9 @@ mod tests {
     async fn events_are_reassembled_and_reencoded() {
         let wire = "event: message_start\r\nid: 7\r\ndata: {\"a\":1}\r\n\r\ndata: {\"b\":\r\ndata: 2}\n\n: keep-alive\n\ndata: [DONE]";
         let bytes = wire.as_bytes();
-        let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
-            [0..5, 5..23, 23..24, 24..50, 50..bytes.len()]
-                .into_iter()
-                .map(|r| Ok(Frame::data(Bytes::copy_from_slice(&bytes[r]))))
-                .collect();
-        let upstream = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let chunks = [0..5, 5..23, 23..24, 24..50, 50..bytes.len()]
+            .map(|r| Bytes::copy_from_slice(&bytes[r]));
+        let upstream = Frames::<BoxError>::new(chunks).boxed_unsync();
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,

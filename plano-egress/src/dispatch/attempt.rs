@@ -382,32 +382,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body::Frame;
-    use std::collections::VecDeque;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use plano_common::test_support::Frames;
 
     /// A body that yields `parts` as separate data frames.
-    struct Parts(VecDeque<&'static str>);
-
-    impl http_body::Body for Parts {
-        type Data = Bytes;
-        type Error = String;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
-            Poll::Ready(
-                self.get_mut()
-                    .0
-                    .pop_front()
-                    .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))),
-            )
-        }
-    }
-
-    fn body(parts: &[&'static str]) -> Parts {
-        Parts(parts.iter().copied().collect())
+    fn body(parts: &[&'static str]) -> Frames<String> {
+        Frames::new(parts.iter().copied())
     }
 
     #[tokio::test]

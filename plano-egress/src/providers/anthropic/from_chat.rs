@@ -16,7 +16,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::lenient::{
-    Count, Str, members, scalars_are, skip_map, skip_seq, write_read_str, write_str as string,
+    ArrayOr, Count, Elements, Members, ObjectOr, Str, skip_map, skip_seq, write_read_str,
+    write_str as string,
 };
 use super::{ResponseCtx, Tokens, message_id, stop_reason_from_chat, tool_input};
 use crate::providers::TranslateError;
@@ -28,9 +29,9 @@ pub fn message_from_chat_json(
     chat: &[u8],
     ctx: &ResponseCtx,
 ) -> Result<(Vec<u8>, Usage), TranslateError> {
-    let answer: Answer<'_> = serde_json::from_slice(chat).map_err(|e| {
-        TranslateError::new(format!("the provider's answer is not valid JSON: {e}"))
-    })?;
+    let answer = serde_json::from_slice::<ObjectOr<Answer>>(chat)
+        .map_err(|e| TranslateError::new(format!("the provider's answer is not valid JSON: {e}")))?
+        .or_default();
     let usage = answer
         .usage
         .as_ref()
@@ -291,56 +292,39 @@ impl ChatUsage {
     }
 }
 
-/// A lenient object reader: `$ty` from an object's members, `$ty::default()` from any
-/// other value (as lookups in a tree find nothing in a non-object).
+/// `Members` for a struct: `$ty` read from an object's members (through [`ObjectOr`]:
+/// nothing from any other value, as lookups in a tree find nothing in a non-object).
 macro_rules! object {
-    ($ty:ident, $visitor:ident, $names:expr, |$out:ident, $i:ident, $map:ident| $body:block) => {
-        impl<'de> Deserialize<'de> for $ty<'de> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any($visitor)
-            }
-        }
-        struct $visitor;
-        impl<'de> Visitor<'de> for $visitor {
-            type Value = $ty<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!($ty::default());
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq)?;
-                Ok($ty::default())
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let mut $out = $ty::default();
-                members(map, $names, |$i, $map| $body)?;
-                Ok($out)
+    ($ty:ty, $names:expr, |$out:ident, $i:ident, $map:ident| $body:block) => {
+        impl<'de> Members<'de> for $ty {
+            const NAMES: &'static [&'static str] = $names;
+            fn member<A: MapAccess<'de>>(
+                &mut self,
+                $i: usize,
+                $map: &mut A,
+            ) -> Result<(), A::Error> {
+                let $out = self;
+                $body
             }
         }
     };
 }
 
-object!(
-    Answer,
-    AnswerVisitor,
-    &["id", "choices", "usage"],
-    |out, i, map| {
-        match i {
-            0 => out.id = map.next_value::<Str>()?.0,
-            1 => out.choice = map.next_value::<FirstChoice>()?.0,
-            _ => out.usage = Some(map.next_value::<UsageOf>()?.0),
-        }
-        Ok(())
+object!(Answer<'de>, &["id", "choices", "usage"], |out, i, map| {
+    match i {
+        0 => out.id = map.next_value::<Str>()?.0,
+        1 => out.choice = map.next_value::<ArrayOr<FirstChoice>>()?.or_default().0,
+        _ => out.usage = Some(map.next_value::<ObjectOr<ChatUsage>>()?.or_default()),
     }
-);
+    Ok(())
+});
 
 object!(
-    Choice,
-    ChoiceVisitor,
+    Choice<'de>,
     &["message", "finish_reason", "stop_reason"],
     |out, i, map| {
         match i {
-            0 => out.message = map.next_value::<MessageOf>()?.0,
+            0 => out.message = map.next_value::<ObjectOr<Message>>()?.0,
             1 => out.finish_reason = map.next_value::<Str>()?.0,
             _ => out.stop_reason = map.next_value::<Str>()?.0,
         }
@@ -349,8 +333,7 @@ object!(
 );
 
 object!(
-    Message,
-    MessageVisitor,
+    Message<'de>,
     &[
         "content",
         "reasoning_content",
@@ -364,116 +347,55 @@ object!(
             1 => out.reasoning_content = map.next_value::<Str>()?.0,
             2 => out.reasoning = map.next_value::<Str>()?.0,
             3 => out.refusal = map.next_value::<Str>()?.0,
-            _ => out.tool_calls = map.next_value::<ToolCalls>()?.0,
+            _ => out.tool_calls = map.next_value::<ArrayOr<ToolCalls>>()?.or_default().0,
         }
         Ok(())
     }
 );
 
-object!(
-    ToolCall,
-    ToolCallVisitor,
-    &["id", "function"],
-    |out, i, map| {
-        match i {
-            0 => out.id = map.next_value::<Str>()?.0,
-            _ => {
-                let f: Function = map.next_value()?;
-                (out.name, out.arguments) = (f.name, f.arguments);
-            }
+object!(ToolCall<'de>, &["id", "function"], |out, i, map| {
+    match i {
+        0 => out.id = map.next_value::<Str>()?.0,
+        _ => {
+            let f = map.next_value::<ObjectOr<Function>>()?.or_default();
+            (out.name, out.arguments) = (f.name, f.arguments);
         }
-        Ok(())
     }
-);
+    Ok(())
+});
 
-object!(
-    Function,
-    FunctionVisitor,
-    &["name", "arguments"],
-    |out, i, map| {
-        match i {
-            0 => out.name = map.next_value::<Str>()?.0,
-            _ => out.arguments = Some(map.next_value()?),
-        }
-        Ok(())
+object!(Function<'de>, &["name", "arguments"], |out, i, map| {
+    match i {
+        0 => out.name = map.next_value::<Str>()?.0,
+        _ => out.arguments = Some(map.next_value()?),
     }
-);
+    Ok(())
+});
 
-/// `choices`: its first element when it is a non-empty array.
+/// `choices` (an array): its first element, a [`Choice`] (a default one when it is not an
+/// object); `None` when it is empty.
+#[derive(Default)]
 struct FirstChoice<'a>(Option<Choice<'a>>);
 
-impl<'de> Deserialize<'de> for FirstChoice<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FirstChoice<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!(FirstChoice(None));
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                skip_map(map)?;
-                Ok(FirstChoice(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let first = seq.next_element::<Choice>()?;
-                skip_seq(seq)?;
-                Ok(FirstChoice(first))
-            }
-        }
-        d.deserialize_any(V)
+impl<'de> Elements<'de> for FirstChoice<'de> {
+    fn elements<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let first = seq.next_element::<ObjectOr<Choice>>()?;
+        skip_seq(seq)?;
+        Ok(FirstChoice(first.map(ObjectOr::or_default)))
     }
 }
 
-/// `message`: `None` unless it is an object.
-struct MessageOf<'a>(Option<Message<'a>>);
-
-impl<'de> Deserialize<'de> for MessageOf<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MessageOf<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!(MessageOf(None));
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq)?;
-                Ok(MessageOf(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                MessageVisitor.visit_map(map).map(|m| MessageOf(Some(m)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `tool_calls`: one [`ToolCall`] per element of an array; none from any other value.
+/// `tool_calls` (an array): one [`ToolCall`] per element, whatever the element.
+#[derive(Default)]
 struct ToolCalls<'a>(Vec<ToolCall<'a>>);
 
-impl<'de> Deserialize<'de> for ToolCalls<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ToolCalls<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!(ToolCalls(Vec::new()));
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                skip_map(map)?;
-                Ok(ToolCalls(Vec::new()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut calls = Vec::new();
-                while let Some(call) = seq.next_element()? {
-                    calls.push(call);
-                }
-                Ok(ToolCalls(calls))
-            }
+impl<'de> Elements<'de> for ToolCalls<'de> {
+    fn elements<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut calls = Vec::new();
+        while let Some(call) = seq.next_element::<ObjectOr<ToolCall>>()? {
+            calls.push(call.or_default());
         }
-        d.deserialize_any(V)
+        Ok(ToolCalls(calls))
     }
 }
 
@@ -522,8 +444,8 @@ impl<'de> Deserialize<'de> for Content<'de> {
             /// The `text` strings of the parts, joined (parts without one add nothing).
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut text = String::new();
-                while let Some(PartText(t)) = seq.next_element()? {
-                    if let Some(t) = t {
+                while let Some(part) = seq.next_element::<ObjectOr<PartText>>()? {
+                    if let Some(PartText(Some(t))) = part.0 {
                         text.push_str(&t);
                     }
                 }
@@ -534,125 +456,59 @@ impl<'de> Deserialize<'de> for Content<'de> {
     }
 }
 
-/// The `text` string of a content part (`None`: none, or the part is not an object).
+/// The `text` string of a content part (`None` when it has none).
+#[derive(Default)]
 struct PartText<'a>(Option<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for PartText<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = PartText<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
+object!(PartText<'de>, &["text"], |out, _i, map| {
+    out.0 = map.next_value::<Str>()?.0;
+    Ok(())
+});
+
+object!(
+    ChatUsage,
+    &[
+        "prompt_tokens",
+        "completion_tokens",
+        "prompt_tokens_details",
+        "prompt_cache_hit_tokens",
+        "completion_tokens_details",
+    ],
+    |u, i, map| {
+        match i {
+            0 => u.prompt = map.next_value::<Count>()?.0,
+            1 => u.completion = map.next_value::<Count>()?.0,
+            2 => {
+                let Details([cached, _, written]) =
+                    map.next_value::<ObjectOr<Details>>()?.or_default();
+                u.cached = cached;
+                u.cache_write = written.flatten();
             }
-            scalars_are!(PartText(None));
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq)?;
-                Ok(PartText(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let mut text = None;
-                members(map, &["text"], |_, map| {
-                    text = map.next_value::<Str>()?.0;
-                    Ok(())
-                })?;
-                Ok(PartText(text))
+            3 => u.cache_hit = Some(map.next_value::<Count>()?.0),
+            _ => {
+                let Details([_, reasoning, _]) =
+                    map.next_value::<ObjectOr<Details>>()?.or_default();
+                u.reasoning = reasoning.flatten();
             }
         }
-        d.deserialize_any(V)
+        Ok(())
     }
-}
-
-/// A chat `usage`: its counts when it is an object, nothing otherwise.
-struct UsageOf(ChatUsage);
-
-impl<'de> Deserialize<'de> for UsageOf {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UsageOf;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!(UsageOf(ChatUsage::default()));
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq)?;
-                Ok(UsageOf(ChatUsage::default()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let mut u = ChatUsage::default();
-                members(
-                    map,
-                    &[
-                        "prompt_tokens",
-                        "completion_tokens",
-                        "prompt_tokens_details",
-                        "prompt_cache_hit_tokens",
-                        "completion_tokens_details",
-                    ],
-                    |i, map| {
-                        match i {
-                            0 => u.prompt = map.next_value::<Count>()?.0,
-                            1 => u.completion = map.next_value::<Count>()?.0,
-                            2 => {
-                                let [cached, _, written] =
-                                    map.next_value::<Details>()?.0.unwrap_or_default();
-                                u.cached = cached;
-                                u.cache_write = written.flatten();
-                            }
-                            3 => u.cache_hit = Some(map.next_value::<Count>()?.0),
-                            _ => {
-                                u.reasoning = map
-                                    .next_value::<Details>()?
-                                    .0
-                                    .and_then(|[_, r, _]| r)
-                                    .flatten()
-                            }
-                        }
-                        Ok(())
-                    },
-                )?;
-                Ok(UsageOf(u))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+);
 
 /// A `*_tokens_details` object: its `cached_tokens`, `reasoning_tokens` and
 /// `cache_write_tokens`, each `None` when absent, `Some(None)` when present but not a
-/// count; `None` altogether when it is not an object.
-struct Details(Option<[Option<Option<u64>>; 3]>);
+/// count (all `None` when it is not an object).
+#[derive(Default)]
+struct Details([Option<Option<u64>>; 3]);
 
-impl<'de> Deserialize<'de> for Details {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Details;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!(Details(None));
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq)?;
-                Ok(Details(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let mut found = [None; 3];
-                members(
-                    map,
-                    &["cached_tokens", "reasoning_tokens", "cache_write_tokens"],
-                    |i, map| {
-                        found[i] = Some(map.next_value::<Count>()?.0);
-                        Ok(())
-                    },
-                )?;
-                Ok(Details(Some(found)))
-            }
-        }
-        d.deserialize_any(V)
+object!(
+    Details,
+    &["cached_tokens", "reasoning_tokens", "cache_write_tokens"],
+    |out, i, map| {
+        out.0[i] = Some(map.next_value::<Count>()?.0);
+        Ok(())
     }
-}
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -35,7 +36,6 @@ macro_rules! scalars_are {
         }
     };
 }
-pub(super) use scalars_are;
 
 pub(super) fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<Skip>()?.is_some() {}
@@ -93,6 +93,88 @@ pub(super) fn members<'de, A: MapAccess<'de>>(
         }
     }
     Ok(())
+}
+
+/// A struct read from an object's members: [`Members::NAMES`] are the members it wants,
+/// `member(i, map)` reads the value of `NAMES[i]` (it must read it); others are skipped.
+pub(super) trait Members<'de>: Default {
+    const NAMES: &'static [&'static str];
+    fn member<A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// A value read for an object: `Some` (its members read into `T`) when it is one, `None` for
+/// any other value, read and dropped (as lookups in a tree find nothing in a non-object).
+pub(super) struct ObjectOr<T>(pub Option<T>);
+
+impl<T: Default> ObjectOr<T> {
+    /// `T` from an object, `T::default()` from any other value.
+    pub(super) fn or_default(self) -> T {
+        self.0.unwrap_or_default()
+    }
+}
+
+impl<'de, T: Members<'de>> serde::Deserialize<'de> for ObjectOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor(PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: Members<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = ObjectOr<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    scalars_are!(ObjectOr(None));
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq)?;
+        Ok(ObjectOr(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut out = T::default();
+        members(map, T::NAMES, |i, map| out.member(i, map))?;
+        Ok(ObjectOr(Some(out)))
+    }
+}
+
+/// What is read from an array's elements (all of them must be read or skipped).
+pub(super) trait Elements<'de>: Default {
+    fn elements<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error>;
+}
+
+/// A value read for an array: `Some` (`T` read from its elements) when it is one, `None`
+/// for any other value, read and dropped.
+pub(super) struct ArrayOr<T>(pub Option<T>);
+
+impl<T: Default> ArrayOr<T> {
+    /// `T` from an array, `T::default()` from any other value.
+    pub(super) fn or_default(self) -> T {
+        self.0.unwrap_or_default()
+    }
+}
+
+impl<'de, T: Elements<'de>> serde::Deserialize<'de> for ArrayOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ArrayVisitor(PhantomData))
+    }
+}
+
+struct ArrayVisitor<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: Elements<'de>> Visitor<'de> for ArrayVisitor<T> {
+    type Value = ArrayOr<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    scalars_are!(ArrayOr(None));
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map)?;
+        Ok(ArrayOr(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        T::elements(seq).map(|t| ArrayOr(Some(t)))
+    }
 }
 
 /// A member name, as its index in a list of wanted names (`None`: not wanted).
