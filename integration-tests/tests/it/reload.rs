@@ -40,6 +40,22 @@ fn served_ports(egress: &Egress) -> Vec<u16> {
         .collect()
 }
 
+/// The model listener's new address once the egress serves a port on 127.0.0.2 other
+/// than `old`'s (after a reload that moved it there; the OS picks the port).
+async fn moved_to_127_0_0_2(egress: &Egress, old: SocketAddr) -> SocketAddr {
+    let mut new = None;
+    eventually(Duration::from_secs(5), || {
+        new = served_ports(egress)
+            .into_iter()
+            .find(|p| *p != old.port())
+            .map(|p| SocketAddr::from(([127, 0, 0, 2], p)));
+        let found = new.is_some();
+        async move { found }
+    })
+    .await;
+    new.expect("eventually returned, so a new port was found")
+}
+
 #[tokio::test]
 async fn a_moved_model_listener_is_rebound_without_a_restart() {
     let mock = MockProvider::start().await.unwrap();
@@ -58,17 +74,7 @@ async fn a_moved_model_listener_is_rebound_without_a_restart() {
 
     let config = plano_config::load_str(&yaml("127.0.0.2"), None, &|_| None).unwrap();
     egress.control.config.send(Arc::new(config)).unwrap();
-    let mut new = None;
-    eventually(Duration::from_secs(5), || {
-        new = served_ports(&egress)
-            .into_iter()
-            .find(|p| *p != old.port())
-            .map(|p| SocketAddr::from(([127, 0, 0, 2], p)));
-        let found = new.is_some();
-        async move { found }
-    })
-    .await;
-    let new = new.unwrap();
+    let new = moved_to_127_0_0_2(&egress, old).await;
     eventually(Duration::from_secs(5), || answers(new)).await;
     eventually(Duration::from_secs(5), || refused(old)).await;
 }
@@ -182,17 +188,7 @@ async fn the_edge_forwards_to_a_reloaded_egress_url() {
     // The egress moves to 127.0.0.2 (a port the OS picks); the old address closes.
     let config = plano_config::load_str(&egress_yaml("127.0.0.2"), None, &|_| None).unwrap();
     egress.control.config.send(Arc::new(config)).unwrap();
-    let mut new = None;
-    eventually(Duration::from_secs(5), || {
-        new = served_ports(&egress)
-            .into_iter()
-            .find(|p| *p != old.port())
-            .map(|p| SocketAddr::from(([127, 0, 0, 2], p)));
-        let found = new.is_some();
-        async move { found }
-    })
-    .await;
-    let new = new.unwrap();
+    let new = moved_to_127_0_0_2(&egress, old).await;
     eventually(Duration::from_secs(5), || refused(old)).await;
     // The edge still forwards to the old address: nobody answers there.
     eventually(Duration::from_secs(5), || async {
