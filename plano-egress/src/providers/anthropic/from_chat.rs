@@ -16,8 +16,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::lenient::{
-    ArrayOr, Count, Elements, Members, ObjectOr, Str, skip_map, skip_seq, write_read_str,
-    write_str as string,
+    ArrayOr, Count, Elements, Members, ObjectOr, Str, skip_map, skip_seq, strings_are,
+    write_read_str, write_str as string,
 };
 use super::{ResponseCtx, Tokens, message_id, stop_reason_from_chat, tool_input};
 use crate::providers::TranslateError;
@@ -407,18 +407,7 @@ impl<'de> Deserialize<'de> for Content<'de> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(Content::Text(Cow::Borrowed(v)))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Content::Text(Cow::Owned(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Content::Text(Cow::Owned(v.to_owned())))
-            }
+            strings_are!('de, Content::Text);
             fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(Content::None)
             }

@@ -9,6 +9,23 @@ use std::marker::PhantomData;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+/// The visit methods of a visitor for a JSON string, each giving `$make(Cow<$de, str>)`:
+/// borrowed from the input when it had no escapes, owned otherwise.
+macro_rules! strings_are {
+    ($de:lifetime, $make:expr) => {
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &$de str) -> Result<Self::Value, E> {
+            Ok(($make)(std::borrow::Cow::Borrowed(v)))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(($make)(std::borrow::Cow::Owned(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(($make)(std::borrow::Cow::Owned(v.to_owned())))
+        }
+    };
+}
+pub(super) use strings_are;
+
 /// The visit methods of a lenient visitor for the scalar JSON values it does not want:
 /// each yields `$none`.
 macro_rules! scalars_are {
@@ -214,15 +231,7 @@ impl<'de> Visitor<'de> for StrVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Str(Some(Cow::Borrowed(v))))
-    }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Str(Some(Cow::Owned(v))))
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Str(Some(Cow::Owned(v.to_owned()))))
-    }
+    strings_are!('de, |s| Str(Some(s)));
     fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok(Str(None))
     }

@@ -18,7 +18,7 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
 use super::client_request::chat_user;
-use super::lenient::{Skip, members, write_read_str, write_str as string};
+use super::lenient::{Skip, members, strings_are, write_read_str, write_str as string};
 
 /// What the chat request is sent with, besides the client's fields.
 pub struct ChatTarget<'a> {
@@ -336,18 +336,7 @@ impl<'de> Deserialize<'de> for Text<'de> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(Text(Some(Cow::Borrowed(v))))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Some(Cow::Owned(v))))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Some(Cow::Owned(v.to_owned()))))
-            }
+            strings_are!('de, |s| Text(Some(s)));
             fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Text(None))
             }
@@ -389,18 +378,7 @@ impl<'de> Deserialize<'de> for TextOrBlocks<'de> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string or an array of content blocks")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(TextOrBlocks::Text(Cow::Borrowed(v)))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(TextOrBlocks::Text(Cow::Owned(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(TextOrBlocks::Text(Cow::Owned(v.to_owned())))
-            }
+            strings_are!('de, TextOrBlocks::Text);
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut blocks = Vec::with_capacity(seq.size_hint().unwrap_or(1));
                 while let Some(b) = seq.next_element()? {
