@@ -40,6 +40,14 @@ fn served_ports(egress: &Egress) -> Vec<u16> {
         .collect()
 }
 
+/// An egress config: one provider (the mock) and the model listener on `address`, port 0.
+fn egress_yaml(mock: &MockProvider, address: &str) -> String {
+    format!(
+        "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    base_url: {}\n    default: true\nlisteners:\n  - type: model\n    name: models\n    address: {address}\n    port: 0\n",
+        mock.url()
+    )
+}
+
 /// The model listener's new address once the egress serves a port on 127.0.0.2 other
 /// than `old`'s (after a reload that moved it there; the OS picks the port).
 async fn moved_to_127_0_0_2(egress: &Egress, old: SocketAddr) -> SocketAddr {
@@ -61,18 +69,14 @@ async fn a_moved_model_listener_is_rebound_without_a_restart() {
     let mock = MockProvider::start().await.unwrap();
     // Port 0 on both sides: the move is from 127.0.0.1 to 127.0.0.2 (both loopback), each
     // on a port the OS picks.
-    let yaml = |address: &str| {
-        format!(
-            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    base_url: {}\n    default: true\nlisteners:\n  - type: model\n    name: models\n    address: {address}\n    port: 0\n",
-            mock.url()
-        )
-    };
-    let egress = Egress::start(&yaml("127.0.0.1"), &[]).await.unwrap();
+    let egress = Egress::start(&egress_yaml(&mock, "127.0.0.1"), &[])
+        .await
+        .unwrap();
     let old = egress.addr;
     assert!(answers(old).await);
     assert_eq!(served_ports(&egress), [old.port()]);
 
-    let config = plano_config::load_str(&yaml("127.0.0.2"), None, &|_| None).unwrap();
+    let config = plano_config::load_str(&egress_yaml(&mock, "127.0.0.2"), None, &|_| None).unwrap();
     egress.control.config.send(Arc::new(config)).unwrap();
     let new = moved_to_127_0_0_2(&egress, old).await;
     eventually(Duration::from_secs(5), || answers(new)).await;
@@ -164,13 +168,9 @@ async fn status(addr: SocketAddr) -> Option<u16> {
 async fn the_edge_forwards_to_a_reloaded_egress_url() {
     install_ring();
     let mock = MockProvider::start().await.unwrap();
-    let egress_yaml = |address: &str| {
-        format!(
-            "version: v0.4.0\nmodel_providers:\n  - model: openai/gpt-4o\n    base_url: {}\n    default: true\nlisteners:\n  - type: model\n    name: models\n    address: {address}\n    port: 0\n",
-            mock.url()
-        )
-    };
-    let egress = Egress::start(&egress_yaml("127.0.0.1"), &[]).await.unwrap();
+    let egress = Egress::start(&egress_yaml(&mock, "127.0.0.1"), &[])
+        .await
+        .unwrap();
     let old = egress.addr;
     let edge_yaml = |url: SocketAddr| {
         format!(
@@ -186,7 +186,7 @@ async fn the_edge_forwards_to_a_reloaded_egress_url() {
     assert_eq!(status(public).await, Some(200));
 
     // The egress moves to 127.0.0.2 (a port the OS picks); the old address closes.
-    let config = plano_config::load_str(&egress_yaml("127.0.0.2"), None, &|_| None).unwrap();
+    let config = plano_config::load_str(&egress_yaml(&mock, "127.0.0.2"), None, &|_| None).unwrap();
     egress.control.config.send(Arc::new(config)).unwrap();
     let new = moved_to_127_0_0_2(&egress, old).await;
     eventually(Duration::from_secs(5), || refused(old)).await;
